@@ -1,0 +1,102 @@
+//! `/api/v1/me`: the caller's own account and API tokens.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiPath, Auth, ClientIp};
+use super::users::UserView;
+use crate::store::sessions::ApiToken;
+use crate::time::rfc3339;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/me/tokens", get(list_tokens).post(create_token))
+        .route("/me/tokens/{id}", delete(revoke_token))
+}
+
+/// The caller.
+#[utoipa::path(get, path = "/api/v1/me", tag = "account", security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody)))]
+async fn me(auth: Auth) -> axum::Json<UserView> {
+    axum::Json(UserView::from(&auth.principal.user))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct CreateTokenRequest {
+    name: String,
+    expires_in_days: u32,
+}
+
+/// An API token, without its secret.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenView {
+    id: i64,
+    name: String,
+    created_at: String,
+    expires_at: String,
+    last_used_at: Option<String>,
+    revoked: bool,
+}
+
+impl From<&ApiToken> for TokenView {
+    fn from(t: &ApiToken) -> Self {
+        Self {
+            id: t.id,
+            name: t.name.clone(),
+            created_at: rfc3339(t.created_at),
+            expires_at: rfc3339(t.expires_at),
+            last_used_at: t.last_used_at.map(rfc3339),
+            revoked: t.revoked_at.is_some(),
+        }
+    }
+}
+
+/// A new API token: `token` is shown this once and never again.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    token: String,
+    #[serde(flatten)]
+    info: TokenView,
+}
+
+/// The caller's API tokens.
+#[utoipa::path(get, path = "/api/v1/me/tokens", tag = "account", security(("bearer" = [])),
+    responses((status = 200, body = [TokenView])))]
+async fn list_tokens(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<Vec<TokenView>>, ApiError> {
+    let tokens = state.store.list_api_tokens(auth.principal.user.id).await?;
+    Ok(axum::Json(tokens.iter().map(TokenView::from).collect()))
+}
+
+/// Create an API token for scripts; accepted wherever a JWT is.
+#[utoipa::path(post, path = "/api/v1/me/tokens", tag = "account", security(("bearer" = [])),
+    request_body = CreateTokenRequest,
+    responses((status = 201, body = CreatedToken), (status = 422, body = ErrorBody)))]
+async fn create_token(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
+    let (token, stored) =
+        state.auth.create_api_token(&auth.principal.user, &req.name, req.expires_in_days, &ip).await?;
+    Ok((StatusCode::CREATED, axum::Json(CreatedToken { token, info: TokenView::from(&stored) })))
+}
+
+/// Revoke one of the caller's API tokens.
+#[utoipa::path(delete, path = "/api/v1/me/tokens/{id}", tag = "account", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientIp(ip): ClientIp,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.revoke_api_token(&auth.principal.user, id, &ip).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

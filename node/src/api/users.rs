@@ -1,0 +1,154 @@
+//! `/api/v1/users`: user administration (admin only).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, patch, post};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{AdminOnly, ApiJson, ApiPath, Auth, ClientIp};
+use crate::auth::service::Actor;
+use crate::secrets::random_password;
+use crate::store::users::{Role, User};
+use crate::time::rfc3339;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{id}", patch(update_user))
+        .route("/users/{id}/reset-password", post(reset_password))
+}
+
+/// A user as the API shows it (never the password hash).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    id: i64,
+    username: String,
+    role: Role,
+    disabled: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id,
+            username: u.username.clone(),
+            role: u.role,
+            disabled: u.disabled,
+            created_at: rfc3339(u.created_at),
+            updated_at: rfc3339(u.updated_at),
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct CreateUserRequest {
+    username: String,
+    role: Role,
+    /// If absent, the node generates one and returns it once.
+    password: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedUser {
+    #[serde(flatten)]
+    user: UserView,
+    /// Present only when the node generated the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generated_password: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    role: Option<Role>,
+    disabled: Option<bool>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ResetPasswordRequest {
+    /// If absent, the node generates one and returns it once.
+    password: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ResetPasswordResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generated_password: Option<String>,
+}
+
+fn actor(auth: &Auth<AdminOnly>, ip: &str) -> Actor {
+    Actor::user(&auth.principal.user.username, ip)
+}
+
+async fn target(state: &AppState, id: i64) -> Result<User, ApiError> {
+    state.store.user_by_id(id).await?.ok_or_else(|| ApiError::NotFound(format!("no user with id {id}")))
+}
+
+/// Every user of this node.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = [UserView]), (status = 403, body = ErrorBody)))]
+async fn list_users(State(state): State<AppState>, _: Auth<AdminOnly>) -> Result<axum::Json<Vec<UserView>>, ApiError> {
+    let users = state.store.list_users().await?;
+    Ok(axum::Json(users.iter().map(UserView::from).collect()))
+}
+
+/// Create a user.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+    request_body = CreateUserRequest,
+    responses((status = 201, body = CreatedUser), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_user(
+    State(state): State<AppState>,
+    auth: Auth<AdminOnly>,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<CreateUserRequest>,
+) -> Result<(StatusCode, axum::Json<CreatedUser>), ApiError> {
+    let generated = req.password.is_none().then(random_password);
+    let password = req.password.or_else(|| generated.clone()).unwrap_or_default();
+    let user = state.auth.create_user(&actor(&auth, &ip), &req.username, &password, req.role).await?;
+    Ok((StatusCode::CREATED, axum::Json(CreatedUser { user: UserView::from(&user), generated_password: generated })))
+}
+
+/// Change a user's role, or disable / re-enable them.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = UpdateUserRequest,
+    responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update_user(
+    State(state): State<AppState>,
+    auth: Auth<AdminOnly>,
+    ClientIp(ip): ClientIp,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(req): ApiJson<UpdateUserRequest>,
+) -> Result<axum::Json<UserView>, ApiError> {
+    let user = target(&state, id).await?;
+    let actor = actor(&auth, &ip);
+    if let Some(role) = req.role.filter(|r| *r != user.role) {
+        state.auth.set_role(&actor, &user, role).await?;
+    }
+    if let Some(disabled) = req.disabled.filter(|d| *d != user.disabled) {
+        state.auth.set_disabled(&actor, &user, disabled).await?;
+    }
+    Ok(axum::Json(UserView::from(&target(&state, id).await?)))
+}
+
+/// Set a new password for a user and end their sessions.
+#[utoipa::path(post, path = "/api/v1/users/{id}/reset-password", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = ResetPasswordRequest,
+    responses((status = 200, body = ResetPasswordResponse), (status = 404, body = ErrorBody)))]
+async fn reset_password(
+    State(state): State<AppState>,
+    auth: Auth<AdminOnly>,
+    ClientIp(ip): ClientIp,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(req): ApiJson<ResetPasswordRequest>,
+) -> Result<axum::Json<ResetPasswordResponse>, ApiError> {
+    let user = target(&state, id).await?;
+    let generated = req.password.is_none().then(random_password);
+    let password = req.password.or_else(|| generated.clone()).unwrap_or_default();
+    state.auth.reset_password(&actor(&auth, &ip), &user, &password).await?;
+    Ok(axum::Json(ResetPasswordResponse { generated_password: generated }))
+}

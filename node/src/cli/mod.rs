@@ -1,0 +1,119 @@
+//! The `fedimpute` command line: one module per command group.
+
+pub mod audit;
+pub mod init;
+pub mod run;
+pub mod user;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::auth::{AuthService, JwtKeys};
+use crate::config::{LogFormat, NodeConfig};
+use crate::identity::NodeIdentity;
+use crate::store::Store;
+
+/// fedimpute: a node of a federated genotype-imputation network.
+#[derive(Debug, Parser)]
+#[command(name = "fedimpute", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log line format (overrides `logging.format` in node.toml).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new node: keys, TLS certificate, database, node.toml and a first admin user.
+    Init(init::InitArgs),
+    /// Run the node daemon until SIGINT or SIGTERM.
+    Run(run::RunArgs),
+    /// Manage this node's users (works while the node runs).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Inspect this node's audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+/// Runs a parsed command line.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    match cli.command {
+        Command::Init(args) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(init::run(args))
+        }
+        Command::Run(args) => runtime.block_on(run::run(args, cli.log_format)),
+        Command::User(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(user::run(cmd))
+        }
+        Command::Audit(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(audit::run(cmd))
+        }
+    }
+}
+
+/// Sets up `tracing` to stderr; `RUST_LOG` overrides `default_filter`.
+pub fn init_logging(format: LogFormat, default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// `--config` for commands that act on an existing node.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// Path of the node's node.toml.
+    #[arg(long, short = 'c', env = "FEDIMPUTE_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// An initialised node opened for an admin command.
+pub struct NodeHandle {
+    pub config: NodeConfig,
+    pub store: Store,
+    pub identity: NodeIdentity,
+    pub auth: AuthService,
+}
+
+impl NodeHandle {
+    /// Opens the node described by `config_path` (its database must exist).
+    pub async fn open(config_path: &Path) -> anyhow::Result<Self> {
+        let config = NodeConfig::load(config_path)?;
+        let db = config.database_path();
+        anyhow::ensure!(db.exists(), "no database at {}; run `fedimpute init` first", db.display());
+        let store = Store::open(&db, false).await.with_context(|| format!("opening {}", db.display()))?;
+        let identity = NodeIdentity::load(&config.node_key_path())?;
+        let jwt =
+            JwtKeys::load(&config.jwt_key_path(), &identity.peer_id().to_string(), config.auth.access_token_ttl_secs)?;
+        let auth = AuthService::new(store.clone(), Arc::new(jwt), identity.clone(), config.auth.clone());
+        Ok(Self { config, store, identity, auth })
+    }
+}
+
+/// Reads a password from a file (or `-` for standard input), without its trailing newline.
+pub fn read_password_file(path: &Path) -> anyhow::Result<String> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading the password from standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading password file {}", path.display()))?
+    };
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}

@@ -1,0 +1,266 @@
+//! `node.toml`: the node's configuration, typed and validated, with defaults.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default), and every error
+//! names the file and the key. Relative paths are resolved against the node's data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the node configuration inside the data directory.
+pub const CONFIG_FILE: &str = "node.toml";
+
+/// Everything a node reads from `node.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub p2p: P2pSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub logging: LoggingSection,
+}
+
+/// Who this node is and where it keeps its state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Display name of the node, shown to the federation.
+    pub name: String,
+    /// The institution that runs the node.
+    pub institution: String,
+    /// Directory holding the database, keys and files. Absolute.
+    pub data_dir: PathBuf,
+}
+
+/// The HTTPS API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address the HTTPS API listens on; port 0 picks a free port (written to `api.addr`).
+    pub listen: SocketAddr,
+    /// PEM certificate chain, relative to the data directory unless absolute.
+    pub tls_cert: PathBuf,
+    /// PEM private key, relative to the data directory unless absolute.
+    pub tls_key: PathBuf,
+    /// Largest request body accepted by JSON endpoints, in bytes.
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls_cert: PathBuf::from("tls/api.crt"),
+            tls_key: PathBuf::from("tls/api.key"),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// The peer-to-peer side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2pSection {
+    /// libp2p multiaddrs to listen on.
+    pub listen: Vec<String>,
+}
+
+impl Default for P2pSection {
+    fn default() -> Self {
+        Self { listen: vec!["/ip4/127.0.0.1/tcp/4001".to_string()] }
+    }
+}
+
+/// Sessions, tokens and login throttling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Lifetime of an access JWT, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token, in seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// Failed logins for one user name within the window before further attempts get 429.
+    pub max_failed_logins: u32,
+    /// The throttling window, in seconds.
+    pub failed_login_window_secs: u64,
+    /// Longest lifetime a user may ask for an API token, in days.
+    pub max_api_token_days: u32,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 7 * 24 * 3600,
+            max_failed_logins: 5,
+            failed_login_window_secs: 15 * 60,
+            max_api_token_days: 365,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSection {
+    /// `text` or `json`; `fedimpute run --log-format` overrides it.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A configuration that could not be read or does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration in {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl NodeConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        let config: NodeConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.node.name.trim().is_empty() {
+            return Err("key `node.name` must not be empty".into());
+        }
+        if self.node.institution.trim().is_empty() {
+            return Err("key `node.institution` must not be empty".into());
+        }
+        if !self.node.data_dir.is_absolute() {
+            return Err(format!("key `node.data_dir` must be an absolute path, got {}", self.node.data_dir.display()));
+        }
+        for (i, addr) in self.p2p.listen.iter().enumerate() {
+            addr.parse::<multiaddr::Multiaddr>()
+                .map_err(|e| format!("key `p2p.listen[{i}]`: {addr:?} is not a multiaddr: {e}"))?;
+        }
+        if self.auth.access_token_ttl_secs == 0 || self.auth.refresh_token_ttl_secs == 0 {
+            return Err("keys `auth.*_ttl_secs` must be positive".into());
+        }
+        if self.auth.max_failed_logins == 0 {
+            return Err("key `auth.max_failed_logins` must be at least 1".into());
+        }
+        if self.api.max_body_bytes < 1024 {
+            return Err("key `api.max_body_bytes` must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// Renders the config as TOML, for `init` to write.
+    pub fn to_toml(&self) -> String {
+        // Serializing plain structs of strings, numbers and arrays cannot fail.
+        toml::to_string_pretty(self).expect("node config serializes to TOML")
+    }
+
+    /// Resolves a configured path against the data directory.
+    pub fn data_path(&self, relative: &Path) -> PathBuf {
+        if relative.is_absolute() { relative.to_path_buf() } else { self.node.data_dir.join(relative) }
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.node.data_dir.join("fedimpute.db")
+    }
+
+    /// The node's ed25519 identity key.
+    pub fn node_key_path(&self) -> PathBuf {
+        self.node.data_dir.join("node.key")
+    }
+
+    /// The HMAC key that signs access JWTs.
+    pub fn jwt_key_path(&self) -> PathBuf {
+        self.node.data_dir.join("jwt.key")
+    }
+
+    /// Where a running node writes the address its API actually listens on.
+    pub fn api_addr_path(&self) -> PathBuf {
+        self.node.data_dir.join("api.addr")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[node]
+name = "n1"
+institution = "Inst"
+data_dir = "/var/lib/fedimpute"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = NodeConfig::parse(MINIMAL, Path::new("node.toml")).unwrap();
+        assert_eq!(c.auth.max_failed_logins, 5);
+        assert_eq!(c.api.listen.port(), 8443);
+        assert_eq!(c.data_path(Path::new("tls/api.crt")), Path::new("/var/lib/fedimpute/tls/api.crt"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let text = format!("{MINIMAL}\n[api]\nlisten = \"127.0.0.1:1\"\nlisen_typo = 3\n");
+        let err = NodeConfig::parse(&text, Path::new("/etc/x/node.toml")).unwrap_err().to_string();
+        assert!(err.contains("/etc/x/node.toml"), "{err}");
+        assert!(err.contains("lisen_typo"), "{err}");
+    }
+
+    #[test]
+    fn bad_socket_address_is_named() {
+        let text = format!("{MINIMAL}\n[api]\nlisten = \"127.0.0.1:notaport\"\n");
+        let err = NodeConfig::parse(&text, Path::new("node.toml")).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn bad_multiaddr_is_named() {
+        let text = format!("{MINIMAL}\n[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/1\", \"tcp:4001\"]\n");
+        let err = NodeConfig::parse(&text, Path::new("node.toml")).unwrap_err().to_string();
+        assert!(err.contains("p2p.listen[1]"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_example_config_is_valid() {
+        let text = include_str!("../../configs/node.example.toml");
+        let c = NodeConfig::parse(text, Path::new("configs/node.example.toml")).unwrap();
+        assert_eq!(c.api.listen.port(), 8443);
+    }
+
+    #[test]
+    fn relative_data_dir_is_refused() {
+        let text = MINIMAL.replace("/var/lib/fedimpute", "relative/dir");
+        let err = NodeConfig::parse(&text, Path::new("node.toml")).unwrap_err().to_string();
+        assert!(err.contains("node.data_dir"), "{err}");
+    }
+}

@@ -1,0 +1,95 @@
+//! `fedimpute run`: open the stores, serve the API, and shut down cleanly on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use serde_json::json;
+
+use crate::api::{self, AppState, metrics::Metrics};
+use crate::auth::{AuthService, JwtKeys};
+use crate::config::NodeConfig;
+use crate::identity::NodeIdentity;
+use crate::store::Store;
+use crate::store::audit::{AuditEvent, Outcome};
+
+/// Runs the node until a shutdown signal, then stops accepting, lets in-flight requests finish
+/// (up to `api.shutdown_grace_secs`), records the stop and closes the database.
+pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::Result<()> {
+    let identity = NodeIdentity::load(&config.node_key_path())?;
+    let db_path = config.database_path();
+    anyhow::ensure!(db_path.exists(), "no database at {}; run `fedimpute init` first", db_path.display());
+    let store = Store::open(&db_path, false).await.with_context(|| format!("opening {}", db_path.display()))?;
+    let peer_id = identity.peer_id().to_string();
+    let jwt = JwtKeys::load(&config.jwt_key_path(), &peer_id, config.auth.access_token_ttl_secs)?;
+    let auth = AuthService::new(store.clone(), Arc::new(jwt), identity.clone(), config.auth.clone());
+    let state = AppState { store: store.clone(), auth, identity: identity.clone(), metrics: Metrics::new() };
+
+    let cert = config.data_path(&config.api.tls_cert);
+    let key = config.data_path(&config.api.tls_key);
+    let tls = RustlsConfig::from_pem_file(&cert, &key)
+        .await
+        .with_context(|| format!("loading TLS certificate {} and key {}", cert.display(), key.display()))?;
+
+    let handle: Handle<SocketAddr> = Handle::new();
+    let app = api::router(state, config.api.max_body_bytes);
+    let server = axum_server::bind_rustls(config.api.listen, tls)
+        .handle(handle.clone())
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>());
+    let server = tokio::spawn(server);
+
+    let Some(bound) = handle.listening().await else {
+        // The server task ended before listening: surface its bind error.
+        let err = server.await.context("API server task")?.err();
+        anyhow::bail!("cannot listen on {}: {}", config.api.listen, err.map(|e| e.to_string()).unwrap_or_default());
+    };
+    let addr_file = config.api_addr_path();
+    std::fs::write(&addr_file, format!("{bound}\n")).with_context(|| format!("writing {}", addr_file.display()))?;
+    store
+        .append_audit(
+            &identity,
+            AuditEvent::new("node", "local", "node.start", Outcome::Success)
+                .details(json!({ "version": env!("CARGO_PKG_VERSION"), "api": bound.to_string(),
+                                 "config": config_path.display().to_string() })),
+        )
+        .await?;
+    tracing::info!(%peer_id, api = %format!("https://{bound}"), institution = %config.node.institution, "node started");
+
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
+    handle.graceful_shutdown(Some(Duration::from_secs(config.api.shutdown_grace_secs)));
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "API server ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "API server task failed"),
+    }
+    store
+        .append_audit(
+            &identity,
+            AuditEvent::new("node", "local", "node.stop", Outcome::Success).details(json!({ "signal": signal })),
+        )
+        .await?;
+    let _ = std::fs::remove_file(&addr_file);
+    store.close().await;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT will stop the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}

@@ -1,0 +1,16 @@
+//! `fedimpute-node`: the fedimpute node daemon and its command-line interface.
+//!
+//! One node serves one institution: its users, audit log and files, an HTTPS API for its
+//! researchers, and (in later layers) a libp2p presence in the federation. The binary
+//! `fedimpute` is a thin shell over this library; the library is what the tests drive.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod identity;
+pub mod secrets;
+pub mod store;
+pub mod time;
+pub mod tls;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what fedimpute's build, tests and demo need on a Debian machine, skipping what is
+# already there. Safe to run repeatedly. Run as root (or with sudo available).
+#
+#   scripts/install-deps.sh            # build + test dependencies
+#
+# Later layers add the imputation engines (beagle, minimac4, bcftools, tabix) and the browser
+# for UI tests here, so that test.sh and demo.sh stay one command each.
+set -euo pipefail
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    log "not root and no sudo: install these Debian packages yourself: $*"; fi
+fi
+
+# Debian packages: build tools for C parts of crates (SQLite, aws-lc), and what the scripts use.
+APT_PACKAGES=(ca-certificates curl python3 gcc g++ make cmake pkg-config)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The Rust toolchain comes from rustup (Debian's cargo is too old for edition 2024).
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    log "no Rust toolchain found. Install one with rustup (https://rustup.rs), Rust >= 1.94, then re-run."
+    exit 1
+  fi
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    log "adding rustup component $component"
+    rustup component add "$component"
+  fi
+done
+log "dependencies present"

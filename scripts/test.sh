@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every check fedimpute's CI runs: formatting, lints, and the whole test suite (unit tests
+# and multi-process tests that start real nodes on 127.0.0.1). Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked

@@ -1,0 +1,247 @@
+//! `fedimpute-tests`: test support for running real `fedimpute` processes on loopback.
+//!
+//! Each [`TestNode`] is a node initialised by the real `fedimpute init` in a temporary
+//! directory and run by the real `fedimpute run` on a free loopback port. Clients speak HTTPS to
+//! it and trust only that node's own certificate, as a researcher's client would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// The admin password every test node is created with.
+pub const ADMIN_PASSWORD: &str = "test root passphrase 42";
+
+/// Path of the `fedimpute` binary, built once per test process.
+///
+/// `cargo test` builds this crate's tests but not other packages' binaries, so the harness
+/// asks cargo for it (a no-op when it is up to date). `FEDIMPUTE_BIN` overrides.
+pub fn fedimpute_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("FEDIMPUTE_BIN") {
+            return PathBuf::from(path);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "fedimpute-node", "--bin", "fedimpute"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("running cargo build for the fedimpute binary");
+        assert!(status.success(), "cargo build of the fedimpute binary failed");
+        let target =
+            std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+        target.join("debug").join("fedimpute")
+    })
+}
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Runs `fedimpute ARGS` to completion.
+pub fn fedimpute(args: &[&str]) -> Output {
+    Command::new(fedimpute_bin()).args(args).output().expect("running fedimpute")
+}
+
+/// A node directory made by `fedimpute init`, possibly running.
+pub struct TestNode {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    addr: Option<String>,
+    log_path: PathBuf,
+}
+
+impl TestNode {
+    /// Initialises a node for `institution` with [`ADMIN_PASSWORD`], not yet running.
+    pub fn init(institution: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let pw = dir.path().join("admin-password");
+        std::fs::write(&pw, format!("{ADMIN_PASSWORD}\n"))?;
+        let data = dir.path().join("data");
+        let out = fedimpute(&[
+            "init",
+            "--data-dir",
+            data.to_str().context("utf-8 temp path")?,
+            "--institution",
+            institution,
+            "--api-listen",
+            "127.0.0.1:0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--admin-password-file",
+            pw.to_str().context("utf-8 temp path")?,
+        ]);
+        if !out.status.success() {
+            bail!("fedimpute init failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let log_path = dir.path().join("node.log");
+        Ok(Self { dir, child: None, addr: None, log_path })
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Its node.toml.
+    pub fn config_path(&self) -> PathBuf {
+        self.data_dir().join("node.toml")
+    }
+
+    /// Its SQLite database.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("fedimpute.db")
+    }
+
+    /// `--config PATH` arguments for admin commands.
+    pub fn config_arg(&self) -> String {
+        self.config_path().display().to_string()
+    }
+
+    /// Starts `fedimpute run` and waits until `/healthz` answers.
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        let addr_file = self.data_dir().join("api.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::File::create(&self.log_path)?;
+        let child = Command::new(fedimpute_bin())
+            .args(["run", "--config"])
+            .arg(self.config_path())
+            .env("RUST_LOG", "info,fedimpute_node=debug,tower_http=debug")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("fedimpute run exited early with {status}:\n{}", self.log());
+            }
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                let addr = text.trim().to_string();
+                self.addr = Some(addr.clone());
+                if self.client().get(format!("https://{addr}/healthz")).send().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("node did not come up within 30 s:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The running process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends `signal` and waits (up to 30 s) for the process to exit; returns its status.
+    pub fn stop_with(&mut self, signal: i32) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("node is not running")?;
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("node did not exit within 30 s of signal {signal}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("https://{}", self.addr.as_deref().expect("node started"))
+    }
+
+    /// `https://127.0.0.1:PORT/api/v1{path}`
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base_url())
+    }
+
+    /// An HTTPS client that trusts this node's certificate (and nothing else).
+    pub fn client(&self) -> reqwest::Client {
+        let pem = std::fs::read(self.data_dir().join("tls/api.crt")).expect("node certificate");
+        let cert = reqwest::Certificate::from_pem(&pem).expect("PEM certificate");
+        reqwest::Client::builder()
+            .tls_certs_only([cert])
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("reqwest client")
+    }
+
+    /// Logs in and returns the full token response.
+    pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let resp = self
+            .client()
+            .post(self.api("/auth/login"))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Logs in as the admin and returns the access token.
+    pub async fn admin_token(&self) -> anyhow::Result<String> {
+        self.token_for("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Logs in and returns the access token, failing unless the login succeeds.
+    pub async fn token_for(&self, username: &str, password: &str) -> anyhow::Result<String> {
+        let (status, body) = self.login(username, password).await?;
+        if !status.is_success() {
+            bail!("login as {username} failed with {status}: {body}");
+        }
+        Ok(body["access_token"].as_str().context("access_token in login response")?.to_string())
+    }
+
+    /// GET with a bearer token; returns status and JSON body (Null if none).
+    pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let resp = self.client().get(self.api(path)).bearer_auth(token).send().await?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// A request with a JSON body and a bearer token; returns status and JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let resp = self.client().request(method, self.api(path)).bearer_auth(token).json(body).send().await?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Installs the process-wide rustls provider the node also uses (aws-lc-rs), once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,131 @@
+//! HTTP plumbing: health, readiness, metrics, OpenAPI, error format, request ids, body limits.
+
+use fedimpute_tests::{TestNode, install_crypto_provider};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+async fn running_node() -> TestNode {
+    install_crypto_provider();
+    let mut node = TestNode::init("Inst A").unwrap();
+    node.start().await.unwrap();
+    node
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let node = running_node().await;
+    let client = node.client();
+    let health = client.get(format!("{}/healthz", node.base_url())).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready: Value = client.get(format!("{}/readyz", node.base_url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+
+    node.admin_token().await.unwrap();
+    let _ = node.get("/me", "bad").await.unwrap();
+    let metrics = client.get(format!("{}/metrics", node.base_url())).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"fedimpute_http_requests_total{method="POST",route="/api/v1/auth/login",status="200"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"route="/api/v1/me",status="401""#), "{metrics}");
+    assert!(metrics.contains("fedimpute_http_request_duration_seconds_bucket"), "{metrics}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_endpoint() {
+    let node = running_node().await;
+    let doc: Value = node.client().get(node.api("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/auth/login",
+        "/api/v1/me/tokens/{id}",
+        "/api/v1/users/{id}/reset-password",
+        "/api/v1/audit",
+        "/readyz",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from OpenAPI");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test]
+async fn errors_are_json_with_a_code_and_every_response_has_a_request_id() {
+    let node = running_node().await;
+    let client = node.client();
+    let resp = client.get(node.api("/no/such/thing")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let resp = client
+        .post(node.api("/auth/login"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+
+    let resp = client.post(node.api("/auth/login")).body("username=a").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // A client-chosen request id is echoed and appears in the node's log.
+    let resp =
+        client.get(format!("{}/healthz", node.base_url())).header("x-request-id", "trace-me-42").send().await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-me-42");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(node.log().contains("trace-me-42"), "request id not in the log");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_in_the_error_format() {
+    let node = running_node().await;
+    let huge = format!(r#"{{"username":"admin","password":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    let resp = node
+        .client()
+        .post(node.api("/auth/login"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    install_crypto_provider();
+    let node = TestNode::init("Inst A").unwrap();
+    let out = std::process::Command::new(fedimpute_tests::fedimpute_bin())
+        .args(["--log-format", "json", "run", "--config", &node.config_arg()])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = out.id() as i32;
+    let addr = node.data_dir().join("api.addr");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !addr.exists() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let output = out.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for line in lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+    }
+}
