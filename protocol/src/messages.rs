@@ -1,0 +1,36 @@
+//! Request-response messages between nodes, by protocol.
+
+use serde::{Deserialize, Serialize};
+
+use crate::advert::SignedAdvert;
+
+/// `/fedimpute/federation/1`: fetching configs and catalog snapshots from a peer.
+pub const FEDERATION_PROTOCOL: &str = "/fedimpute/federation/1";
+
+/// A question to a peer about the federation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FederationRequest {
+    /// The peer's config of exactly this version, if it has accepted one.
+    GetConfig { version: u64 },
+    /// Every advert the peer holds and still considers fresh (its own included), so that a
+    /// node that just connected does not wait for the next gossip round.
+    GetCatalog,
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FederationResponse {
+    /// The config document (the file format, compact), or none if the peer does not have it.
+    Config {
+        document: Option<String>,
+    },
+    Catalog {
+        adverts: Vec<SignedAdvert>,
+    },
+    /// The peer refused, e.g. because the asker is not a member.
+    Refused {
+        reason: String,
+    },
+}
