@@ -203,6 +203,11 @@ impl NodeConfig {
         self.node.data_dir.join("jwt.key")
     }
 
+    /// Where a running node writes its libp2p listen addresses (one per line, with /p2p/<PeerId>).
+    pub fn p2p_addr_path(&self) -> PathBuf {
+        self.node.data_dir.join("p2p.addr")
+    }
+
     /// Where a running node writes the address its API actually listens on.
     pub fn api_addr_path(&self) -> PathBuf {
         self.node.data_dir.join("api.addr")

@@ -9,10 +9,15 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use serde_json::json;
 
-use crate::api::{self, AppState, metrics::Metrics};
+use crate::api::{self, AppState};
 use crate::auth::{AuthService, JwtKeys};
 use crate::config::NodeConfig;
+use crate::federation::Federation;
+use crate::federation::catalog::Catalog;
+use crate::federation::runtime::{self, FederationHandle, NodeInfo};
 use crate::identity::NodeIdentity;
+use crate::metrics::Metrics;
+use crate::p2p::{Network, NetworkConfig};
 use crate::store::Store;
 use crate::store::audit::{AuditEvent, Outcome};
 
@@ -26,7 +31,31 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
     let peer_id = identity.peer_id().to_string();
     let jwt = JwtKeys::load(&config.jwt_key_path(), &peer_id, config.auth.access_token_ttl_secs)?;
     let auth = AuthService::new(store.clone(), Arc::new(jwt), identity.clone(), config.auth.clone());
-    let state = AppState { store: store.clone(), auth, identity: identity.clone(), metrics: Metrics::new() };
+    let metrics = Metrics::new();
+
+    let federation = Federation::load(store.clone(), identity.clone()).await?;
+    let listen = config
+        .p2p
+        .listen
+        .iter()
+        .map(|a| a.parse().with_context(|| format!("p2p.listen address {a:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (network, events) = Network::spawn(&identity, NetworkConfig { listen }, federation.subscribe())?;
+    let handle = FederationHandle {
+        federation,
+        catalog: Catalog::new(store.clone()),
+        peers: Default::default(),
+        republish: Default::default(),
+    };
+    let node_info = NodeInfo {
+        name: config.node.name.clone(),
+        institution: config.node.institution.clone(),
+        api_url: None,
+        p2p_addr_file: config.p2p_addr_path(),
+    };
+    runtime::start(handle.clone(), network, events, store.clone(), identity.clone(), metrics.clone(), node_info);
+
+    let state = AppState { store: store.clone(), auth, identity: identity.clone(), metrics, federation: handle };
 
     let cert = config.data_path(&config.api.tls_cert);
     let key = config.data_path(&config.api.tls_key);
@@ -73,6 +102,7 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         )
         .await?;
     let _ = std::fs::remove_file(&addr_file);
+    let _ = std::fs::remove_file(config.p2p_addr_path());
     store.close().await;
     tracing::info!("node stopped");
     Ok(())

@@ -25,12 +25,18 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// The node can serve: its database answers.
+/// The node can serve: its database answers and, if it belongs to a federation, its config is
+/// current (an expired config freezes the node).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     if !state.store.ping().await {
         return Err(ApiError::Unavailable("the database does not answer".into()));
+    }
+    if let crate::federation::FederationStatus::Frozen { reason } =
+        state.federation.federation.status(time::OffsetDateTime::now_utc())
+    {
+        return Err(ApiError::Unavailable(format!("not federating: {reason}")));
     }
     Ok(axum::Json(Health { status: "ready" }))
 }

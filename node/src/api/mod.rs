@@ -7,9 +7,9 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod health;
 pub mod me;
-pub mod metrics;
 pub mod openapi;
 pub mod users;
 
@@ -26,10 +26,11 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthService;
+use crate::federation::runtime::FederationHandle;
 use crate::identity::NodeIdentity;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use error::ApiError;
-use metrics::Metrics;
 
 /// What every handler can reach; cheap to clone.
 #[derive(Clone)]
@@ -38,6 +39,7 @@ pub struct AppState {
     pub auth: AuthService,
     pub identity: NodeIdentity,
     pub metrics: Arc<Metrics>,
+    pub federation: FederationHandle,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -60,6 +62,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(me::router())
         .merge(users::router())
         .merge(audit::router())
+        .merge(federation::router())
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }));
 
     let layers = ServiceBuilder::new()
@@ -78,8 +81,27 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .nest("/api/v1", v1)
         .merge(health::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track_metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(layers)
         .with_state(state)
+}
+
+/// Records every request under its route template (never the raw path, which would let clients
+/// create unbounded label values).
+async fn track_metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.metrics.observe_http(method, route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
 }

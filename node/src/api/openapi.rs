@@ -12,6 +12,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::me::me, super::me::list_tokens, super::me::create_token, super::me::revoke_token,
         super::users::list_users, super::users::create_user, super::users::update_user, super::users::reset_password,
         super::audit::list, super::audit::verify,
+        super::federation::overview, super::federation::install_config,
+        super::federation::panels, super::federation::services,
         super::health::healthz, super::health::readyz, super::health::metrics,
     ),
     modifiers(&BearerAuth),

@@ -1,6 +1,7 @@
 //! The `fedimpute` command line: one module per command group.
 
 pub mod audit;
+pub mod federation;
 pub mod init;
 pub mod run;
 pub mod user;
@@ -37,6 +38,9 @@ pub enum Command {
     /// Manage this node's users (works while the node runs).
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Federation configs: make, sign and verify them (federation admins), install them (node admins).
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// Inspect this node's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -54,6 +58,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(user::run(cmd))
+        }
+        Command::Federation(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(federation::run(cmd))
         }
         Command::Audit(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");

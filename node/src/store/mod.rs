@@ -5,6 +5,7 @@
 //! daemon: WAL allows it) always see the current schema.
 
 pub mod audit;
+pub mod federation;
 pub mod sessions;
 pub mod users;
 

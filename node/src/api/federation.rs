@@ -1,0 +1,305 @@
+//! `/api/v1/federation` and `/api/v1/catalog`: membership, connection state and what the
+//! federation offers. Any logged-in user may read; only admins may install a config.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use fedimpute_protocol::advert::{PanelAdvert, ServiceAdvert};
+use fedimpute_protocol::federation::{ConfigRejection, FederationConfig, rfc3339};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{AdminOnly, ApiQuery, Auth, ClientIp};
+use crate::auth::service::Actor;
+use crate::federation::catalog::{CatalogEntry, advert_ttl_ms};
+use crate::federation::{Adoption, ConfigSource, FederationStatus, OfferError};
+use crate::time::now_ms;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/federation", get(overview))
+        .route("/federation/config", post(install_config))
+        .route("/catalog/panels", get(panels))
+        .route("/catalog/services", get(services))
+}
+
+/// A member as this node sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MemberView {
+    peer_id: String,
+    institution: String,
+    addresses: Vec<String>,
+    roles: Vec<String>,
+    tags: BTreeMap<String, String>,
+    /// `self`, `connected` or `disconnected`.
+    connection: &'static str,
+    last_seen: Option<String>,
+    rtt_ms: Option<f64>,
+    /// Seconds since the member's newest advert was issued.
+    advert_age_secs: Option<i64>,
+    /// False when no advert arrived within the federation's time to live.
+    reachable: bool,
+    node_name: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FederationView {
+    /// `standalone`, `active` or `frozen`.
+    status: &'static str,
+    /// Why the node is frozen.
+    reason: Option<String>,
+    peer_id: String,
+    federation_id: Option<String>,
+    version: Option<u64>,
+    issued_at: Option<String>,
+    expires_at: Option<String>,
+    admin_threshold: Option<u32>,
+    admin_keys: Option<usize>,
+    members: Vec<MemberView>,
+}
+
+fn reachable(entry: Option<&CatalogEntry>, config: &FederationConfig, now: i64) -> bool {
+    entry.is_some_and(|e| e.age_ms(now) <= advert_ttl_ms(config))
+}
+
+/// The federation this node belongs to, and each member's connection.
+#[utoipa::path(get, path = "/api/v1/federation", tag = "federation", security(("bearer" = [])),
+    responses((status = 200, body = FederationView), (status = 401, body = ErrorBody)))]
+async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<FederationView> {
+    let fed = &state.federation;
+    let me = state.identity.peer_id().to_string();
+    let (status, reason) = match fed.federation.status(OffsetDateTime::now_utc()) {
+        FederationStatus::Standalone => ("standalone", None),
+        FederationStatus::Active { .. } => ("active", None),
+        FederationStatus::Frozen { reason } => ("frozen", Some(reason)),
+    };
+    let config = fed.federation.current();
+    let now = now_ms();
+    let members = config
+        .as_ref()
+        .map(|c| {
+            c.doc()
+                .members
+                .iter()
+                .map(|m| {
+                    let peer = fed.peers.get(&m.peer_id);
+                    let entry = fed.catalog.get(&m.peer_id);
+                    let is_self = m.peer_id == me;
+                    MemberView {
+                        peer_id: m.peer_id.clone(),
+                        institution: m.institution.clone(),
+                        addresses: m.addresses.clone(),
+                        roles: m.roles.clone(),
+                        tags: m.tags.clone(),
+                        connection: if is_self {
+                            "self"
+                        } else if peer.connected {
+                            "connected"
+                        } else {
+                            "disconnected"
+                        },
+                        last_seen: if is_self {
+                            Some(crate::time::rfc3339(now))
+                        } else {
+                            peer.last_seen_ms.map(crate::time::rfc3339)
+                        },
+                        rtt_ms: peer.rtt_ms,
+                        advert_age_secs: entry.as_ref().map(|e| e.age_ms(now) / 1000),
+                        reachable: reachable(entry.as_ref(), c, now),
+                        node_name: entry.map(|e| e.advert.node_name),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    axum::Json(FederationView {
+        status,
+        reason,
+        peer_id: me,
+        federation_id: config.as_ref().map(|c| c.doc().federation_id.clone()),
+        version: config.as_ref().map(|c| c.doc().version),
+        issued_at: config.as_ref().map(|c| rfc3339(c.doc().issued_at)),
+        expires_at: config.as_ref().map(|c| rfc3339(c.doc().expires_at)),
+        admin_threshold: config.as_ref().map(|c| c.doc().admins.threshold),
+        admin_keys: config.as_ref().map(|c| c.doc().admins.keys.len()),
+        members,
+    })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct InstallResponse {
+    version: u64,
+    /// False when the node already ran this version.
+    adopted: bool,
+}
+
+/// Install a signed federation config (the first, or the next version). The body is the config
+/// file as `fedimpute federation` writes it.
+#[utoipa::path(post, path = "/api/v1/federation/config", tag = "federation", security(("bearer" = [])),
+    request_body(content = Object, description = "a signed federation config document"),
+    responses((status = 200, body = InstallResponse), (status = 409, description = "refused by the version rules (rollback, skipped version, expired)", body = ErrorBody),
+              (status = 422, description = "malformed, or not signed by enough admins", body = ErrorBody)))]
+async fn install_config(
+    State(state): State<AppState>,
+    auth: Auth<AdminOnly>,
+    ClientIp(ip): ClientIp,
+    body: String,
+) -> Result<axum::Json<InstallResponse>, ApiError> {
+    let candidate = FederationConfig::from_json(&body).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let version = candidate.doc().version;
+    let actor = Actor::user(&auth.principal.user.username, &ip);
+    let source = ConfigSource::Api { actor: actor.name, ip };
+    match state.federation.federation.offer(candidate, source).await {
+        Ok(Adoption::Adopted { version }) => Ok(axum::Json(InstallResponse { version, adopted: true })),
+        Ok(Adoption::AlreadyCurrent) => Ok(axum::Json(InstallResponse { version, adopted: false })),
+        Err(OfferError::Rejected(
+            r @ (ConfigRejection::Malformed(_) | ConfigRejection::NotEnoughSignatures { .. }),
+        )) => Err(ApiError::Unprocessable(r.to_string())),
+        Err(OfferError::Rejected(r)) => Err(ApiError::Conflict(r.to_string())),
+        Err(OfferError::Raced) => Err(ApiError::Conflict(OfferError::Raced.to_string())),
+        Err(OfferError::NoTrustedConfig) => Err(ApiError::Conflict(OfferError::NoTrustedConfig.to_string())),
+        Err(OfferError::Store(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+/// A node hosting something, with its health.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HostView {
+    peer_id: String,
+    node_name: String,
+    institution: String,
+    reachable: bool,
+    advert_age_secs: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CatalogPanelView {
+    id: String,
+    name: String,
+    build: String,
+    populations: Vec<String>,
+    samples: u64,
+    sites: u64,
+    chromosomes: Vec<String>,
+    engines: Vec<String>,
+    hosts: Vec<HostView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CatalogServiceView {
+    id: String,
+    kind: String,
+    /// `available`, `degraded` or `unavailable` as the host reports it.
+    status: String,
+    queue_length: u32,
+    capacity: u32,
+    host: HostView,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CatalogFilter {
+    /// `hg19` or `hg38`.
+    build: Option<String>,
+    /// A population the panel covers.
+    population: Option<String>,
+    /// A hosting node (PeerId or node name).
+    node: Option<String>,
+    /// A service kind.
+    kind: Option<String>,
+}
+
+fn host_view(entry: &CatalogEntry, config: Option<&FederationConfig>, now: i64) -> HostView {
+    HostView {
+        peer_id: entry.advert.peer_id.clone(),
+        node_name: entry.advert.node_name.clone(),
+        institution: entry.advert.institution.clone(),
+        reachable: config.is_some_and(|c| reachable(Some(entry), c, now)),
+        advert_age_secs: entry.age_ms(now) / 1000,
+    }
+}
+
+fn matches_node(entry: &CatalogEntry, node: &Option<String>) -> bool {
+    node.as_ref().is_none_or(|n| *n == entry.advert.peer_id || *n == entry.advert.node_name)
+}
+
+fn sorted_entries(state: &AppState) -> Vec<CatalogEntry> {
+    let mut entries = state.federation.catalog.entries();
+    entries.sort_by(|a, b| a.advert.node_name.cmp(&b.advert.node_name).then(a.advert.peer_id.cmp(&b.advert.peer_id)));
+    entries
+}
+
+/// Reference panels across the federation, each with the node(s) hosting it.
+#[utoipa::path(get, path = "/api/v1/catalog/panels", tag = "federation", security(("bearer" = [])),
+    params(CatalogFilter), responses((status = 200, body = [CatalogPanelView])))]
+async fn panels(
+    State(state): State<AppState>,
+    _: Auth,
+    ApiQuery(filter): ApiQuery<CatalogFilter>,
+) -> axum::Json<Vec<CatalogPanelView>> {
+    let config = state.federation.federation.current();
+    let now = now_ms();
+    let mut by_id: BTreeMap<String, CatalogPanelView> = BTreeMap::new();
+    for entry in sorted_entries(&state).iter().filter(|e| matches_node(e, &filter.node)) {
+        let wanted = |p: &&PanelAdvert| {
+            filter.build.as_ref().is_none_or(|b| *b == p.build)
+                && filter
+                    .population
+                    .as_ref()
+                    .is_none_or(|pop| p.populations.iter().any(|x| x.eq_ignore_ascii_case(pop)))
+        };
+        for p in entry.advert.panels.iter().filter(wanted) {
+            by_id
+                .entry(p.id.clone())
+                .or_insert_with(|| CatalogPanelView {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    build: p.build.clone(),
+                    populations: p.populations.clone(),
+                    samples: p.samples,
+                    sites: p.sites,
+                    chromosomes: p.chromosomes.clone(),
+                    engines: p.engines.clone(),
+                    hosts: Vec::new(),
+                })
+                .hosts
+                .push(host_view(entry, config.as_deref(), now));
+        }
+    }
+    axum::Json(by_id.into_values().collect())
+}
+
+/// Imputation services across the federation, with their hosts' health.
+#[utoipa::path(get, path = "/api/v1/catalog/services", tag = "federation", security(("bearer" = [])),
+    params(CatalogFilter), responses((status = 200, body = [CatalogServiceView])))]
+async fn services(
+    State(state): State<AppState>,
+    _: Auth,
+    ApiQuery(filter): ApiQuery<CatalogFilter>,
+) -> axum::Json<Vec<CatalogServiceView>> {
+    let config = state.federation.federation.current();
+    let now = now_ms();
+    let mut out = Vec::new();
+    for entry in sorted_entries(&state).iter().filter(|e| matches_node(e, &filter.node)) {
+        for s in
+            entry.advert.services.iter().filter(|s: &&ServiceAdvert| filter.kind.as_ref().is_none_or(|k| *k == s.kind))
+        {
+            out.push(CatalogServiceView {
+                id: s.id.clone(),
+                kind: s.kind.clone(),
+                status: serde_json::to_value(s.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                queue_length: s.queue_length,
+                capacity: s.capacity,
+                host: host_view(entry, config.as_deref(), now),
+            });
+        }
+    }
+    axum::Json(out)
+}

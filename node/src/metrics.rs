@@ -1,0 +1,97 @@
+//! HTTP metrics: request counts and latency histograms by method, route template and status.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~4 s
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+/// The node's metric registry and the HTTP families in it.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    adverts: Family<VerdictLabels, Counter>,
+    refused_connections: Family<DirectionLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("fedimpute");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
+        let adverts = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "adverts",
+            "Adverts received, by verdict (accept, ignore, reject) and reason",
+            adverts.clone(),
+        );
+        let refused_connections = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "refused_connections",
+            "Connections refused because the peer is not a member",
+            refused_connections.clone(),
+        );
+        Arc::new(Self { registry, requests, latency, adverts, refused_connections })
+    }
+
+    /// Counts an advert verdict.
+    pub fn advert(&self, verdict: &str, reason: &str) {
+        self.adverts.get_or_create(&VerdictLabels { verdict: verdict.into(), reason: reason.into() }).inc();
+    }
+
+    /// Counts a connection refused to or from a non-member.
+    pub fn refused_connection(&self, inbound: bool) {
+        let direction = if inbound { "inbound" } else { "outbound" }.to_string();
+        self.refused_connections.get_or_create(&DirectionLabels { direction }).inc();
+    }
+
+    /// Prometheus/OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Metrics {
+    /// Records one answered HTTP request under its route template.
+    pub fn observe_http(&self, method: String, route: String, status: u16, seconds: f64) {
+        self.latency.get_or_create(&RouteLabels { method: method.clone(), route: route.clone() }).observe(seconds);
+        self.requests.get_or_create(&RequestLabels { method, route, status: status.to_string() }).inc();
+    }
+}

@@ -1,0 +1,78 @@
+//! The composed network behaviour: one field per protocol.
+
+use std::time::Duration;
+
+use fedimpute_protocol::messages::{FEDERATION_PROTOCOL, FederationRequest, FederationResponse};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, ping, request_response,
+};
+use sha2::{Digest, Sha256};
+
+/// Largest gossip message (an advert with many panels is a few kB).
+const MAX_GOSSIP_BYTES: usize = 256 * 1024;
+
+#[derive(NetworkBehaviour)]
+pub(super) struct NodeBehaviour {
+    /// Only current members may connect, either way. First, so refusals happen before any other
+    /// protocol sees the connection.
+    pub allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    pub limits: connection_limits::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub gossipsub: gossipsub::Behaviour,
+    pub federation: request_response::json::Behaviour<FederationRequest, FederationResponse>,
+}
+
+impl NodeBehaviour {
+    pub fn new(key: &identity::Keypair) -> anyhow::Result<Self> {
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            // The node judges every message (membership, signature, freshness) before gossipsub
+            // forwards it.
+            .validate_messages()
+            .heartbeat_interval(Duration::from_millis(500))
+            .max_transmit_size(MAX_GOSSIP_BYTES)
+            // Content-addressed ids: the same advert relayed by two peers is one message.
+            .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(hex::encode(Sha256::digest(&m.data))))
+            .build()
+            .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+        let mut gossipsub =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)
+                .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+        gossipsub
+            .with_peer_score(gossipsub::PeerScoreParams::default(), gossipsub::PeerScoreThresholds::default())
+            .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
+
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(128))
+            .with_max_established_per_peer(Some(2))
+            .with_max_established(Some(1024));
+
+        Ok(Self {
+            allow: Default::default(),
+            limits: connection_limits::Behaviour::new(limits),
+            identify: identify::Behaviour::new(
+                identify::Config::new(format!("/fedimpute/{}", fedimpute_protocol::PROTOCOL_MAJOR), key.public())
+                    .with_agent_version(format!("fedimpute/{}", fedimpute_protocol::SOFTWARE_VERSION)),
+            ),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+            gossipsub,
+            federation: request_response::json::Behaviour::new(
+                [(StreamProtocol::new(FEDERATION_PROTOCOL), request_response::ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+            ),
+        })
+    }
+}
+
+/// Scoring for the advert topic: invalid messages weigh heavily, so a member that forwards
+/// forgeries is soon pruned from meshes.
+pub(super) fn advert_topic_score() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..Default::default()
+    }
+}

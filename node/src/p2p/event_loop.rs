@@ -1,0 +1,320 @@
+//! The task that owns the Swarm.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedimpute_protocol::federation::FederationConfig;
+use fedimpute_protocol::messages::FederationResponse;
+use futures_util::StreamExt;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{DialError, ListenError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, ping, tcp, tls, yamux};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::behaviour::{NodeBehaviour, NodeBehaviourEvent, advert_topic_score};
+use super::{Command, NetworkConfig, NetworkError, NetworkEvent};
+use crate::identity::NodeIdentity;
+
+/// First retry after a failed dial; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const DIAL_TICK: Duration = Duration::from_millis(250);
+
+struct Backoff {
+    next_attempt: Instant,
+    delay: Duration,
+}
+
+pub(super) struct EventLoop {
+    swarm: Swarm<NodeBehaviour>,
+    local: PeerId,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    federation: watch::Receiver<Option<Arc<FederationConfig>>>,
+    /// Members to stay connected to (never ourselves), with their listed addresses.
+    members: HashMap<PeerId, Vec<Multiaddr>>,
+    /// The config the member set was derived from, to notice expiry (freeze).
+    config: Option<Arc<FederationConfig>>,
+    topic: Option<gossipsub::IdentTopic>,
+    backoff: HashMap<PeerId, Backoff>,
+    pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<FederationResponse, NetworkError>>)>,
+    listen_addrs: Vec<Multiaddr>,
+}
+
+impl EventLoop {
+    pub fn new(
+        identity: &NodeIdentity,
+        config: &NetworkConfig,
+        federation: watch::Receiver<Option<Arc<FederationConfig>>>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetworkEvent>,
+    ) -> anyhow::Result<Self> {
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair().clone())
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), tls::Config::new, yamux::Config::default)?
+            .with_behaviour(|key| NodeBehaviour::new(key).map_err(|e| e.into()))?
+            // Members keep their connections open; the dial loop reopens any that drop.
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
+            .build();
+        for addr in &config.listen {
+            swarm.listen_on(addr.clone()).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        }
+        Ok(Self {
+            swarm,
+            local: identity.peer_id(),
+            commands,
+            events,
+            federation,
+            members: HashMap::new(),
+            config: None,
+            topic: None,
+            backoff: HashMap::new(),
+            pending: HashMap::new(),
+            listen_addrs: Vec::new(),
+        })
+    }
+
+    pub async fn run(mut self) {
+        let initial = self.federation.borrow_and_update().clone();
+        self.apply_config(initial);
+        let mut dial_tick = tokio::time::interval(DIAL_TICK);
+        dial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break, // every handle is gone: the node is shutting down
+                },
+                changed = self.federation.changed() => {
+                    if changed.is_err() { break; }
+                    let config = self.federation.borrow_and_update().clone();
+                    self.apply_config(config);
+                }
+                _ = dial_tick.tick() => {
+                    self.check_freeze();
+                    self.dial_members();
+                }
+            }
+        }
+        tracing::debug!("network task stopped");
+    }
+
+    /// The members this node should talk to under `config`: none if it has no config, if the
+    /// config has expired (freeze), or if this node is not listed.
+    fn effective_members(&self, config: Option<&FederationConfig>) -> HashMap<PeerId, Vec<Multiaddr>> {
+        let Some(config) = config else { return HashMap::new() };
+        let doc = config.doc();
+        if config.is_expired(OffsetDateTime::now_utc()) || doc.member(&self.local.to_string()).is_none() {
+            return HashMap::new();
+        }
+        doc.members
+            .iter()
+            .filter_map(|m| {
+                let peer: PeerId = m.peer_id.parse().ok()?;
+                let addrs = m.addresses.iter().filter_map(|a| a.parse().ok()).collect();
+                (peer != self.local).then_some((peer, addrs))
+            })
+            .collect()
+    }
+
+    fn apply_config(&mut self, config: Option<Arc<FederationConfig>>) {
+        let members = self.effective_members(config.as_deref());
+        let old: HashSet<PeerId> = self.members.keys().copied().collect();
+        let new: HashSet<PeerId> = members.keys().copied().collect();
+        for gone in old.difference(&new) {
+            // disallow_peer closes every open connection to it at once.
+            self.swarm.behaviour_mut().allow.disallow_peer(*gone);
+            self.backoff.remove(gone);
+            tracing::info!(peer = %gone, "peer is no longer a member: disconnected");
+        }
+        for added in new.difference(&old) {
+            self.swarm.behaviour_mut().allow.allow_peer(*added);
+        }
+        self.members = members;
+
+        let topic = config
+            .as_deref()
+            .filter(|_| !self.members.is_empty())
+            .map(|c| gossipsub::IdentTopic::new(fedimpute_protocol::advert_topic(&c.doc().federation_id)));
+        if topic.as_ref().map(|t| t.hash()) != self.topic.as_ref().map(|t| t.hash()) {
+            let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+            if let Some(old_topic) = self.topic.take() {
+                gossip.unsubscribe(&old_topic);
+            }
+            if let Some(t) = &topic {
+                if let Err(e) = gossip.subscribe(t) {
+                    tracing::error!(error = %e, "cannot subscribe to the advert topic");
+                }
+                if let Err(e) = gossip.set_topic_params(t.clone(), advert_topic_score()) {
+                    tracing::warn!(error = %e, "cannot set advert topic scoring");
+                }
+            }
+            self.topic = topic;
+        }
+        self.config = config;
+    }
+
+    fn check_freeze(&mut self) {
+        if !self.members.is_empty() && self.config.as_ref().is_some_and(|c| c.is_expired(OffsetDateTime::now_utc())) {
+            tracing::warn!("federation config expired: closing every peer connection (frozen)");
+            let config = self.config.clone();
+            self.apply_config(config);
+        }
+    }
+
+    fn dial_members(&mut self) {
+        let now = Instant::now();
+        let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .members
+            .iter()
+            .filter(|(peer, addrs)| !addrs.is_empty() && !self.swarm.is_connected(peer))
+            .filter(|(peer, _)| self.backoff.get(peer).is_none_or(|b| b.next_attempt <= now))
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for (peer, addrs) in targets {
+            let entry = self.backoff.entry(peer).or_insert(Backoff { next_attempt: now, delay: FIRST_BACKOFF });
+            entry.next_attempt = now + entry.delay;
+            entry.delay = (entry.delay * 2).min(MAX_BACKOFF);
+            let opts =
+                DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::DisconnectedAndNotDialing).build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "dial not started");
+            }
+        }
+    }
+
+    async fn on_swarm_event(&mut self, event: SwarmEvent<NodeBehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "p2p listening");
+                self.listen_addrs.push(address.clone());
+                emit(&self.events, NetworkEvent::Listening { address }).await;
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                self.backoff.remove(&peer_id);
+                if num_established.get() == 1 {
+                    let address = endpoint.get_remote_address().clone();
+                    tracing::info!(peer = %peer_id, %address, "connected");
+                    emit(&self.events, NetworkEvent::Connected { peer: peer_id, address }).await;
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                tracing::info!(peer = %peer_id, "disconnected");
+                emit(&self.events, NetworkEvent::Disconnected { peer: peer_id }).await;
+            }
+            SwarmEvent::IncomingConnectionError { peer_id, send_back_addr, error, .. } => match (error, peer_id) {
+                (ListenError::Denied { cause }, Some(peer)) if cause.downcast_ref::<NotAllowed>().is_some() => {
+                    tracing::warn!(%peer, address = %send_back_addr, "refused a connection from a non-member");
+                    emit(&self.events, NetworkEvent::Refused { peer, address: Some(send_back_addr), inbound: true })
+                        .await;
+                }
+                (error, peer) => tracing::debug!(?peer, %error, "incoming connection failed"),
+            },
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => match (error, peer_id) {
+                (DialError::Denied { cause }, Some(peer)) if cause.downcast_ref::<NotAllowed>().is_some() => {
+                    emit(&self.events, NetworkEvent::Refused { peer, address: None, inbound: false }).await;
+                }
+                (error, peer) => tracing::debug!(?peer, %error, "dial failed"),
+            },
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
+            _ => {}
+        }
+    }
+
+    async fn on_behaviour_event(&mut self, event: NodeBehaviourEvent) {
+        match event {
+            NodeBehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message_id, message }) => {
+                emit(
+                    &self.events,
+                    NetworkEvent::Advert { message_id, propagation_source, author: message.source, data: message.data },
+                )
+                .await;
+            }
+            NodeBehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
+                emit(&self.events, NetworkEvent::Rtt { peer, rtt_ms: rtt.as_secs_f64() * 1000.0 }).await;
+            }
+            NodeBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+            }
+            NodeBehaviourEvent::Federation(event) => self.on_federation_event(event).await,
+            _ => {}
+        }
+    }
+
+    async fn on_federation_event(
+        &mut self,
+        event: request_response::Event<fedimpute_protocol::messages::FederationRequest, FederationResponse>,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    emit(&self.events, NetworkEvent::Request { peer, request, channel }).await;
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some((_, reply)) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some((_, reply)) = self.pending.remove(&request_id) {
+                    let _ =
+                        reply.send(Err(NetworkError::Request { peer: peer.to_string(), reason: error.to_string() }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "answering a federation request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { data, reply } => {
+                let result = match &self.topic {
+                    None => Err(NetworkError::Publish("not federating".into())),
+                    Some(topic) => self
+                        .swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(topic.clone(), data)
+                        .map(|_| ())
+                        .map_err(|e| NetworkError::Publish(e.to_string())),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Report { message_id, source, acceptance } => {
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&message_id, &source, acceptance);
+            }
+            Command::Request { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().federation.send_request(&peer, request);
+                self.pending.insert(id, (peer, reply));
+            }
+            Command::Respond { channel, response } => {
+                if self.swarm.behaviour_mut().federation.send_response(channel, response).is_err() {
+                    tracing::debug!("peer went away before our response");
+                }
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+        }
+    }
+}
+
+/// Hands an event to the node. Borrows only the sender, so no borrow of the (non-`Sync`) Swarm
+/// is held across the await.
+async fn emit(events: &mpsc::Sender<NetworkEvent>, event: NetworkEvent) {
+    if events.send(event).await.is_err() {
+        tracing::debug!("no consumer for network events");
+    }
+}
+
+/// The error allow_block_list gives when it denies a connection.
+type NotAllowed = libp2p::allow_block_list::NotAllowed;

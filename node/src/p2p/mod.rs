@@ -1,0 +1,149 @@
+//! The libp2p side of a node.
+//!
+//! One task (the [`event_loop`]) owns the `Swarm`; the rest of the node holds a cloneable
+//! [`Network`] handle that sends commands and awaits replies, and receives inbound traffic as
+//! [`NetworkEvent`]s. Nothing outside this module touches the Swarm, and this module never calls
+//! into jobs or the API: what to do with an advert or a request is decided by whoever consumes
+//! the events.
+//!
+//! Transport: TCP + TLS 1.3 (libp2p-tls: both ends prove their PeerId) + yamux. Only members of
+//! the current federation config may connect, in either direction (an allow list rebuilt on
+//! every config change; removing a member closes its connections at once).
+
+mod behaviour;
+mod event_loop;
+
+use std::sync::Arc;
+
+use fedimpute_protocol::federation::FederationConfig;
+use fedimpute_protocol::messages::{FederationRequest, FederationResponse};
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use libp2p::request_response::ResponseChannel;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::identity::NodeIdentity;
+
+/// Something the network could not do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NetworkError {
+    #[error("the network task has stopped")]
+    Stopped,
+    #[error("request to {peer} failed: {reason}")]
+    Request { peer: String, reason: String },
+    #[error("publish failed: {0}")]
+    Publish(String),
+}
+
+/// Inbound traffic and connection changes, for the node to act on.
+#[derive(Debug)]
+pub enum NetworkEvent {
+    /// A gossip message on the advert topic, awaiting a verdict via [`Network::report_advert`].
+    Advert { message_id: MessageId, propagation_source: PeerId, author: Option<PeerId>, data: Vec<u8> },
+    /// A peer asks something; answer with [`Network::respond`].
+    Request { peer: PeerId, request: FederationRequest, channel: ResponseChannel<FederationResponse> },
+    /// First connection to a peer opened.
+    Connected { peer: PeerId, address: Multiaddr },
+    /// Last connection to a peer closed.
+    Disconnected { peer: PeerId },
+    /// A ping round trip.
+    Rtt { peer: PeerId, rtt_ms: f64 },
+    /// A connection from or to a node that is not a member was refused.
+    Refused { peer: PeerId, address: Option<Multiaddr>, inbound: bool },
+    /// The node listens on a new address.
+    Listening { address: Multiaddr },
+}
+
+pub(crate) enum Command {
+    Publish {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    Report {
+        message_id: MessageId,
+        source: PeerId,
+        acceptance: MessageAcceptance,
+    },
+    Request {
+        peer: PeerId,
+        request: FederationRequest,
+        reply: oneshot::Sender<Result<FederationResponse, NetworkError>>,
+    },
+    Respond {
+        channel: ResponseChannel<FederationResponse>,
+        response: FederationResponse,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+}
+
+/// Cloneable handle on the network task.
+#[derive(Clone)]
+pub struct Network {
+    commands: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+}
+
+/// How the network is set up.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub listen: Vec<Multiaddr>,
+}
+
+impl Network {
+    /// Starts the network task. It follows `federation` (member list, topic) by itself.
+    pub fn spawn(
+        identity: &NodeIdentity,
+        config: NetworkConfig,
+        federation: watch::Receiver<Option<Arc<FederationConfig>>>,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<NetworkEvent>)> {
+        let (command_tx, command_rx) = mpsc::channel(256);
+        let (event_tx, event_rx) = mpsc::channel(1024);
+        let event_loop = event_loop::EventLoop::new(identity, &config, federation, command_rx, event_tx)?;
+        tokio::spawn(event_loop.run());
+        Ok((Self { commands: command_tx, local_peer_id: identity.peer_id() }, event_rx))
+    }
+
+    /// This node's PeerId.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn send(&self, command: Command) -> Result<(), NetworkError> {
+        self.commands.send(command).await.map_err(|_| NetworkError::Stopped)
+    }
+
+    /// Publishes an advert (already signed) on the federation's advert topic.
+    pub async fn publish_advert(&self, data: Vec<u8>) -> Result<(), NetworkError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Publish { data, reply }).await?;
+        rx.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// Tells gossipsub whether to forward (accept), drop (ignore) or drop and penalise (reject).
+    pub async fn report_advert(&self, message_id: MessageId, source: PeerId, acceptance: MessageAcceptance) {
+        let _ = self.send(Command::Report { message_id, source, acceptance }).await;
+    }
+
+    /// Asks a connected peer something and waits for the answer.
+    pub async fn request(&self, peer: PeerId, request: FederationRequest) -> Result<FederationResponse, NetworkError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request { peer, request, reply }).await?;
+        rx.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// Answers a peer's request.
+    pub async fn respond(&self, channel: ResponseChannel<FederationResponse>, response: FederationResponse) {
+        let _ = self.send(Command::Respond { channel, response }).await;
+    }
+
+    /// The addresses the node listens on.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Command::ListenAddrs { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
