@@ -54,11 +54,20 @@ pub struct TestNode {
     child: Option<Child>,
     addr: Option<String>,
     log_path: PathBuf,
+    peer_id: String,
+    p2p_port: u16,
+    institution: String,
 }
 
 impl TestNode {
-    /// Initialises a node for `institution` with [`ADMIN_PASSWORD`], not yet running.
+    /// Initialises a node for `institution` with [`ADMIN_PASSWORD`], not yet running, with its
+    /// p2p side on a free loopback port.
     pub fn init(institution: &str) -> anyhow::Result<Self> {
+        Self::init_on(institution, free_port()?)
+    }
+
+    /// Initialises a node whose p2p side listens on `p2p_port`.
+    pub fn init_on(institution: &str, p2p_port: u16) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let pw = dir.path().join("admin-password");
         std::fs::write(&pw, format!("{ADMIN_PASSWORD}\n"))?;
@@ -72,7 +81,7 @@ impl TestNode {
             "--api-listen",
             "127.0.0.1:0",
             "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
+            &format!("/ip4/127.0.0.1/tcp/{p2p_port}"),
             "--admin-password-file",
             pw.to_str().context("utf-8 temp path")?,
         ]);
@@ -80,7 +89,49 @@ impl TestNode {
             bail!("fedimpute init failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let log_path = dir.path().join("node.log");
-        Ok(Self { dir, child: None, addr: None, log_path })
+        let whoami =
+            fedimpute(&["federation", "whoami", "--config", &dir.path().join("data/node.toml").display().to_string()]);
+        let info: Value = serde_json::from_slice(&whoami.stdout).context("federation whoami output")?;
+        let peer_id = info["peer_id"].as_str().context("peer_id")?.to_string();
+        Ok(Self { dir, child: None, addr: None, log_path, peer_id, p2p_port, institution: institution.to_string() })
+    }
+
+    /// The node's PeerId.
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// The node's institution.
+    pub fn institution(&self) -> &str {
+        &self.institution
+    }
+
+    /// Its libp2p listen address.
+    pub fn p2p_addr(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port)
+    }
+
+    /// Installs federation config files on the node (`fedimpute federation apply`).
+    pub fn apply(&self, files: &[&Path]) -> Output {
+        let mut args = vec!["federation".to_string(), "apply".into(), "--config".into(), self.config_arg()];
+        args.extend(files.iter().map(|f| f.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fedimpute(&args)
+    }
+
+    /// `GET /api/v1/federation` as the admin.
+    pub async fn federation_view(&self) -> anyhow::Result<Value> {
+        let token = self.admin_token().await?;
+        let (status, body) = self.get("/federation", &token).await?;
+        anyhow::ensure!(status.is_success(), "GET /federation: {status} {body}");
+        Ok(body)
+    }
+
+    /// The audit log as the admin, newest first, filtered by `action`.
+    pub async fn audit(&self, action: &str) -> anyhow::Result<Vec<Value>> {
+        let token = self.admin_token().await?;
+        let (_, body) = self.get(&format!("/audit?limit=1000&action={action}"), &token).await?;
+        Ok(body["entries"].as_array().cloned().unwrap_or_default())
     }
 
     /// The node's data directory.
@@ -244,4 +295,137 @@ impl Drop for TestNode {
 /// Installs the process-wide rustls provider the node also uses (aws-lc-rs), once.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A free TCP port on 127.0.0.1 (released for the caller to bind).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls `check` every 200 ms until it returns true, failing with `what` after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The federation admins' side: admin keys and a config file, driven through the real CLI.
+pub struct FederationAdmins {
+    dir: tempfile::TempDir,
+    public_keys: Vec<String>,
+}
+
+impl FederationAdmins {
+    /// `count` admin keys made by `fedimpute federation keygen`.
+    pub fn new(count: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut public_keys = Vec::new();
+        for i in 0..count {
+            let out = fedimpute(&[
+                "federation",
+                "keygen",
+                "--out",
+                &dir.path().join(format!("admin{i}.key")).display().to_string(),
+            ]);
+            anyhow::ensure!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+            public_keys.push(String::from_utf8(out.stdout)?.trim().to_string());
+        }
+        Ok(Self { dir, public_keys })
+    }
+
+    /// Path of admin `i`'s secret key.
+    pub fn key(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("admin{i}.key"))
+    }
+
+    /// Path of a config file in the admins' folder.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Public key of admin `i`.
+    pub fn public_key(&self, i: usize) -> &str {
+        &self.public_keys[i]
+    }
+
+    /// Runs a `fedimpute federation ...` command, failing if it fails.
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["federation"];
+        full.extend_from_slice(args);
+        let out = fedimpute(&full);
+        anyhow::ensure!(out.status.success(), "fedimpute {full:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Writes version 1 of federation `id` to `name`, with all admins, `threshold`, the given
+    /// members, a 5 s advert interval, and extra `new` arguments.
+    pub fn new_config(
+        &self,
+        name: &str,
+        id: &str,
+        threshold: u32,
+        members: &[&TestNode],
+        extra: &[&str],
+    ) -> anyhow::Result<PathBuf> {
+        let path = self.file(name);
+        let threshold = threshold.to_string();
+        let path_text = path.display().to_string();
+        let mut args =
+            vec!["new", "--id", id, "--threshold", &threshold, "--advert-interval-secs", "5", "--out", &path_text];
+        for k in &self.public_keys {
+            args.extend(["--admin", k]);
+        }
+        args.extend_from_slice(extra);
+        self.run(&args)?;
+        for m in members {
+            self.add_member(&path, m)?;
+        }
+        Ok(path)
+    }
+
+    /// Adds `node` as a member of the config at `path`.
+    pub fn add_member(&self, path: &Path, node: &TestNode) -> anyhow::Result<()> {
+        let p = path.display().to_string();
+        let addr = node.p2p_addr();
+        self.run(&[
+            "add-member",
+            &p,
+            "--peer-id",
+            node.peer_id(),
+            "--institution",
+            node.institution(),
+            "--address",
+            &addr,
+        ])?;
+        Ok(())
+    }
+
+    /// Signs the config at `path` with the given admins.
+    pub fn sign(&self, path: &Path, admins: &[usize]) -> anyhow::Result<()> {
+        for i in admins {
+            self.run(&["sign", &path.display().to_string(), "--key", &self.key(*i).display().to_string()])?;
+        }
+        Ok(())
+    }
+
+    /// Copies the config at `path` to a new file `name` (to keep a version while editing on).
+    pub fn snapshot(&self, path: &Path, name: &str) -> anyhow::Result<PathBuf> {
+        let to = self.file(name);
+        std::fs::copy(path, &to)?;
+        Ok(to)
+    }
 }
