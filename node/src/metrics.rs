@@ -5,6 +5,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -19,6 +20,11 @@ struct RequestLabels {
 struct VerdictLabels {
     verdict: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberStateLabels {
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,6 +50,7 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     adverts: Family<VerdictLabels, Counter>,
     refused_connections: Family<DirectionLabels, Counter>,
+    members: Family<MemberStateLabels, Gauge>,
 }
 
 impl Metrics {
@@ -65,12 +72,25 @@ impl Metrics {
             "Connections refused because the peer is not a member",
             refused_connections.clone(),
         );
-        Arc::new(Self { registry, requests, latency, adverts, refused_connections })
+        let members = Family::<MemberStateLabels, Gauge>::default();
+        registry.register(
+            "federation_members",
+            "Members of the current federation config: listed, connected (other than this node), reachable (fresh advert, this node included)",
+            members.clone(),
+        );
+        Arc::new(Self { registry, requests, latency, adverts, refused_connections, members })
     }
 
     /// Counts an advert verdict.
     pub fn advert(&self, verdict: &str, reason: &str) {
         self.adverts.get_or_create(&VerdictLabels { verdict: verdict.into(), reason: reason.into() }).inc();
+    }
+
+    /// Sets the federation membership gauges (computed when scraped: reachability depends on time).
+    pub fn set_members(&self, listed: usize, connected: usize, reachable: usize) {
+        for (state, value) in [("listed", listed), ("connected", connected), ("reachable", reachable)] {
+            self.members.get_or_create(&MemberStateLabels { state: state.into() }).set(value as i64);
+        }
     }
 
     /// Counts a connection refused to or from a non-member.

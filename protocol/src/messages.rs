@@ -1,5 +1,7 @@
 //! Request-response messages between nodes, by protocol.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::advert::SignedAdvert;
@@ -13,9 +15,14 @@ pub const FEDERATION_PROTOCOL: &str = "/fedimpute/federation/1";
 pub enum FederationRequest {
     /// The peer's config of exactly this version, if it has accepted one.
     GetConfig { version: u64 },
-    /// Every advert the peer holds and still considers fresh (its own included), so that a
-    /// node that just connected does not wait for the next gossip round.
-    GetCatalog,
+    /// The fresh adverts the peer holds (its own included) that are newer than what the asker
+    /// already has, so that a node that just connected does not wait for the next gossip
+    /// round, and one that already knows most of the federation is not sent it again.
+    GetCatalog {
+        /// PeerId -> highest advert `seq` the asker holds.
+        #[serde(default)]
+        have: BTreeMap<String, u64>,
+    },
 }
 
 /// The answer.

@@ -103,7 +103,7 @@ async fn forged_adverts_never_reach_a_catalog() {
         while let Some(event) = events.recv().await {
             if let NetworkEvent::Request { request, channel, .. } = event {
                 let response = match request {
-                    FederationRequest::GetCatalog => FederationResponse::Catalog { adverts: snapshot.clone() },
+                    FederationRequest::GetCatalog { .. } => FederationResponse::Catalog { adverts: snapshot.clone() },
                     FederationRequest::GetConfig { .. } => FederationResponse::Config { document: None },
                 };
                 responder.respond(channel, response).await;

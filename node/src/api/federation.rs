@@ -41,6 +41,9 @@ pub struct MemberView {
     rtt_ms: Option<f64>,
     /// Seconds since the member's newest advert was issued.
     advert_age_secs: Option<i64>,
+    /// When that advert was issued (by its author's clock) and received here.
+    advert_issued_at: Option<String>,
+    advert_received_at: Option<String>,
     /// False when no advert arrived within the federation's time to live.
     reachable: bool,
     node_name: Option<String>,
@@ -62,6 +65,7 @@ pub struct FederationView {
     members: Vec<MemberView>,
 }
 
+/// Whether a member's advert is fresh: the same rule as `FederationHandle::member_counts`.
 fn reachable(entry: Option<&CatalogEntry>, config: &FederationConfig, now: i64) -> bool {
     entry.is_some_and(|e| e.age_ms(now) <= advert_ttl_ms(config))
 }
@@ -109,6 +113,8 @@ async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<Federati
                         },
                         rtt_ms: peer.rtt_ms,
                         advert_age_secs: entry.as_ref().map(|e| e.age_ms(now) / 1000),
+                        advert_issued_at: entry.as_ref().map(|e| crate::time::rfc3339(e.advert.issued_at_ms)),
+                        advert_received_at: entry.as_ref().map(|e| crate::time::rfc3339(e.received_at_ms)),
                         reachable: reachable(entry.as_ref(), c, now),
                         node_name: entry.map(|e| e.advert.node_name),
                     }

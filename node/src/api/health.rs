@@ -44,5 +44,7 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, Api
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let (listed, connected, reachable) = state.federation.member_counts(crate::time::now_ms());
+    state.metrics.set_members(listed, connected, reachable);
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }

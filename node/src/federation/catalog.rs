@@ -133,6 +133,15 @@ impl Catalog {
         now_ms: i64,
         require_fresh: bool,
     ) -> Verdict {
+        // Most adverts a node sees are ones it already has (gossip relays, catalog snapshots).
+        // Telling them apart needs only the author and seq, so look before paying for a
+        // signature check; dropping an unverified advert accepts nothing.
+        if let (Some(author), Some(seq)) =
+            (signed.advert.get("peer_id").and_then(|v| v.as_str()), signed.advert.get("seq").and_then(|v| v.as_u64()))
+            && self.known_seq(author).is_some_and(|known| known >= seq)
+        {
+            return Verdict::Ignore("not newer");
+        }
         let advert = match signed.verify() {
             Ok(a) => a,
             Err(e) => return Verdict::Reject(e.into()),
@@ -159,13 +168,21 @@ impl Catalog {
         if require_fresh && now_ms - advert.issued_at_ms > advert_ttl_ms(config) {
             return Verdict::Ignore("stale");
         }
-        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(known) = map.get(&advert.peer_id)
-            && known.advert.seq >= advert.seq
-        {
+        if self.known_seq(&advert.peer_id).is_some_and(|known| known >= advert.seq) {
             return Verdict::Ignore("not newer");
         }
         Verdict::Accept(Box::new(advert))
+    }
+
+    fn known_seq(&self, peer_id: &str) -> Option<u64> {
+        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        map.get(peer_id).map(|e| e.advert.seq)
+    }
+
+    /// PeerId -> seq of every advert held, for a catalog request.
+    pub fn held_seqs(&self) -> std::collections::BTreeMap<String, u64> {
+        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(peer, e)| (peer.clone(), e.advert.seq)).collect()
     }
 
     /// Stores an accepted advert, in memory and in SQLite.
@@ -188,11 +205,21 @@ impl Catalog {
         map.get(peer_id).cloned()
     }
 
-    /// Signed adverts still within their time to live, for a peer's catalog request.
-    pub fn fresh_signed(&self, config: &FederationConfig, now_ms: i64) -> Vec<SignedAdvert> {
+    /// Signed adverts still within their time to live and newer than what the asker `has`,
+    /// for a peer's catalog request.
+    pub fn fresh_signed(
+        &self,
+        config: &FederationConfig,
+        now_ms: i64,
+        has: &std::collections::BTreeMap<String, u64>,
+    ) -> Vec<SignedAdvert> {
         let ttl = advert_ttl_ms(config);
         let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        map.values().filter(|e| now_ms - e.advert.issued_at_ms <= ttl).map(|e| e.signed.clone()).collect()
+        map.values()
+            .filter(|e| now_ms - e.advert.issued_at_ms <= ttl)
+            .filter(|e| has.get(&e.advert.peer_id).is_none_or(|seq| *seq < e.advert.seq))
+            .map(|e| e.signed.clone())
+            .collect()
     }
 
     /// Drops the adverts of nodes that `config` no longer lists.
@@ -206,5 +233,130 @@ impl Catalog {
             self.store.delete_advert(&peer).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NodeIdentity;
+    use fedimpute_protocol::advert::DataPolicyAdvert;
+    use fedimpute_protocol::federation::{AdminSet, AdminSigningKey, FederationDocument, FederationPolicy, Member};
+
+    fn config(members: &[&NodeIdentity]) -> FederationConfig {
+        let now = time::OffsetDateTime::now_utc();
+        let doc = FederationDocument {
+            federation_id: "t".into(),
+            version: 1,
+            issued_at: now - time::Duration::hours(1),
+            expires_at: now + time::Duration::days(1),
+            admins: AdminSet { keys: vec![AdminSigningKey::from_seed([1; 32]).admin_key()], threshold: 1 },
+            members: members
+                .iter()
+                .map(|m| Member {
+                    peer_id: m.peer_id().to_string(),
+                    institution: "I".into(),
+                    addresses: vec![],
+                    roles: vec![],
+                    tags: Default::default(),
+                })
+                .collect(),
+            policy: FederationPolicy::default(),
+        };
+        FederationConfig::new(doc).unwrap()
+    }
+
+    fn signed(author: &NodeIdentity, seq: u64, now: i64) -> SignedAdvert {
+        let advert = Advert {
+            federation_id: "t".into(),
+            peer_id: author.peer_id().to_string(),
+            seq,
+            issued_at_ms: now,
+            node_name: "n".into(),
+            institution: "I".into(),
+            software_version: "0".into(),
+            protocol_major: 1,
+            api_url: None,
+            config_version: 1,
+            config_digest: String::new(),
+            services: vec![],
+            panels: vec![],
+            data_policy: DataPolicyAdvert::default(),
+        };
+        SignedAdvert::sign(&advert, |m| author.sign(m)).unwrap()
+    }
+
+    async fn catalog() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("c.db"), true).await.unwrap();
+        (dir, Catalog::new(store))
+    }
+
+    async fn accept(catalog: &Catalog, signed: &SignedAdvert, config: &FederationConfig, now: i64) -> Verdict {
+        let verdict = catalog.check(signed, config, None, now);
+        if let Verdict::Accept(advert) = &verdict {
+            catalog.insert((**advert).clone(), signed.clone(), now).await.unwrap();
+        }
+        verdict
+    }
+
+    #[tokio::test]
+    async fn only_newer_adverts_of_members_are_accepted() {
+        let (_d, catalog) = catalog().await;
+        let (a, stranger) = (NodeIdentity::generate(), NodeIdentity::generate());
+        let config = config(&[&a]);
+        let now = crate::time::now_ms();
+        assert!(matches!(accept(&catalog, &signed(&a, 5, now), &config, now).await, Verdict::Accept(_)));
+        assert_eq!(accept(&catalog, &signed(&a, 5, now), &config, now).await, Verdict::Ignore("not newer"));
+        assert_eq!(accept(&catalog, &signed(&a, 4, now), &config, now).await, Verdict::Ignore("not newer"));
+        assert!(matches!(accept(&catalog, &signed(&a, 6, now), &config, now).await, Verdict::Accept(_)));
+        assert!(matches!(
+            accept(&catalog, &signed(&stranger, 1, now), &config, now).await,
+            Verdict::Reject(AdvertRejection::NotAMember(_))
+        ));
+        let stale = now - advert_ttl_ms(&config) - 1;
+        assert_eq!(accept(&catalog, &signed(&a, 7, stale), &config, now).await, Verdict::Ignore("stale"));
+        let future = now + 3_600_000;
+        assert!(matches!(
+            accept(&catalog, &signed(&a, 8, future), &config, now).await,
+            Verdict::Reject(AdvertRejection::FromTheFuture(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_tampered_advert_is_rejected_when_new_and_ignored_when_old() {
+        let (_d, catalog) = catalog().await;
+        let a = NodeIdentity::generate();
+        let config = config(&[&a]);
+        let now = crate::time::now_ms();
+        accept(&catalog, &signed(&a, 5, now), &config, now).await;
+        for (seq, expect_reject) in [(5, false), (9, true)] {
+            let mut forged = signed(&a, seq, now);
+            forged.advert["node_name"] = "forged".into();
+            let verdict = catalog.check(&forged, &config, None, now);
+            // An old seq is dropped before its signature is checked: nothing is accepted either way.
+            assert_eq!(
+                matches!(verdict, Verdict::Reject(AdvertRejection::NotAuthentic(_))),
+                expect_reject,
+                "{verdict:?}"
+            );
+            assert!(!matches!(verdict, Verdict::Accept(_)));
+        }
+    }
+
+    #[tokio::test]
+    async fn catalog_snapshots_send_only_what_the_asker_lacks() {
+        let (_d, catalog) = catalog().await;
+        let (a, b) = (NodeIdentity::generate(), NodeIdentity::generate());
+        let config = config(&[&a, &b]);
+        let now = crate::time::now_ms();
+        accept(&catalog, &signed(&a, 5, now), &config, now).await;
+        accept(&catalog, &signed(&b, 7, now), &config, now).await;
+        assert_eq!(catalog.fresh_signed(&config, now, &Default::default()).len(), 2);
+        let has = [(a.peer_id().to_string(), 5), (b.peer_id().to_string(), 3)].into();
+        let sent = catalog.fresh_signed(&config, now, &has);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].advert["peer_id"], b.peer_id().to_string());
+        assert_eq!(catalog.held_seqs(), [(a.peer_id().to_string(), 5), (b.peer_id().to_string(), 7)].into());
     }
 }

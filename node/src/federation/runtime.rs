@@ -27,6 +27,8 @@ use crate::time::now_ms;
 
 /// How often the same non-member's refused connections are audited, at most.
 const REFUSAL_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
+/// Shortest gap between two adverts of this node.
+const REPUBLISH_GAP: Duration = Duration::from_millis(750);
 /// How often the store is checked for a config applied by the admin CLI.
 const STORE_POLL: Duration = Duration::from_secs(1);
 
@@ -48,6 +50,20 @@ pub struct FederationHandle {
     pub peers: PeerTable,
     /// Ask the advertiser to publish now (something local changed).
     pub republish: Arc<Notify>,
+}
+
+impl FederationHandle {
+    /// Members of the current config: listed, connected to this node, and reachable (a fresh
+    /// advert in the catalog, this node's own included).
+    pub fn member_counts(&self, now_ms: i64) -> (usize, usize, usize) {
+        let Some(config) = self.federation.current() else { return (0, 0, 0) };
+        let ttl = super::catalog::advert_ttl_ms(&config);
+        let members = &config.doc().members;
+        let connected = members.iter().filter(|m| self.peers.get(&m.peer_id).connected).count();
+        let reachable =
+            members.iter().filter(|m| self.catalog.get(&m.peer_id).is_some_and(|e| e.age_ms(now_ms) <= ttl)).count();
+        (members.len(), connected, reachable)
+    }
 }
 
 struct Runtime {
@@ -246,8 +262,8 @@ impl Runtime {
                 };
                 FederationResponse::Config { document }
             }
-            FederationRequest::GetCatalog => {
-                FederationResponse::Catalog { adverts: self.handle.catalog.fresh_signed(&config, now_ms()) }
+            FederationRequest::GetCatalog { have } => {
+                FederationResponse::Catalog { adverts: self.handle.catalog.fresh_signed(&config, now_ms(), &have) }
             }
         }
     }
@@ -255,7 +271,8 @@ impl Runtime {
     /// Asks a newly connected peer for its catalog, so a node that just joined does not wait
     /// for the next round of gossip.
     async fn sync_catalog_from(self: Arc<Self>, peer: PeerId) {
-        let adverts = match self.network.request(peer, FederationRequest::GetCatalog).await {
+        let request = FederationRequest::GetCatalog { have: self.handle.catalog.held_seqs() };
+        let adverts = match self.network.request(peer, request).await {
             Ok(FederationResponse::Catalog { adverts }) => adverts,
             Ok(_) => return,
             Err(e) => {
@@ -323,12 +340,20 @@ impl Runtime {
         }
     }
 
-    /// Publishes this node's advert at start, whenever the config changes or something asks,
-    /// and at the federation's advert interval.
+    /// Publishes this node's advert at start, whenever the config changes, a peer connects or
+    /// something else asks, and at the federation's advert interval.
     async fn advertise(self: Arc<Self>) {
         let mut config_changes = self.handle.federation.subscribe();
         let mut last_seq = 0u64;
+        let mut last_publish: Option<Instant> = None;
         loop {
+            // Peers connect in bursts (at start, after an outage): one advert per burst, and at
+            // most one per REPUBLISH_GAP, reaches them all with flood publishing.
+            if let Some(at) = last_publish {
+                let next = at + REPUBLISH_GAP;
+                tokio::time::sleep_until(next.into()).await;
+            }
+            last_publish = Some(Instant::now());
             let interval = match self.config() {
                 Some(config)
                     if matches!(

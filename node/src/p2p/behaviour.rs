@@ -41,7 +41,7 @@ impl NodeBehaviour {
             gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)
                 .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
         gossipsub
-            .with_peer_score(gossipsub::PeerScoreParams::default(), gossipsub::PeerScoreThresholds::default())
+            .with_peer_score(peer_score_params(), gossipsub::PeerScoreThresholds::default())
             .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
 
         let limits = connection_limits::ConnectionLimits::default()
@@ -66,13 +66,25 @@ impl NodeBehaviour {
     }
 }
 
-/// Scoring for the advert topic: invalid messages weigh heavily, so a member that forwards
-/// forgeries is soon pruned from meshes.
+/// Peer scoring for a federation. Membership is already gated by the signed member list, so
+/// the defaults aimed at open networks do harm here: many members behind one address (an
+/// institution's NAT, or every node of a test on 127.0.0.1) would be penalised as a Sybil
+/// attack and graylisted. Only misbehaviour counts.
+fn peer_score_params() -> gossipsub::PeerScoreParams {
+    gossipsub::PeerScoreParams { ip_colocation_factor_weight: 0.0, ..Default::default() }
+}
+
+/// Scoring for the advert topic. Invalid messages (forgeries) weigh heavily, so a member that
+/// forwards them is soon pruned from meshes and then graylisted. Delivery-rate penalties are
+/// off: the topic carries one small advert per member per interval, far below the rates
+/// those defaults expect, and honest peers would be penalised for a quiet topic.
 pub(super) fn advert_topic_score() -> gossipsub::TopicScoreParams {
     gossipsub::TopicScoreParams {
         topic_weight: 1.0,
         invalid_message_deliveries_weight: -100.0,
         invalid_message_deliveries_decay: 0.5,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
         ..Default::default()
     }
 }
