@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod federation;
 pub mod identity;
+pub mod imputation;
 pub mod metrics;
 pub mod p2p;
 pub mod secrets;

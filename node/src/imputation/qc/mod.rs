@@ -1,0 +1,414 @@
+//! Input QC, as the public imputation servers do it, in one streaming pass per file.
+//!
+//! Structural problems refuse the input outright with a message that names the file and line
+//! and says what to fix: not bgzip, unparseable header, duplicate or differing samples, too few
+//! samples, two chromosomes in one file, unsorted records, chromosome names that do not match
+//! the build. Then every variant is classified (see [`ExclusionReason`]); kept variants are
+//! written to a filtered, bgzipped VCF for the engines and excluded ones to `excluded.tsv`.
+//! Finally the thresholds (sample call rate, overlap with the panel) decide whether the job may
+//! go on. Memory does not grow with the number of variants: records are read into one reused
+//! buffer, and the panel is read alongside the input (both sorted) instead of loaded.
+
+mod panel_sites;
+pub mod report;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use noodles::{bgzf, vcf};
+
+use self::panel_sites::PanelMatch;
+pub use self::panel_sites::PanelSites;
+pub use self::report::{ExclusionReason, FileSummary, QcReport, QcStatus, SampleCallRate};
+use super::GenomeBuild;
+
+/// Thresholds, from the node config.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QcSettings {
+    /// Fewest samples accepted (public servers use 20).
+    pub min_samples: usize,
+    /// Share of samples a variant must be called in.
+    pub min_variant_call_rate: f64,
+    /// Share of variants a sample must be called at.
+    pub min_sample_call_rate: f64,
+    /// Share of the input's SNPs that must be in the panel.
+    pub min_panel_overlap: f64,
+}
+
+impl Default for QcSettings {
+    fn default() -> Self {
+        Self { min_samples: 20, min_variant_call_rate: 0.9, min_sample_call_rate: 0.5, min_panel_overlap: 0.5 }
+    }
+}
+
+/// One uploaded file: where it is, and the name the user gave it (only ever shown).
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    pub path: PathBuf,
+    pub name: String,
+}
+
+/// Input that cannot be imputed as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum QcError {
+    #[error("{file}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Input { file: String, line: Option<u64>, message: String },
+    #[error("QC could not read or write its files: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn refuse(file: &InputFile, line: Option<u64>, message: impl Into<String>) -> QcError {
+    QcError::Input { file: file.name.clone(), line, message: message.into() }
+}
+
+/// What QC produced.
+#[derive(Debug)]
+pub struct QcOutcome {
+    pub report: QcReport,
+    /// Per input file, in order: the chromosome and the filtered VCF (bgzipped).
+    pub filtered: Vec<(String, PathBuf)>,
+    /// Tab-separated list of every excluded variant with its reason.
+    pub excluded_path: PathBuf,
+}
+
+/// Checks that `path` is BGZF (bgzip), not plain gzip or uncompressed.
+fn check_bgzf(file: &InputFile) -> Result<(), QcError> {
+    let mut head = [0u8; 18];
+    let n = File::open(&file.path)?.read(&mut head)?;
+    if n < 18 || head[0] != 0x1f || head[1] != 0x8b {
+        return Err(refuse(file, None, "is not compressed with bgzip; compress it with `bgzip file.vcf`"));
+    }
+    // BGZF: gzip with FEXTRA (flag 4) and an extra subfield "BC".
+    if head[3] & 4 == 0 || head[12] != b'B' || head[13] != b'C' {
+        return Err(refuse(
+            file,
+            None,
+            "is compressed with gzip, not bgzip; recompress it with `zcat file.vcf.gz | bgzip > fixed.vcf.gz`",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the header lines; returns how many there are and the sample names of `#CHROM`.
+fn header_lines(file: &InputFile) -> Result<(u64, Vec<String>), QcError> {
+    let mut reader = BufReader::new(bgzf::io::Reader::new(File::open(&file.path)?));
+    let mut line = String::new();
+    let mut count = 0;
+    loop {
+        line.clear();
+        if reader
+            .read_line(&mut line)
+            .map_err(|e| refuse(file, Some(count + 1), format!("cannot be decompressed: {e}")))?
+            == 0
+        {
+            return Err(refuse(file, Some(count), "has no #CHROM header line"));
+        }
+        count += 1;
+        if !line.starts_with("##") {
+            let fields: Vec<&str> = line.trim_end().split('\t').collect();
+            if !line.starts_with("#CHROM") || fields.len() < 8 {
+                return Err(refuse(file, Some(count), "has no valid #CHROM header line"));
+            }
+            return Ok((count, fields.iter().skip(9).map(|s| s.to_string()).collect()));
+        }
+    }
+}
+
+/// Allele counts of one record's genotypes.
+struct GenotypeStats {
+    called: u64,
+    alt_alleles: u64,
+    alleles: u64,
+}
+
+fn genotype_stats(record: &vcf::Record, sample_called: &mut [u64]) -> GenotypeStats {
+    let mut stats = GenotypeStats { called: 0, alt_alleles: 0, alleles: 0 };
+    for (i, sample) in record.samples().iter().enumerate() {
+        let raw: &str = sample.as_ref();
+        let gt = raw.split(':').next().unwrap_or(".");
+        let mut called = true;
+        let (mut alt, mut n) = (0, 0);
+        for allele in gt.split(['/', '|']) {
+            match allele {
+                "0" => n += 1,
+                "1" => {
+                    n += 1;
+                    alt += 1;
+                }
+                _ => called = false,
+            }
+        }
+        if called && n > 0 {
+            stats.called += 1;
+            stats.alt_alleles += alt;
+            stats.alleles += n;
+            if let Some(c) = sample_called.get_mut(i) {
+                *c += 1;
+            }
+        }
+    }
+    stats
+}
+
+fn is_base(s: &str) -> bool {
+    matches!(s, "A" | "C" | "G" | "T")
+}
+
+/// Runs QC over `inputs`. With `panel`, alleles are matched against the panel's sites and the
+/// overlap threshold applies; without it (at an origin that does not host the panel) only the
+/// checks that need no panel run. Filtered VCFs and `excluded.tsv` go to `out_dir`.
+pub fn run_qc(
+    inputs: &[InputFile],
+    build: GenomeBuild,
+    panel: Option<&PanelSites>,
+    settings: &QcSettings,
+    out_dir: &Path,
+) -> Result<QcOutcome, QcError> {
+    if inputs.is_empty() {
+        return Err(QcError::Input { file: "(no file)".into(), line: None, message: "no input files".into() });
+    }
+    std::fs::create_dir_all(out_dir)?;
+    let excluded_path = out_dir.join("excluded.tsv");
+    let mut excluded_out = BufWriter::new(File::create(&excluded_path)?);
+    writeln!(excluded_out, "file\tchrom\tpos\tref\talt\treason")?;
+
+    let mut samples: Option<Vec<String>> = None;
+    let mut sample_called: Vec<u64> = Vec::new();
+    let mut snp_records: u64 = 0;
+    let mut excluded: BTreeMap<ExclusionReason, u64> = BTreeMap::new();
+    let mut files = Vec::new();
+    let mut filtered = Vec::new();
+    let mut seen_chromosomes = HashSet::new();
+    let (mut total, mut kept_total, mut reached_panel, mut in_panel, mut matches, mut ambiguous) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+
+    for (index, input) in inputs.iter().enumerate() {
+        check_bgzf(input)?;
+        let (header_count, names) = header_lines(input)?;
+        let mut unique = HashSet::new();
+        if let Some(dup) = names.iter().find(|n| !unique.insert(n.as_str())) {
+            return Err(refuse(
+                input,
+                Some(header_count),
+                format!("sample id {dup:?} appears twice; sample ids must be unique"),
+            ));
+        }
+        match &samples {
+            None => {
+                if names.len() < settings.min_samples {
+                    return Err(refuse(
+                        input,
+                        Some(header_count),
+                        format!(
+                            "has {} samples; at least {} are needed for imputation",
+                            names.len(),
+                            settings.min_samples
+                        ),
+                    ));
+                }
+                sample_called = vec![0; names.len()];
+                samples = Some(names);
+            }
+            Some(first) if *first != names => {
+                return Err(refuse(
+                    input,
+                    Some(header_count),
+                    format!(
+                        "has different samples than {} ({} vs {}); every file must list the same samples in the same order",
+                        inputs[0].name,
+                        names.len(),
+                        first.len()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+
+        let mut reader = vcf::io::reader::Builder::default()
+            .set_compression_method(vcf::io::CompressionMethod::Bgzf)
+            .build_from_path(&input.path)?;
+        let header = reader.read_header().map_err(|e| refuse(input, None, format!("header does not parse: {e}")))?;
+        let out_path = out_dir.join(format!("filtered-{index}.vcf.gz"));
+        let mut writer = vcf::io::Writer::new(bgzf::io::Writer::new(File::create(&out_path)?));
+        writer.write_header(&header)?;
+
+        let mut record = vcf::Record::default();
+        let mut chromosome: Option<String> = None;
+        let mut last_pos = 0usize;
+        let mut panel_cursor = None;
+        let (mut variants, mut kept) = (0u64, 0u64);
+        let mut line = header_count;
+        loop {
+            let read = reader
+                .read_record(&mut record)
+                .map_err(|e| refuse(input, Some(line + 1), format!("record does not parse: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            line += 1;
+            variants += 1;
+            let chrom = record.reference_sequence_name();
+            match &chromosome {
+                None => {
+                    build.check_chromosome(chrom).map_err(|m| refuse(input, Some(line), m))?;
+                    if !seen_chromosomes.insert(chrom.to_string()) {
+                        return Err(refuse(
+                            input,
+                            Some(line),
+                            format!("chromosome {chrom} is also in another file; give each chromosome one file"),
+                        ));
+                    }
+                    if let Some(panel) = panel {
+                        panel_cursor = Some(panel.cursor(chrom)?);
+                    }
+                    chromosome = Some(chrom.to_string());
+                }
+                Some(c) if c != chrom => {
+                    return Err(refuse(
+                        input,
+                        Some(line),
+                        format!(
+                            "holds a second chromosome ({chrom} after {c}); split the input into one file per chromosome"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            let pos = match record.variant_start() {
+                Some(Ok(p)) => usize::from(p),
+                _ => return Err(refuse(input, Some(line), "has no valid position")),
+            };
+            if pos < last_pos {
+                return Err(refuse(
+                    input,
+                    Some(line),
+                    format!("is not sorted: position {pos} comes after {last_pos}; sort it with `bcftools sort`"),
+                ));
+            }
+            let duplicate = pos == last_pos;
+            last_pos = pos;
+            let (reference, alternate) = (record.reference_bases(), record.alternate_bases());
+            let alt: &str = alternate.as_ref();
+            let filters = record.filters();
+            let filter: &str = filters.as_ref();
+
+            let mut reason = if !matches!(filter, "PASS" | "." | "") {
+                Some(ExclusionReason::FilterFlag)
+            } else if alt.contains(',') {
+                Some(ExclusionReason::Multiallelic)
+            } else if !is_base(reference) || !is_base(alt) {
+                Some(ExclusionReason::NotSnp)
+            } else if reference == alt {
+                Some(ExclusionReason::RefEqualsAlt)
+            } else if duplicate {
+                Some(ExclusionReason::DuplicateSite)
+            } else {
+                None
+            };
+            if reason.is_none() {
+                snp_records += 1;
+                let stats = genotype_stats(&record, &mut sample_called);
+                let n = sample_called.len().max(1) as f64;
+                if (stats.called as f64) / n < settings.min_variant_call_rate {
+                    reason = Some(ExclusionReason::LowCallRate);
+                } else if stats.alt_alleles == 0 || stats.alt_alleles == stats.alleles {
+                    reason = Some(ExclusionReason::Monomorphic);
+                } else if let Some(cursor) = panel_cursor.as_mut() {
+                    reached_panel += 1;
+                    match cursor.lookup(pos, reference, alt)? {
+                        PanelMatch::Absent => reason = Some(ExclusionReason::NotInPanel),
+                        found => {
+                            in_panel += 1;
+                            match found {
+                                PanelMatch::Exact { ambiguous: a } => {
+                                    matches += 1;
+                                    ambiguous += u64::from(a);
+                                }
+                                PanelMatch::Switch => reason = Some(ExclusionReason::AlleleSwitch),
+                                PanelMatch::Flip => reason = Some(ExclusionReason::StrandFlip),
+                                PanelMatch::FlipSwitch => reason = Some(ExclusionReason::StrandFlipAndAlleleSwitch),
+                                PanelMatch::Mismatch | PanelMatch::Absent => {
+                                    reason = Some(ExclusionReason::AlleleMismatch)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            match reason {
+                None => {
+                    writer.write_record(&header, &record)?;
+                    kept += 1;
+                }
+                Some(r) => {
+                    *excluded.entry(r).or_default() += 1;
+                    writeln!(excluded_out, "{}\t{chrom}\t{pos}\t{reference}\t{alt}\t{}", input.name, r.as_str())?;
+                }
+            }
+        }
+        let mut bgzf_writer = writer.into_inner();
+        bgzf_writer.try_finish()?;
+        if variants == 0 {
+            return Err(refuse(input, None, "has no variants"));
+        }
+        total += variants;
+        kept_total += kept;
+        let chromosome = chromosome.unwrap_or_default();
+        files.push(FileSummary { name: input.name.clone(), chromosome: Some(chromosome.clone()), variants, kept });
+        filtered.push((chromosome, out_path));
+    }
+    excluded_out.flush()?;
+
+    let names = samples.unwrap_or_default();
+    let low: Vec<SampleCallRate> = names
+        .iter()
+        .zip(&sample_called)
+        .map(|(s, c)| SampleCallRate {
+            sample: s.clone(),
+            call_rate: if snp_records == 0 { 0.0 } else { *c as f64 / snp_records as f64 },
+        })
+        .filter(|s| s.call_rate < settings.min_sample_call_rate)
+        .collect();
+    let overlap = panel.map(|_| if reached_panel == 0 { 0.0 } else { in_panel as f64 / reached_panel as f64 });
+
+    let message = if !low.is_empty() {
+        Some(format!(
+            "{} sample(s) have a call rate below {:.0}% (first: {} at {:.1}%); remove them or fix their genotypes",
+            low.len(),
+            settings.min_sample_call_rate * 100.0,
+            low[0].sample,
+            low[0].call_rate * 100.0
+        ))
+    } else if let Some(o) = overlap.filter(|o| *o < settings.min_panel_overlap) {
+        Some(format!(
+            "only {:.1}% of the input's SNPs are in the reference panel (at least {:.0}% needed); check the genome build and that the panel covers these chromosomes",
+            o * 100.0,
+            settings.min_panel_overlap * 100.0
+        ))
+    } else if kept_total == 0 {
+        Some("no variant passed QC; see the excluded variants for the reasons".to_string())
+    } else {
+        None
+    };
+    let report = QcReport {
+        status: if message.is_none() { QcStatus::Passed } else { QcStatus::Failed },
+        message,
+        build: build.as_str().to_string(),
+        samples: names.len(),
+        files,
+        variants_total: total,
+        variants_kept: kept_total,
+        excluded,
+        panel_matches: matches,
+        ambiguous_strand_matches: ambiguous,
+        panel_overlap: overlap,
+        low_call_rate_samples: low,
+    };
+    Ok(QcOutcome { report, filtered, excluded_path })
+}
+
+#[cfg(test)]
+mod tests;
