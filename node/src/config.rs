@@ -24,6 +24,44 @@ pub struct NodeConfig {
     pub auth: AuthSection,
     #[serde(default)]
     pub logging: LoggingSection,
+    #[serde(default)]
+    pub engines: EnginesSection,
+    #[serde(default)]
+    pub qc: crate::imputation::qc::QcSettings,
+}
+
+/// The imputation engines and tools, run as child processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnginesSection {
+    pub java: PathBuf,
+    pub beagle_jar: PathBuf,
+    pub bref3_jar: PathBuf,
+    pub minimac4: PathBuf,
+    pub bcftools: PathBuf,
+    pub tabix: PathBuf,
+    /// Java heap for Beagle (`-Xmx`), e.g. `4g`; Debian's wrapper sets none, so the jar is run directly.
+    pub java_heap: String,
+    /// Threads per engine run.
+    pub threads: u32,
+    /// Engine runs at once on this node.
+    pub max_concurrent_jobs: u32,
+}
+
+impl Default for EnginesSection {
+    fn default() -> Self {
+        Self {
+            java: PathBuf::from("java"),
+            beagle_jar: PathBuf::from("/usr/share/beagle/beagle.jar"),
+            bref3_jar: PathBuf::from("/usr/share/beagle/bref3.jar"),
+            minimac4: PathBuf::from("minimac4"),
+            bcftools: PathBuf::from("bcftools"),
+            tabix: PathBuf::from("tabix"),
+            java_heap: "2g".into(),
+            threads: 2,
+            max_concurrent_jobs: 1,
+        }
+    }
 }
 
 /// Who this node is and where it keeps its state.
@@ -171,6 +209,22 @@ impl NodeConfig {
         if self.auth.max_failed_logins == 0 {
             return Err("key `auth.max_failed_logins` must be at least 1".into());
         }
+        let heap_ok = self.engines.java_heap.len() > 1
+            && self.engines.java_heap[..self.engines.java_heap.len() - 1].parse::<u32>().is_ok()
+            && matches!(self.engines.java_heap.chars().last(), Some('m' | 'g' | 'M' | 'G'));
+        if !heap_ok {
+            return Err(format!("key `engines.java_heap`: {:?} is not like 512m or 4g", self.engines.java_heap));
+        }
+        if self.engines.threads == 0 || self.engines.max_concurrent_jobs == 0 {
+            return Err("keys `engines.threads` and `engines.max_concurrent_jobs` must be at least 1".into());
+        }
+        let q = &self.qc;
+        if [q.min_variant_call_rate, q.min_sample_call_rate, q.min_panel_overlap]
+            .iter()
+            .any(|r| !(0.0..=1.0).contains(r))
+        {
+            return Err("keys `qc.min_*_call_rate` and `qc.min_panel_overlap` are shares between 0 and 1".into());
+        }
         if self.api.max_body_bytes < 1024 {
             return Err("key `api.max_body_bytes` must be at least 1024".into());
         }
@@ -191,6 +245,17 @@ impl NodeConfig {
     /// The SQLite database file.
     pub fn database_path(&self) -> PathBuf {
         self.node.data_dir.join("fedimpute.db")
+    }
+
+    /// Where an admin puts panel files to register them through the API (which reads nothing
+    /// outside this folder).
+    pub fn panels_incoming_dir(&self) -> PathBuf {
+        self.node.data_dir.join("panels-incoming")
+    }
+
+    /// Where registered reference panels and their engine formats live.
+    pub fn panels_dir(&self) -> PathBuf {
+        self.node.data_dir.join("panels")
     }
 
     /// The node's ed25519 identity key.

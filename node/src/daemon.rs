@@ -51,11 +51,19 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         name: config.node.name.clone(),
         institution: config.node.institution.clone(),
         api_url: None,
+        services: crate::imputation::catalog_entry::local_services(&config.engines),
         p2p_addr_file: config.p2p_addr_path(),
     };
     runtime::start(handle.clone(), network, events, store.clone(), identity.clone(), metrics.clone(), node_info);
 
-    let state = AppState { store: store.clone(), auth, identity: identity.clone(), metrics, federation: handle };
+    let state = AppState {
+        store: store.clone(),
+        auth,
+        identity: identity.clone(),
+        metrics,
+        federation: handle,
+        config: Arc::new(config.clone()),
+    };
 
     let cert = config.data_path(&config.api.tls_cert);
     let key = config.data_path(&config.api.tls_key);

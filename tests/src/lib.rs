@@ -297,6 +297,11 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// A file of the committed test data (`tests/data/`).
+pub fn test_data(name: &str) -> PathBuf {
+    workspace_root().join("tests/data").join(name)
+}
+
 /// A free TCP port on 127.0.0.1 (released for the caller to bind).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

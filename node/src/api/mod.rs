@@ -11,6 +11,7 @@ pub mod federation;
 pub mod health;
 pub mod me;
 pub mod openapi;
+pub mod panels;
 pub mod users;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub identity: NodeIdentity,
     pub metrics: Arc<Metrics>,
     pub federation: FederationHandle,
+    pub config: Arc<crate::config::NodeConfig>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -63,6 +65,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(users::router())
         .merge(audit::router())
         .merge(federation::router())
+        .merge(panels::router())
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }));
 
     let layers = ServiceBuilder::new()

@@ -14,6 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::audit::list, super::audit::verify,
         super::federation::overview, super::federation::install_config,
         super::federation::panels, super::federation::services,
+        super::panels::list, super::panels::add, super::panels::remove,
         super::health::healthz, super::health::readyz, super::health::metrics,
     ),
     modifiers(&BearerAuth),

@@ -90,6 +90,8 @@ pub async fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         p2p: P2pSection { listen: args.p2p_listen.clone() },
         auth: AuthSection::default(),
         logging: LoggingSection::default(),
+        engines: Default::default(),
+        qc: Default::default(),
     };
     let config_path = data_dir.join(CONFIG_FILE);
     // Validate by round-tripping through the same parser `run` uses.

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod federation;
 pub mod init;
+pub mod panel;
 pub mod run;
 pub mod user;
 
@@ -41,6 +42,9 @@ pub enum Command {
     /// Federation configs: make, sign and verify them (federation admins), install them (node admins).
     #[command(subcommand)]
     Federation(federation::FederationCommand),
+    /// Reference panels hosted by this node.
+    #[command(subcommand)]
+    Panel(panel::PanelCommand),
     /// Inspect this node's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -62,6 +66,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Federation(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(federation::run(cmd))
+        }
+        Command::Panel(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(panel::run(cmd))
         }
         Command::Audit(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");

@@ -38,6 +38,8 @@ pub struct NodeInfo {
     pub name: String,
     pub institution: String,
     pub api_url: Option<String>,
+    /// The imputation engines this node runs.
+    pub services: Vec<fedimpute_protocol::advert::ServiceAdvert>,
     /// Where to write the p2p listen addresses once known (for operators and scripts).
     pub p2p_addr_file: PathBuf,
 }
@@ -320,7 +322,14 @@ impl Runtime {
         }
     }
 
-    fn build_advert(&self, config: &FederationConfig, seq: u64) -> Advert {
+    async fn build_advert(&self, config: &FederationConfig, seq: u64) -> Advert {
+        let panels = match crate::imputation::catalog_entry::local_panels(&self.store).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "could not list panels for the advert");
+                Vec::new()
+            }
+        };
         Advert {
             federation_id: config.doc().federation_id.clone(),
             peer_id: self.identity.peer_id().to_string(),
@@ -333,9 +342,8 @@ impl Runtime {
             api_url: self.node.api_url.clone(),
             config_version: config.doc().version,
             config_digest: config.digest(),
-            // Services and panels are added by the imputation layer.
-            services: Vec::new(),
-            panels: Vec::new(),
+            services: self.node.services.clone(),
+            panels,
             data_policy: DataPolicyAdvert::default(),
         }
     }
@@ -363,7 +371,7 @@ impl Runtime {
                 {
                     // Milliseconds since the epoch, but always increasing even if the clock steps back.
                     last_seq = (now_ms() as u64).max(last_seq + 1);
-                    let advert = self.build_advert(&config, last_seq);
+                    let advert = self.build_advert(&config, last_seq).await;
                     match SignedAdvert::sign(&advert, |m| self.identity.sign(m)) {
                         Ok(signed) => {
                             if let Err(e) = self.handle.catalog.insert(advert, signed.clone(), now_ms()).await {
@@ -389,8 +397,10 @@ impl Runtime {
         }
     }
 
-    /// Picks up configs applied with the CLI, and drops catalog entries of removed members.
+    /// Picks up configs applied with the CLI, drops catalog entries of removed members, and
+    /// republishes our advert when panels change (also when changed from the CLI).
     async fn follow_config(self: Arc<Self>) {
+        let mut panels_seen = self.store.panels_fingerprint().await.ok();
         let mut config_changes = self.handle.federation.subscribe();
         if let Some(config) = self.config() {
             match self.handle.catalog.load(&config, now_ms()).await {
@@ -403,6 +413,11 @@ impl Runtime {
                 _ = tokio::time::sleep(STORE_POLL) => {
                     if let Err(e) = self.handle.federation.reload_from_store().await {
                         tracing::error!(error = %e, "could not read federation configs");
+                    }
+                    let panels_now = self.store.panels_fingerprint().await.ok();
+                    if panels_now != panels_seen {
+                        panels_seen = panels_now;
+                        self.handle.republish.notify_one();
                     }
                 }
                 changed = config_changes.changed() => {

@@ -1,6 +1,9 @@
 //! Imputation on this node: input QC, reference panels and engines.
 
+pub mod catalog_entry;
+pub mod panels;
 pub mod qc;
+pub mod tools;
 
 use serde::{Deserialize, Serialize};
 

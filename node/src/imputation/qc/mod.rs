@@ -60,7 +60,7 @@ pub enum QcError {
     Io(#[from] std::io::Error),
 }
 
-fn refuse(file: &InputFile, line: Option<u64>, message: impl Into<String>) -> QcError {
+pub(crate) fn refuse(file: &InputFile, line: Option<u64>, message: impl Into<String>) -> QcError {
     QcError::Input { file: file.name.clone(), line, message: message.into() }
 }
 
@@ -75,7 +75,7 @@ pub struct QcOutcome {
 }
 
 /// Checks that `path` is BGZF (bgzip), not plain gzip or uncompressed.
-fn check_bgzf(file: &InputFile) -> Result<(), QcError> {
+pub(crate) fn check_bgzf(file: &InputFile) -> Result<(), QcError> {
     let mut head = [0u8; 18];
     let n = File::open(&file.path)?.read(&mut head)?;
     if n < 18 || head[0] != 0x1f || head[1] != 0x8b {

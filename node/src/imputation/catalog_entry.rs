@@ -1,0 +1,51 @@
+//! What this node advertises about its own imputation capacity: ready panels and engines.
+
+use fedimpute_protocol::advert::{PanelAdvert, ServiceAdvert, ServiceStatus};
+
+use crate::config::EnginesSection;
+use crate::store::{Store, StoreError};
+
+/// The engines this node runs, as advertised. An engine whose program is missing is advertised
+/// as unavailable rather than hidden, so admins see why jobs do not go there.
+pub fn local_services(engines: &EnginesSection) -> Vec<ServiceAdvert> {
+    let on_path = |p: &std::path::Path| {
+        p.is_absolute() && p.is_file()
+            || std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(p).is_file()))
+    };
+    let status = |ok: bool| if ok { ServiceStatus::Available } else { ServiceStatus::Unavailable };
+    vec![
+        ServiceAdvert {
+            id: "beagle".into(),
+            kind: "beagle".into(),
+            status: status(on_path(&engines.java) && engines.beagle_jar.is_file()),
+            queue_length: 0,
+            capacity: engines.max_concurrent_jobs,
+        },
+        ServiceAdvert {
+            id: "minimac4".into(),
+            kind: "minimac4".into(),
+            status: status(on_path(&engines.minimac4) && on_path(&engines.java) && engines.beagle_jar.is_file()),
+            queue_length: 0,
+            capacity: engines.max_concurrent_jobs,
+        },
+    ]
+}
+
+/// The ready panels, as advertised.
+pub async fn local_panels(store: &Store) -> Result<Vec<PanelAdvert>, StoreError> {
+    let mut out = Vec::new();
+    for p in store.list_panels().await?.into_iter().filter(|p| p.status == "ready") {
+        let chromosomes = store.panel_chromosomes(&p.id).await?;
+        out.push(PanelAdvert {
+            populations: p.population_list(),
+            id: p.id,
+            name: p.name,
+            build: p.build,
+            samples: chromosomes.iter().map(|c| c.samples as u64).max().unwrap_or(0),
+            sites: chromosomes.iter().map(|c| c.sites as u64).sum(),
+            chromosomes: chromosomes.into_iter().map(|c| c.chromosome).collect(),
+            engines: vec!["beagle".into(), "minimac4".into()],
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,147 @@
+//! Reference panels: registered on one node, validated and converted, advertised to the
+//! federation, and found in every member's catalog.
+
+use std::time::Duration;
+
+use fedimpute_tests::{FederationAdmins, TestNode, fedimpute, install_crypto_provider, test_data, wait_for};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panel_registered_on_one_node_appears_in_every_catalog() {
+    install_crypto_provider();
+    let admins = FederationAdmins::new(1).unwrap();
+    let mut a = TestNode::init("Inst A").unwrap();
+    let mut b = TestNode::init("Inst B").unwrap();
+    let fed = admins.new_config("fed.json", "panels-test", 1, &[&a, &b], &[]).unwrap();
+    admins.sign(&fed, &[0]).unwrap();
+    for n in [&a, &b] {
+        assert!(n.apply(&[&fed]).status.success());
+    }
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+
+    // Registered with the CLI while B runs: B notices and re-advertises.
+    let out = fedimpute(&[
+        "panel",
+        "add",
+        "--config",
+        &b.config_arg(),
+        "--id",
+        "sim-afr",
+        "--name",
+        "Simulated AFR",
+        "--build",
+        "hg19",
+        "--population",
+        "AFR,EUR",
+        "--vcf",
+        test_data("panel.vcf.gz").to_str().unwrap(),
+        "--map",
+        test_data("map.txt").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for ext in ["bref3", "msav", "sites.vcf.gz", "vcf.gz.tbi"] {
+        let f = b.data_dir().join(format!("panels/sim-afr/20.{ext}"));
+        assert!(std::fs::metadata(&f).map(|m| m.len() > 0).unwrap_or(false), "{} missing or empty", f.display());
+    }
+
+    let token = a.admin_token().await.unwrap();
+    wait_for("B's panel in A's catalog", Duration::from_secs(60), || async {
+        let (_, panels) = a.get("/catalog/panels", &token).await?;
+        Ok(panels.as_array().is_some_and(|p| p.iter().any(|x| x["id"] == "sim-afr")))
+    })
+    .await
+    .unwrap();
+    let (_, panels) = a.get("/catalog/panels", &token).await.unwrap();
+    let panel = &panels[0];
+    assert_eq!((panel["samples"].as_u64(), panel["sites"].as_u64()), (Some(1000), Some(19525)));
+    assert_eq!(panel["chromosomes"], json!(["20"]));
+    assert_eq!(panel["hosts"][0]["peer_id"], b.peer_id());
+    assert_eq!(panel["hosts"][0]["reachable"], true);
+
+    // Filters.
+    let ids =
+        |v: &Value| v.as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&a.get("/catalog/panels?build=hg19&population=afr", &token).await.unwrap().1), vec!["sim-afr"]);
+    assert!(ids(&a.get("/catalog/panels?build=hg38", &token).await.unwrap().1).is_empty());
+    assert!(ids(&a.get("/catalog/panels?population=EAS", &token).await.unwrap().1).is_empty());
+    assert!(ids(&a.get(&format!("/catalog/panels?node={}", a.peer_id()), &token).await.unwrap().1).is_empty());
+    assert_eq!(ids(&a.get(&format!("/catalog/panels?node={}", b.peer_id()), &token).await.unwrap().1), vec!["sim-afr"]);
+
+    // Both nodes advertise their engines.
+    let (_, services) = a.get("/catalog/services?kind=beagle", &token).await.unwrap();
+    let hosts: Vec<&str> =
+        services.as_array().unwrap().iter().map(|s| s["host"]["peer_id"].as_str().unwrap()).collect();
+    assert!(hosts.contains(&a.peer_id()) && hosts.contains(&b.peer_id()), "{services}");
+    assert!(services.as_array().unwrap().iter().all(|s| s["status"] == "available"), "engines installed: {services}");
+
+    // Removing it withdraws it from the federation.
+    let out = fedimpute(&["panel", "remove", "--config", &b.config_arg(), "sim-afr"]);
+    assert!(out.status.success());
+    wait_for("the panel to leave A's catalog", Duration::from_secs(60), || async {
+        Ok(a.get("/catalog/panels", &token).await?.1.as_array().is_some_and(|p| p.is_empty()))
+    })
+    .await
+    .unwrap();
+    let _ = b.stop_with(libc::SIGTERM);
+}
+
+#[tokio::test]
+async fn the_panel_api_reads_only_the_incoming_folder_and_explains_bad_panels() {
+    install_crypto_provider();
+    let mut node = TestNode::init("Inst A").unwrap();
+    node.start().await.unwrap();
+    let admin = node.admin_token().await.unwrap();
+    let incoming = node.data_dir().join("panels-incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    std::fs::copy(test_data("panel.vcf.gz"), incoming.join("panel.vcf.gz")).unwrap();
+    std::fs::copy(test_data("targets.vcf.gz"), incoming.join("unphased.vcf.gz")).unwrap();
+
+    let add =
+        |id: &str, vcf: &str| json!({"id": id, "name": id, "build": "hg19", "populations": ["AFR"], "vcfs": [vcf]});
+    for escape in ["../node.key", "/etc/passwd", "..", "sub/x.vcf.gz"] {
+        let (status, body) = node.send(Method::POST, "/panels", &admin, &add("x", escape)).await.unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{escape}: {body}");
+    }
+    let (status, _) = node.send(Method::POST, "/panels", &admin, &add("Bad Id!", "panel.vcf.gz")).await.unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (status, body) = node.send(Method::POST, "/panels", &admin, &add("good", "panel.vcf.gz")).await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, _) = node.send(Method::POST, "/panels", &admin, &add("unphased", "unphased.vcf.gz")).await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for("both registrations to finish", Duration::from_secs(120), || async {
+        let (_, list) = node.get("/panels", &admin).await?;
+        Ok(list.as_array().is_some_and(|l| l.len() == 2 && l.iter().all(|p| p["status"] != "preparing")))
+    })
+    .await
+    .unwrap();
+    let (_, list) = node.get("/panels", &admin).await.unwrap();
+    let by_id = |id: &str| list.as_array().unwrap().iter().find(|p| p["id"] == id).unwrap().clone();
+    assert_eq!(by_id("good")["status"], "ready");
+    assert_eq!(by_id("good")["sites"], 19525);
+    let bad = by_id("unphased");
+    assert_eq!(bad["status"], "failed");
+    assert!(bad["error"].as_str().unwrap().contains("unphased"), "{bad}");
+
+    // A researcher may list but not add or remove.
+    let (_, created) =
+        node.send(Method::POST, "/users", &admin, &json!({"username": "rita", "role": "researcher"})).await.unwrap();
+    let rita = node.token_for("rita", created["generated_password"].as_str().unwrap()).await.unwrap();
+    assert_eq!(node.get("/panels", &rita).await.unwrap().0, StatusCode::OK);
+    assert_eq!(
+        node.send(Method::POST, "/panels", &rita, &add("r", "panel.vcf.gz")).await.unwrap().0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(node.send(Method::DELETE, "/panels/good", &rita, &Value::Null).await.unwrap().0, StatusCode::FORBIDDEN);
+
+    let (status, _) = node.send(Method::DELETE, "/panels/good", &admin, &Value::Null).await.unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!node.data_dir().join("panels/good").exists());
+    assert_eq!(node.send(Method::DELETE, "/panels/good", &admin, &Value::Null).await.unwrap().0, StatusCode::NOT_FOUND);
+    let audit = node.audit("panel.").await.unwrap();
+    assert!(audit.iter().any(|e| e["action"] == "panel.add" && e["target"] == "good" && e["outcome"] == "success"));
+    assert!(audit.iter().any(|e| e["action"] == "panel.add" && e["target"] == "unphased" && e["outcome"] == "failure"));
+    assert!(audit.iter().any(|e| e["action"] == "panel.remove" && e["target"] == "good"));
+}
