@@ -28,6 +28,33 @@ pub struct NodeConfig {
     pub engines: EnginesSection,
     #[serde(default)]
     pub qc: crate::imputation::qc::QcSettings,
+    #[serde(default)]
+    pub jobs: JobsSection,
+}
+
+/// Job submission limits and retention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSection {
+    /// Largest single input file, in bytes (413 beyond it).
+    pub max_upload_bytes: u64,
+    /// Jobs one user may submit in 30 days.
+    pub max_jobs_per_month: u32,
+    /// Delete a job's inputs as soon as it ends.
+    pub delete_inputs_when_done: bool,
+    /// Days results are kept after a job ends.
+    pub results_retention_days: u32,
+}
+
+impl Default for JobsSection {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 4 * 1024 * 1024 * 1024,
+            max_jobs_per_month: 100,
+            delete_inputs_when_done: true,
+            results_retention_days: 7,
+        }
+    }
 }
 
 /// The imputation engines and tools, run as child processes.

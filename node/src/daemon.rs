@@ -56,13 +56,17 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
     };
     runtime::start(handle.clone(), network, events, store.clone(), identity.clone(), metrics.clone(), node_info);
 
+    let config_arc = Arc::new(config.clone());
+    let jobs = crate::jobs::JobsService::new(store.clone(), config_arc.clone(), identity.clone());
+    jobs.start();
     let state = AppState {
         store: store.clone(),
         auth,
         identity: identity.clone(),
         metrics,
         federation: handle,
-        config: Arc::new(config.clone()),
+        config: config_arc,
+        jobs,
     };
 
     let cert = config.data_path(&config.api.tls_cert);

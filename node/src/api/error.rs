@@ -28,6 +28,8 @@ pub enum ApiError {
     #[error("request body is larger than the limit")]
     PayloadTooLarge,
     #[error("{0}")]
+    PayloadTooLargeDetail(String),
+    #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("too many requests; retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
@@ -61,11 +63,21 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::PayloadTooLarge | ApiError::PayloadTooLargeDetail(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// A 413 whose message names what was too large.
+    pub fn with_detail(self, detail: String) -> Self {
+        match self {
+            ApiError::PayloadTooLarge => ApiError::PayloadTooLargeDetail(detail),
+            other => other,
         }
     }
 

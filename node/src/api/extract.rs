@@ -39,6 +39,8 @@ pub struct AnyRole;
 pub struct AdminOnly;
 /// Administrators and auditors (read access to the audit log).
 pub struct AdminOrAuditor;
+/// Those who may submit jobs: researchers and administrators.
+pub struct Submitter;
 
 impl RolePolicy for AnyRole {
     fn allows(_: Role) -> bool {
@@ -48,6 +50,11 @@ impl RolePolicy for AnyRole {
 impl RolePolicy for AdminOnly {
     fn allows(role: Role) -> bool {
         role == Role::Admin
+    }
+}
+impl RolePolicy for Submitter {
+    fn allows(role: Role) -> bool {
+        matches!(role, Role::Admin | Role::Researcher)
     }
 }
 impl RolePolicy for AdminOrAuditor {

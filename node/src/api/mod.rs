@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod federation;
 pub mod health;
+pub mod jobs;
 pub mod me;
 pub mod openapi;
 pub mod panels;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub federation: FederationHandle,
     pub config: Arc<crate::config::NodeConfig>,
+    pub jobs: crate::jobs::JobsService,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -66,6 +68,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(audit::router())
         .merge(federation::router())
         .merge(panels::router())
+        .merge(jobs::router(state.config.jobs.max_upload_bytes))
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }));
 
     let layers = ServiceBuilder::new()

@@ -15,6 +15,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::federation::overview, super::federation::install_config,
         super::federation::panels, super::federation::services,
         super::panels::list, super::panels::add, super::panels::remove,
+        super::jobs::submit, super::jobs::list, super::jobs::show, super::jobs::events, super::jobs::cancel,
+        super::jobs::retry, super::jobs::results, super::jobs::download,
         super::health::healthz, super::health::readyz, super::health::metrics,
     ),
     modifiers(&BearerAuth),

@@ -92,6 +92,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         logging: LoggingSection::default(),
         engines: Default::default(),
         qc: Default::default(),
+        jobs: Default::default(),
     };
     let config_path = data_dir.join(CONFIG_FILE);
     // Validate by round-tripping through the same parser `run` uses.

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod federation;
+pub mod jobs;
 pub mod panels;
 pub mod sessions;
 pub mod users;

@@ -1,0 +1,420 @@
+//! `/api/v1/jobs`: imputation jobs of this node's researchers.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tower::ServiceExt;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiPath, ApiQuery, Auth, ClientIp, Submitter};
+use crate::auth::Principal;
+use crate::files::FileStoreError;
+use crate::imputation::GenomeBuild;
+use crate::imputation::qc::{InputFile, QcError, run_qc};
+use crate::jobs::{JobActionError, JobSummary};
+use crate::store::audit::{AuditEvent, Outcome};
+use crate::store::jobs::{JobEvent, JobInput, JobParams, JobResult, JobRow};
+use crate::store::users::Role;
+use crate::time::{now_ms, rfc3339};
+
+pub fn router(max_upload_bytes: u64) -> Router<AppState> {
+    Router::new()
+        // Uploads are limited per file while they stream (FileStore), not by buffering a body.
+        .route(
+            "/jobs",
+            get(list).post(submit).layer(DefaultBodyLimit::max((max_upload_bytes as usize).saturating_mul(16))),
+        )
+        .route("/jobs/{id}", get(show))
+        .route("/jobs/{id}/events", get(events))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/retry", post(retry))
+        .route("/jobs/{id}/results", get(results))
+        .route("/jobs/{id}/results/{file}", get(download))
+}
+
+/// A job as the API shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    id: String,
+    name: String,
+    /// pending, validating, queued, running, completed, failed, cancelled
+    state: String,
+    /// Within `running`: qc, phasing, imputing, writing.
+    stage: Option<String>,
+    /// 0 to 1.
+    progress: f64,
+    params: JobParams,
+    error: Option<String>,
+    #[schema(value_type = Object)]
+    qc_report: Option<serde_json::Value>,
+    summary: Option<JobSummary>,
+    inputs: Vec<JobInput>,
+    attempts: i64,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    owner_id: i64,
+}
+
+async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
+    let inputs = state.store.job_inputs(&job.id).await?;
+    Ok(JobView {
+        params: job.params(),
+        qc_report: job.qc_report.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+        summary: job.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+        inputs,
+        created_at: rfc3339(job.created_at),
+        started_at: job.started_at.map(rfc3339),
+        finished_at: job.finished_at.map(rfc3339),
+        id: job.id,
+        name: job.name,
+        state: job.state,
+        stage: job.stage,
+        progress: job.progress,
+        error: job.error,
+        attempts: job.attempts,
+        owner_id: job.owner_id,
+    })
+}
+
+/// The job, if `principal` may see it: its owner, admins and auditors. Anyone else gets 404,
+/// so job ids of others are not confirmed.
+async fn visible_job(state: &AppState, principal: &Principal, id: &str) -> Result<JobRow, ApiError> {
+    let job = state.store.job(id).await?.ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    let privileged = matches!(principal.user.role, Role::Admin | Role::Auditor);
+    if job.owner_id != principal.user.id && !privileged {
+        return Err(ApiError::NotFound(format!("no job {id}")));
+    }
+    Ok(job)
+}
+
+/// A user's file name, kept only to show it: a plain name, never a path.
+fn display_name(raw: Option<&str>, index: usize) -> Result<String, ApiError> {
+    let name = raw.unwrap_or("").trim();
+    if name.is_empty() {
+        return Ok(format!("input-{}.vcf.gz", index + 1));
+    }
+    if name.contains('/')
+        || name.contains('\\')
+        || name.starts_with('.')
+        || name.chars().any(char::is_control)
+        || name.len() > 200
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "file name {name:?} is not a plain file name (no folders, not starting with a dot)"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+fn choice(field: &str, value: &str, allowed: &[&str]) -> Result<String, ApiError> {
+    if allowed.contains(&value) {
+        Ok(value.to_string())
+    } else {
+        Err(ApiError::Unprocessable(format!("{field} must be one of {}, got {value:?}", allowed.join(", "))))
+    }
+}
+
+/// Submit a job: multipart with one or more `files` (bgzipped VCF, one chromosome each) and the
+/// fields `panel`, `build`, `phasing`, `population`, `r2_filter`, `mode`, `engine`, `name`.
+/// The input is checked before the job is accepted; a refusal says what to fix and keeps nothing.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data", description = "files + job fields"),
+    responses((status = 201, body = JobView), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn submit(
+    State(state): State<AppState>,
+    auth: Auth<Submitter>,
+    ClientIp(ip): ClientIp,
+    mut multipart: Multipart,
+) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
+    let user = &auth.principal.user;
+    let limits = &state.config.jobs;
+    let since = now_ms() - 30 * 86_400_000;
+    if state.store.jobs_submitted_since(user.id, since).await? >= i64::from(limits.max_jobs_per_month) {
+        return Err(ApiError::TooManyRequests { retry_after_secs: 86_400 });
+    }
+    let mut fields = std::collections::HashMap::new();
+    let mut stored: Vec<JobInput> = Vec::new();
+    let result: Result<(), ApiError> = async {
+        while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::BadRequest(e.body_text()))? {
+            let name = field.name().unwrap_or("").to_string();
+            if name == "files" {
+                let display = display_name(field.file_name(), stored.len())?;
+                let file = state.jobs.files.put_stream(field, limits.max_upload_bytes).await.map_err(|e| match e {
+                    FileStoreError::TooLarge { limit } => {
+                        ApiError::PayloadTooLarge.with_detail(format!("{display} is larger than {limit} bytes"))
+                    }
+                    other => ApiError::BadRequest(other.to_string()),
+                })?;
+                stored.push(JobInput {
+                    idx: stored.len() as i64,
+                    name: display,
+                    sha256: file.sha256,
+                    size: file.size as i64,
+                });
+            } else {
+                let text = field.text().await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+                fields.insert(name, text);
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let job_id = hex::encode(crate::secrets::random_bytes::<12>());
+    let outcome = async {
+        result?;
+        if stored.is_empty() {
+            return Err(ApiError::Unprocessable("no input: send one or more `files`".into()));
+        }
+        let field = |k: &str| fields.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let panel_id = field("panel").ok_or_else(|| ApiError::Unprocessable("`panel` is required".into()))?;
+        let build: GenomeBuild = field("build").unwrap_or_default().parse().map_err(ApiError::Unprocessable)?;
+        let r2_filter = choice(
+            "r2_filter",
+            &field("r2_filter").unwrap_or_else(|| "0".into()),
+            &["0", "0.001", "0.1", "0.2", "0.3"],
+        )?;
+        let params = JobParams {
+            name: field("name").unwrap_or_else(|| format!("job {}", &job_id[..8])),
+            build: build.as_str().to_string(),
+            engine: choice("engine", &field("engine").unwrap_or_else(|| "beagle".into()), &["beagle", "minimac4"])?,
+            phasing: choice(
+                "phasing",
+                &field("phasing").unwrap_or_else(|| "beagle".into()),
+                &["beagle", "no_phasing"],
+            )?,
+            mode: choice("mode", &field("mode").unwrap_or_else(|| "imputation".into()), &["imputation", "qc_only"])?,
+            population: field("population"),
+            r2_filter: r2_filter.parse().unwrap_or(0.0),
+            panel_id,
+        };
+        let panel = state.store.panel(&params.panel_id).await?.filter(|p| p.status == "ready");
+        let Some(panel) = panel else {
+            return Err(ApiError::Unprocessable(format!(
+                "panel {:?} is not hosted here (see /api/v1/catalog/panels)",
+                params.panel_id
+            )));
+        };
+        if panel.build != params.build {
+            return Err(ApiError::Unprocessable(format!(
+                "panel {} is {}, not {}",
+                panel.id, panel.build, params.build
+            )));
+        }
+        // Every check that needs no panel, before anything is queued.
+        let inputs: Vec<InputFile> =
+            stored.iter().map(|i| InputFile { path: state.jobs.files.path(&i.sha256), name: i.name.clone() }).collect();
+        let (settings, scratch) = (state.config.qc, state.jobs.job_dir(&job_id).join("submit-check"));
+        let check_dir = scratch.clone();
+        let checked = tokio::task::spawn_blocking(move || run_qc(&inputs, build, None, &settings, &check_dir))
+            .await
+            .map_err(ApiError::internal)?;
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
+        match checked {
+            Ok(_) => {}
+            Err(e @ QcError::Input { .. }) => return Err(ApiError::Unprocessable(e.to_string())),
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+        state.store.create_job(&job_id, user.id, &params, &stored).await?;
+        Ok(params)
+    }
+    .await;
+    let params = match outcome {
+        Ok(p) => p,
+        Err(err) => {
+            // Refused: keep nothing of the upload (unless another job holds the same file).
+            for input in &stored {
+                if state.store.input_users(&input.sha256, &job_id).await.unwrap_or(1) == 0 {
+                    let _ = state.jobs.files.remove(&input.sha256).await;
+                }
+            }
+            let _ = tokio::fs::remove_dir_all(state.jobs.job_dir(&job_id)).await;
+            state
+                .auth
+                .audit(
+                    AuditEvent::new(format!("user:{}", user.username), &ip, "job.submit", Outcome::Denied)
+                        .details(json!({ "reason": err.to_string() })),
+                )
+                .await?;
+            return Err(err);
+        }
+    };
+    state
+        .auth
+        .audit(
+            AuditEvent::new(format!("user:{}", user.username), &ip, "job.submit", Outcome::Success)
+                .target(&job_id)
+                .details(json!({ "panel": params.panel_id, "engine": params.engine, "files": stored.len(),
+                                 "bytes": stored.iter().map(|s| s.size).sum::<i64>() })),
+        )
+        .await?;
+    state.jobs.enqueue(&job_id).await?;
+    let job = state.store.job(&job_id).await?.ok_or_else(|| ApiError::internal("job vanished"))?;
+    Ok((StatusCode::CREATED, axum::Json(view(&state, job).await?)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// At most this many (default 100).
+    limit: Option<i64>,
+}
+
+/// Jobs, newest first: your own; admins and auditors see everyone's.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])), params(ListParams),
+    responses((status = 200, body = [JobView])))]
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Result<axum::Json<Vec<JobView>>, ApiError> {
+    let privileged = matches!(auth.principal.user.role, Role::Admin | Role::Auditor);
+    let owner = (!privileged).then_some(auth.principal.user.id);
+    let mut out = Vec::new();
+    for job in state.store.list_jobs(owner, p.limit.unwrap_or(100).clamp(1, 1000)).await? {
+        out.push(view(&state, job).await?);
+    }
+    Ok(axum::Json(out))
+}
+
+/// One job: state, progress, timestamps, QC report, summary, error.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
+async fn show(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    let job = visible_job(&state, &auth.principal, &id).await?;
+    Ok(axum::Json(view(&state, job).await?))
+}
+
+fn sse_event(e: &JobEvent) -> Event {
+    Event::default().id(e.id.to_string()).event("job").data(serde_json::to_string(e).unwrap_or_default())
+}
+
+/// Server-Sent Events: every recorded step of the job so far, then each new one live, until
+/// the job ends.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, content_type = "text/event-stream", description = "events named `job` with a JobEvent as data")))]
+async fn events(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let job = visible_job(&state, &auth.principal, &id).await?;
+    // Subscribe before reading history, so no event falls in between.
+    let live = state.jobs.subscribe();
+    let history = state.store.job_events(&job.id, 0).await?;
+    let last_seen = history.last().map(|e| e.id).unwrap_or(0);
+    let done = job.state().is_final();
+    let past = futures_util::stream::iter(history.iter().map(|e| Ok(sse_event(e))).collect::<Vec<_>>());
+    let job_id = job.id.clone();
+    let future = tokio_stream::wrappers::BroadcastStream::new(live)
+        .filter_map(move |e| {
+            let keep = match e {
+                Ok(e) if e.job_id == job_id && e.id > last_seen => Some(e),
+                _ => None,
+            };
+            async move { keep }
+        })
+        .take_while(|e| {
+            let final_state = e.state.parse::<crate::store::jobs::JobState>().map(|s| s.is_final()).unwrap_or(true);
+            async move { !final_state }
+        });
+    // take_while drops the final event itself; chain it back by re-reading the job's last event.
+    let store = state.store.clone();
+    let job_id = job.id.clone();
+    let tail =
+        futures_util::stream::once(
+            async move { store.job_events(&job_id, 0).await.ok().and_then(|v| v.last().cloned()) },
+        )
+        .filter_map(|e| async move { e });
+    let live_part = future.chain(tail).map(|e| Ok(sse_event(&e)));
+    let stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Event, Infallible>> + Send>> =
+        if done { Box::pin(past) } else { Box::pin(past.chain(live_part)) };
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn action_error(e: JobActionError) -> ApiError {
+    match e {
+        JobActionError::NotFound(id) => ApiError::NotFound(format!("no job {id}")),
+        e @ JobActionError::WrongState { .. } => ApiError::Conflict(e.to_string()),
+        JobActionError::Store(e) => ApiError::internal(e),
+    }
+}
+
+/// Cancel a job; its engine is killed.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 409, body = ErrorBody)))]
+async fn cancel(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientIp(ip): ClientIp,
+    ApiPath(id): ApiPath<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    visible_job(&state, &auth.principal, &id).await?;
+    state.jobs.cancel(&id, &format!("user:{}", auth.principal.user.username), &ip).await.map_err(action_error)?;
+    Ok(axum::Json(view(&state, visible_job(&state, &auth.principal, &id).await?).await?))
+}
+
+/// Run a failed or cancelled job again.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 409, body = ErrorBody)))]
+async fn retry(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientIp(ip): ClientIp,
+    ApiPath(id): ApiPath<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    visible_job(&state, &auth.principal, &id).await?;
+    state.jobs.retry(&id, &format!("user:{}", auth.principal.user.username), &ip).await.map_err(action_error)?;
+    Ok(axum::Json(view(&state, visible_job(&state, &auth.principal, &id).await?).await?))
+}
+
+/// The job's result files.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/results", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = [JobResult])))]
+async fn results(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath(id): ApiPath<String>,
+) -> Result<axum::Json<Vec<JobResult>>, ApiError> {
+    let job = visible_job(&state, &auth.principal, &id).await?;
+    Ok(axum::Json(state.store.job_results(&job.id).await?))
+}
+
+/// Download a result file (streamed; `Range` requests supported).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/results/{file}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path), ("file" = String, Path)),
+    responses((status = 200, content_type = "application/octet-stream"), (status = 206), (status = 404, body = ErrorBody)))]
+async fn download(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiPath((id, file)): ApiPath<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let job = visible_job(&state, &auth.principal, &id).await?;
+    // Only names this node wrote and recorded are served; the name is never trusted as a path.
+    let known = state.store.job_results(&job.id).await?.into_iter().any(|r| r.name == file);
+    if !known {
+        return Err(ApiError::NotFound(format!("job {id} has no result {file:?}")));
+    }
+    let path = state.jobs.results_dir(&job.id).join(&file);
+    let response = tower_http::services::ServeFile::new(path).oneshot(request).await.map_err(ApiError::internal)?;
+    let mut response = response.into_response();
+    if let Ok(v) = format!("attachment; filename=\"{file}\"").parse() {
+        response.headers_mut().insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}

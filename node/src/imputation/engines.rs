@@ -1,0 +1,208 @@
+//! Beagle and Minimac4 as child processes.
+//!
+//! Each engine runs in its own process group (so cancelling kills the JVM and everything it
+//! started) with `PR_SET_PDEATHSIG`, so if the node dies, even by SIGKILL, its engines die with
+//! it and a restarted node can re-run the job without two copies running at once. Output goes
+//! to the job's log file; progress is parsed from what the engines print.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::config::EnginesSection;
+
+/// Beagle's own default seed; passing it explicitly makes runs reproducible and comparable with
+/// a direct `java -jar beagle.jar` call.
+pub const BEAGLE_SEED: i64 = -99999;
+
+/// Why an engine run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot start {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("{engine} failed ({status}); last lines of its log: {tail}")]
+    Failed { engine: &'static str, status: String, tail: String },
+    #[error("{engine} was killed (job cancelled or node stopping)")]
+    Killed { engine: &'static str },
+    #[error("log I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Lets another task kill the running engine's process group.
+#[derive(Debug, Clone, Default)]
+pub struct KillSwitch {
+    pgid: Arc<AtomicI32>,
+    killed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl KillSwitch {
+    /// Kills the current engine (and keeps any later one from starting).
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        let pgid = self.pgid.load(Ordering::SeqCst);
+        if pgid > 0 {
+            // SAFETY: kill(2) on a process group this node created; no memory is involved.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+}
+
+/// One engine invocation.
+pub struct EngineRun<'a> {
+    pub engine: &'static str,
+    pub program: &'a Path,
+    pub args: Vec<std::ffi::OsString>,
+    pub stdout_to: Option<PathBuf>,
+    pub log: &'a Path,
+    pub kill: &'a KillSwitch,
+}
+
+impl EngineRun<'_> {
+    /// Runs to completion, appending its output to the log and handing each line to `on_line`.
+    pub async fn run(self, mut on_line: impl FnMut(&str)) -> Result<(), EngineError> {
+        if self.kill.is_killed() {
+            return Err(EngineError::Killed { engine: self.engine });
+        }
+        let mut log = tokio::fs::OpenOptions::new().create(true).append(true).open(self.log).await?;
+        let shown: Vec<String> = self.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        log.write_all(format!("$ {} {}\n", self.program.display(), shown.join(" ")).as_bytes()).await?;
+        let mut command = Command::new(self.program);
+        command.args(&self.args).stdin(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).process_group(0);
+        match &self.stdout_to {
+            Some(path) => {
+                command.stdout(std::fs::File::create(path)?);
+            }
+            None => {
+                command.stdout(Stdio::piped());
+            }
+        }
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|source| EngineError::Spawn { program: self.program.display().to_string(), source })?;
+        if let Some(pid) = child.id() {
+            self.kill.pgid.store(pid as i32, Ordering::SeqCst);
+        }
+        if self.kill.is_killed() {
+            self.kill.kill();
+        }
+        let mut tail: std::collections::VecDeque<String> = Default::default();
+        let stderr = child.stderr.take().map(|s| BufReader::new(s).lines());
+        let stdout = child.stdout.take().map(|s| BufReader::new(s).lines());
+        let (mut stderr, mut stdout) = (stderr, stdout);
+        loop {
+            let line = tokio::select! {
+                l = async { match stderr.as_mut() { Some(s) => s.next_line().await, None => std::future::pending().await } } => match l? {
+                    Some(l) => l,
+                    None => { stderr = None; if stdout.is_none() { break } continue }
+                },
+                l = async { match stdout.as_mut() { Some(s) => s.next_line().await, None => std::future::pending().await } } => match l? {
+                    Some(l) => l,
+                    None => { stdout = None; if stderr.is_none() { break } continue }
+                },
+            };
+            log.write_all(line.as_bytes()).await?;
+            log.write_all(b"\n").await?;
+            on_line(&line);
+            tail.push_back(line);
+            if tail.len() > 5 {
+                tail.pop_front();
+            }
+        }
+        let status = child.wait().await?;
+        self.kill.pgid.store(0, Ordering::SeqCst);
+        log.flush().await?;
+        if self.kill.is_killed() {
+            return Err(EngineError::Killed { engine: self.engine });
+        }
+        if !status.success() {
+            return Err(EngineError::Failed {
+                engine: self.engine,
+                status: status.to_string(),
+                tail: tail.into_iter().collect::<Vec<_>>().join(" | "),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Beagle's arguments: phase (and impute, unless `impute` is false) `gt` against `reference`.
+pub fn beagle_args(
+    e: &EnginesSection,
+    reference: &Path,
+    gt: &Path,
+    out_prefix: &Path,
+    map: Option<&Path>,
+    impute: bool,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        format!("-Xmx{}", e.java_heap).into(),
+        "-jar".into(),
+        e.beagle_jar.clone().into(),
+        format!("ref={}", reference.display()).into(),
+        format!("gt={}", gt.display()).into(),
+        format!("out={}", out_prefix.display()).into(),
+        format!("nthreads={}", e.threads).into(),
+        format!("seed={BEAGLE_SEED}").into(),
+        format!("impute={impute}").into(),
+        "gp=true".into(),
+    ];
+    if let Some(map) = map {
+        args.push(format!("map={}", map.display()).into());
+    }
+    args
+}
+
+/// Minimac4's arguments: impute phased `target` against `msav`.
+pub fn minimac4_args(
+    e: &EnginesSection,
+    msav: &Path,
+    target: &Path,
+    out: &Path,
+    sites: &Path,
+    min_r2: f64,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "-t".into(),
+        e.threads.to_string().into(),
+        "-f".into(),
+        "GT,DS,GP".into(),
+        "-O".into(),
+        "vcf.gz".into(),
+        "-o".into(),
+        out.into(),
+        "-s".into(),
+        sites.into(),
+    ];
+    if min_r2 > 0.0 {
+        args.push("--min-r2".into());
+        args.push(min_r2.to_string().into());
+    }
+    args.push(msav.into());
+    args.push(target.into());
+    args
+}
+
+/// Share of Beagle's phasing done, from its "Phasing iteration N" lines (burn-in + main).
+pub fn beagle_phasing_progress(line: &str, iterations_seen: &mut u32) -> Option<f64> {
+    if line.trim_start().starts_with("Phasing iteration") {
+        *iterations_seen += 1;
+        // Beagle 5.4 runs 3 burn-in and 12 main iterations by default.
+        return Some((*iterations_seen as f64 / 15.0).min(1.0));
+    }
+    None
+}

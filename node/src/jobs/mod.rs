@@ -1,0 +1,272 @@
+//! Jobs on this node: submission, a persistent queue with a scheduler, cancellation and retry,
+//! and a bus of job events for live clients.
+//!
+//! The queue is the `jobs` table. A job in `running` when the node starts was interrupted (its
+//! engine died with the node, see `imputation::engines`): it goes back to `queued` and runs
+//! again from the start, so no job is lost and none runs twice at once.
+
+mod results;
+mod runner;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast};
+
+use crate::config::NodeConfig;
+use crate::files::FileStore;
+use crate::identity::NodeIdentity;
+use crate::imputation::engines::KillSwitch;
+use crate::store::audit::{AuditEvent, Outcome};
+use crate::store::jobs::{JobEvent, JobState, TransitionUpdate};
+use crate::store::{Store, StoreError};
+
+pub use results::JobSummary;
+
+/// Everything jobs need; cheap to clone.
+#[derive(Clone)]
+pub struct JobsService {
+    pub store: Store,
+    pub files: FileStore,
+    pub config: Arc<NodeConfig>,
+    identity: NodeIdentity,
+    events: broadcast::Sender<JobEvent>,
+    wake: Arc<Notify>,
+    running: Arc<Mutex<HashMap<String, KillSwitch>>>,
+}
+
+/// A cancel or retry that does not apply to the job's state.
+#[derive(Debug, thiserror::Error)]
+pub enum JobActionError {
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("job {job} is {state}: {what}")]
+    WrongState { job: String, state: JobState, what: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl JobsService {
+    pub fn new(store: Store, config: Arc<NodeConfig>, identity: NodeIdentity) -> Self {
+        let files = FileStore::new(&config.node.data_dir);
+        Self {
+            store,
+            files,
+            config,
+            identity,
+            events: broadcast::channel(1024).0,
+            wake: Arc::default(),
+            running: Arc::default(),
+        }
+    }
+
+    /// Live job events (every transition and progress step).
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn publish(&self, event: JobEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// The job's working directory.
+    pub fn job_dir(&self, id: &str) -> std::path::PathBuf {
+        self.config.node.data_dir.join("jobs").join(id)
+    }
+
+    /// Where a job's result files are served from.
+    pub fn results_dir(&self, id: &str) -> std::path::PathBuf {
+        self.job_dir(id).join("results")
+    }
+
+    pub(crate) async fn audit(&self, event: AuditEvent) {
+        if let Err(e) = self.store.append_audit(&self.identity, event).await {
+            tracing::error!(error = %e, "could not write to the audit log");
+        }
+    }
+
+    /// Applies a transition and tells live clients. `Ok(false)` if the job was no longer in
+    /// `from` (e.g. cancelled meanwhile).
+    pub(crate) async fn transition(
+        &self,
+        id: &str,
+        from: &[JobState],
+        to: JobState,
+        update: TransitionUpdate,
+    ) -> Result<bool, StoreError> {
+        match self.store.transition(id, from, to, update).await? {
+            Ok(event) => {
+                self.publish(event);
+                if to == JobState::Queued || to.is_final() {
+                    self.wake.notify_one();
+                }
+                Ok(true)
+            }
+            Err(stale) => {
+                tracing::debug!(%stale, "transition skipped");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Queues a validated job.
+    pub async fn enqueue(&self, id: &str) -> Result<bool, StoreError> {
+        self.transition(
+            id,
+            &[JobState::Validating, JobState::Pending],
+            JobState::Queued,
+            TransitionUpdate { message: Some("queued".into()), ..Default::default() },
+        )
+        .await
+    }
+
+    /// Cancels a job that has not finished; kills its engine if it runs.
+    pub async fn cancel(&self, id: &str, actor: &str, ip: &str) -> Result<(), JobActionError> {
+        let job = self.store.job(id).await?.ok_or_else(|| JobActionError::NotFound(id.to_string()))?;
+        let live = [JobState::Pending, JobState::Validating, JobState::Queued, JobState::Running];
+        if !self
+            .transition(
+                id,
+                &live,
+                JobState::Cancelled,
+                TransitionUpdate { message: Some("cancelled".into()), ..Default::default() },
+            )
+            .await?
+        {
+            return Err(JobActionError::WrongState {
+                job: id.to_string(),
+                state: job.state(),
+                what: "only a live job can be cancelled",
+            });
+        }
+        if let Some(kill) = self.running.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            kill.kill();
+        }
+        self.audit(AuditEvent::new(actor, ip, "job.cancel", Outcome::Success).target(id)).await;
+        Ok(())
+    }
+
+    /// Queues a failed or cancelled job again.
+    pub async fn retry(&self, id: &str, actor: &str, ip: &str) -> Result<(), JobActionError> {
+        let job = self.store.job(id).await?.ok_or_else(|| JobActionError::NotFound(id.to_string()))?;
+        if job.inputs_deleted_at.is_some() {
+            return Err(JobActionError::WrongState {
+                job: id.to_string(),
+                state: job.state(),
+                what: "its inputs were deleted; submit it again",
+            });
+        }
+        if !self
+            .transition(
+                id,
+                &[JobState::Failed, JobState::Cancelled],
+                JobState::Queued,
+                TransitionUpdate { message: Some("retry".into()), progress: Some(0.0), ..Default::default() },
+            )
+            .await?
+        {
+            return Err(JobActionError::WrongState {
+                job: id.to_string(),
+                state: job.state(),
+                what: "only a failed or cancelled job can be retried",
+            });
+        }
+        self.audit(AuditEvent::new(actor, ip, "job.retry", Outcome::Success).target(id)).await;
+        Ok(())
+    }
+
+    /// Recovers interrupted jobs, then runs queued jobs until the process ends.
+    pub fn start(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.files.clean_temporaries();
+            this.recover().await;
+            this.schedule().await;
+        });
+    }
+
+    async fn recover(&self) {
+        let interrupted = self.store.jobs_in(&[JobState::Running]).await.unwrap_or_default();
+        for job in interrupted {
+            let update = TransitionUpdate {
+                message: Some("re-queued: the node restarted while it ran".into()),
+                progress: Some(0.0),
+                ..Default::default()
+            };
+            if let Err(e) = self.transition(&job.id, &[JobState::Running], JobState::Queued, update).await {
+                tracing::error!(job = %job.id, error = %e, "could not re-queue an interrupted job");
+            } else {
+                tracing::info!(job = %job.id, "re-queued a job interrupted by a restart");
+            }
+        }
+        // A submission cut off before it was queued cannot be trusted to be complete.
+        for job in self.store.jobs_in(&[JobState::Pending, JobState::Validating]).await.unwrap_or_default() {
+            let update = TransitionUpdate {
+                error: Some("interrupted while being submitted; submit it again".into()),
+                ..Default::default()
+            };
+            let _ =
+                self.transition(&job.id, &[JobState::Pending, JobState::Validating], JobState::Failed, update).await;
+        }
+    }
+
+    /// Starts queued jobs while there is capacity: the oldest job of the user with the fewest
+    /// jobs running goes first, so one user's batch does not starve the others.
+    async fn schedule(&self) {
+        let capacity = self.config.engines.max_concurrent_jobs as usize;
+        loop {
+            let running: Vec<String> = self.running.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+            if running.len() < capacity {
+                match self.store.jobs_in(&[JobState::Queued, JobState::Running]).await {
+                    Ok(jobs) => {
+                        let mut per_owner: HashMap<i64, usize> = HashMap::new();
+                        for j in jobs.iter().filter(|j| running.contains(&j.id)) {
+                            *per_owner.entry(j.owner_id).or_default() += 1;
+                        }
+                        let next = jobs
+                            .iter()
+                            .filter(|j| j.state() == JobState::Queued && !running.contains(&j.id))
+                            .min_by_key(|j| (per_owner.get(&j.owner_id).copied().unwrap_or(0), j.created_at));
+                        if let Some(job) = next {
+                            self.launch(job.id.clone());
+                            continue;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not read the job queue"),
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    fn launch(&self, id: String) {
+        let kill = KillSwitch::default();
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), kill.clone());
+        let this = self.clone();
+        tokio::spawn(async move {
+            runner::run(&this, &id, &kill).await;
+            this.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            this.wake.notify_one();
+        });
+    }
+
+    /// Deletes a finished job's inputs from the file store (unless another job still uses the
+    /// same file), recording it.
+    pub async fn delete_inputs(&self, id: &str) -> Result<(), StoreError> {
+        for input in self.store.job_inputs(id).await? {
+            if self.store.input_users(&input.sha256, id).await? == 0
+                && let Err(e) = self.files.remove(&input.sha256).await
+            {
+                tracing::warn!(job = %id, error = %e, "could not delete an input");
+            }
+        }
+        let _ = tokio::fs::remove_dir_all(self.job_dir(id).join("work")).await;
+        self.store.mark_inputs_deleted(id).await?;
+        self.audit(AuditEvent::new("node", "local", "job.inputs_deleted", Outcome::Success).target(id)).await;
+        Ok(())
+    }
+}

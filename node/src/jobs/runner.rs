@@ -1,0 +1,331 @@
+//! Runs one job: QC against the panel, the engine per chromosome, result files, summary.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::JobsService;
+use super::results::{INFO_HEADER, JobSummary, add_info_table};
+use crate::imputation::GenomeBuild;
+use crate::imputation::engines::{
+    EngineError, EngineRun, KillSwitch, beagle_args, beagle_phasing_progress, minimac4_args,
+};
+use crate::imputation::panels::PanelFiles;
+use crate::imputation::qc::{InputFile, QcStatus, run_qc};
+use crate::imputation::tools;
+use crate::store::audit::{AuditEvent, Outcome};
+use crate::store::jobs::{JobResult, JobRow, JobState, TransitionUpdate};
+use crate::tool_args;
+
+/// A failure to report on the job, in words for the researcher.
+struct JobFailure(String);
+
+impl<E: std::fmt::Display> From<E> for JobFailure {
+    fn from(e: E) -> Self {
+        JobFailure(e.to_string())
+    }
+}
+
+pub(super) async fn run(svc: &JobsService, id: &str, kill: &KillSwitch) {
+    let Ok(Some(job)) = svc.store.job(id).await else { return };
+    let started = svc
+        .transition(
+            id,
+            &[JobState::Queued],
+            JobState::Running,
+            TransitionUpdate {
+                stage: Some("qc".into()),
+                progress: Some(0.02),
+                message: Some("started".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    if !matches!(started, Ok(true)) {
+        return;
+    }
+    let outcome = execute(svc, &job, kill).await;
+    let (to, update) = match outcome {
+        Ok(summary) => (
+            JobState::Completed,
+            TransitionUpdate {
+                stage: None,
+                progress: Some(1.0),
+                message: Some("completed".into()),
+                summary: summary.map(|s| serde_json::to_string(&s).unwrap_or_default()),
+                ..Default::default()
+            },
+        ),
+        Err(JobFailure(reason)) => {
+            if kill.is_killed() {
+                return; // cancelled: the cancel already recorded the state
+            }
+            (JobState::Failed, TransitionUpdate { error: Some(reason), ..Default::default() })
+        }
+    };
+    let ended = svc.transition(id, &[JobState::Running], to, update).await;
+    if matches!(ended, Ok(true)) {
+        let outcome = if to == JobState::Completed { Outcome::Success } else { Outcome::Failure };
+        svc.audit(
+            AuditEvent::new("node", "local", "job.finished", outcome)
+                .target(id)
+                .details(json!({ "state": to.as_str() })),
+        )
+        .await;
+        if svc.config.jobs.delete_inputs_when_done
+            && let Err(e) = svc.delete_inputs(id).await
+        {
+            tracing::warn!(job = %id, error = %e, "could not delete the job's inputs");
+        }
+    }
+}
+
+async fn progress(svc: &JobsService, id: &str, stage: &str, p: f64, message: Option<&str>) {
+    match svc.store.job_progress(id, stage, p, message).await {
+        Ok(event) => svc.publish(event),
+        Err(e) => tracing::warn!(job = %id, error = %e, "could not record progress"),
+    }
+}
+
+/// Hashes a result file and records it.
+async fn add_result(svc: &JobsService, id: &str, path: &Path) -> Result<(), JobFailure> {
+    use sha2::Digest;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let bytes = tokio::fs::read(path).await?;
+    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    svc.store.add_job_result(id, &JobResult { name, size: bytes.len() as i64, sha256 }).await?;
+    Ok(())
+}
+
+/// The result-file prefix of a chromosome: `chr20` whether it was named `20` or `chr20`.
+fn chrom_prefix(chrom: &str) -> String {
+    format!("chr{}", chrom.strip_prefix("chr").unwrap_or(chrom))
+}
+
+async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<Option<JobSummary>, JobFailure> {
+    let cfg = &svc.config;
+    let e = &cfg.engines;
+    let dir = svc.job_dir(&job.id);
+    let (work, results) = (dir.join("work"), svc.results_dir(&job.id));
+    // A re-run (after a restart or a retry) starts clean.
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    let _ = tokio::fs::remove_dir_all(&results).await;
+    svc.store.clear_job_results(&job.id).await?;
+    tokio::fs::create_dir_all(&work).await?;
+    tokio::fs::create_dir_all(&results).await?;
+    let log = results.join("job.log");
+
+    let panel = svc.store.panel(&job.panel_id).await?.filter(|p| p.status == "ready");
+    let Some(panel) = panel else {
+        return Err(JobFailure(format!("panel {} is not available on this node", job.panel_id)));
+    };
+    let build: GenomeBuild = job.build.parse().map_err(JobFailure)?;
+    if panel.build != build.as_str() {
+        return Err(JobFailure(format!("panel {} is {}, the job asks for {}", panel.id, panel.build, build.as_str())));
+    }
+    let files = PanelFiles::new(cfg, &panel.id);
+    let chromosomes = svc.store.panel_chromosomes(&panel.id).await?;
+    let sites = files.panel_sites(chromosomes.iter().map(|c| c.chromosome.as_str()));
+    let inputs: Vec<InputFile> = svc
+        .store
+        .job_inputs(&job.id)
+        .await?
+        .into_iter()
+        .map(|i| InputFile { path: svc.files.path(&i.sha256), name: i.name })
+        .collect();
+
+    // QC.
+    let (qc_dir, settings) = (work.join("qc"), cfg.qc);
+    let outcome = tokio::task::spawn_blocking(move || run_qc(&inputs, build, Some(&sites), &settings, &qc_dir))
+        .await
+        .map_err(|e| JobFailure(e.to_string()))??;
+    let report_json = serde_json::to_string_pretty(&outcome.report)?;
+    tokio::fs::write(results.join("qc_report.json"), &report_json).await?;
+    tokio::fs::write(results.join("qc_report.txt"), outcome.report.to_text()).await?;
+    tokio::fs::copy(&outcome.excluded_path, results.join("excluded.tsv")).await?;
+    for f in ["qc_report.json", "qc_report.txt", "excluded.tsv"] {
+        add_result(svc, &job.id, &results.join(f)).await?;
+    }
+    svc.store
+        .transition(
+            &job.id,
+            &[JobState::Running],
+            JobState::Running,
+            TransitionUpdate {
+                stage: Some("qc".into()),
+                progress: Some(0.1),
+                message: Some(format!(
+                    "QC {}",
+                    if outcome.report.status == QcStatus::Passed { "passed" } else { "failed" }
+                )),
+                qc_report: Some(report_json),
+                ..Default::default()
+            },
+        )
+        .await?
+        .map(|ev| svc.publish(ev))
+        .map_err(|s| JobFailure(s.to_string()))?;
+    if outcome.report.status == QcStatus::Failed {
+        return Err(JobFailure(format!("input QC failed: {}", outcome.report.message.clone().unwrap_or_default())));
+    }
+    if job.mode == "qc_only" {
+        return Ok(None);
+    }
+
+    // Engines, one chromosome at a time.
+    let mut summary = JobSummary { r2_filter: job.r2_filter, ..Default::default() };
+    let n = outcome.filtered.len().max(1) as f64;
+    for (i, (chrom, filtered)) in outcome.filtered.iter().enumerate() {
+        let base = 0.1 + 0.85 * i as f64 / n;
+        let share = 0.85 / n;
+        tools::run(&e.tabix, &tool_args!("-f", "-p", "vcf", filtered.as_os_str()), None).await?;
+        let prefix = chrom_prefix(chrom);
+        let map = panel.has_map.then(|| files.map());
+        let imputed = match job.engine.as_str() {
+            "beagle" => {
+                run_beagle(
+                    svc,
+                    job,
+                    kill,
+                    &log,
+                    &files.bref3(chrom),
+                    filtered,
+                    &work.join(&prefix),
+                    map.as_deref(),
+                    true,
+                    base,
+                    share,
+                )
+                .await?
+            }
+            "minimac4" => {
+                let phased = if job.phasing == "beagle" {
+                    let out = run_beagle(
+                        svc,
+                        job,
+                        kill,
+                        &log,
+                        &files.bref3(chrom),
+                        filtered,
+                        &work.join(format!("{prefix}.phased")),
+                        map.as_deref(),
+                        false,
+                        base,
+                        share * 0.7,
+                    )
+                    .await?;
+                    tools::run(&e.tabix, &tool_args!("-f", "-p", "vcf", out.as_os_str()), None).await?;
+                    out
+                } else {
+                    filtered.clone()
+                };
+                progress(svc, &job.id, "imputing", base + share * 0.7, Some(&format!("{chrom}: Minimac4"))).await;
+                let out = work.join(format!("{prefix}.minimac4.vcf.gz"));
+                let sites = work.join(format!("{prefix}.minimac4.sites.vcf.gz"));
+                EngineRun {
+                    engine: "minimac4",
+                    program: &e.minimac4,
+                    args: minimac4_args(e, &files.msav(chrom), &phased, &out, &sites, job.r2_filter),
+                    stdout_to: None,
+                    log: &log,
+                    kill,
+                }
+                .run(|_| {})
+                .await
+                .map_err(engine_failure)?;
+                out
+            }
+            other => return Err(JobFailure(format!("unknown engine {other}"))),
+        };
+
+        // Results: the dosage VCF (r2-filtered) and its info table.
+        progress(svc, &job.id, "writing", base + share * 0.95, Some(&format!("{chrom}: writing results"))).await;
+        let dose = results.join(format!("{prefix}.dose.vcf.gz"));
+        let r2_tag = if job.engine == "beagle" { "DR2" } else { "R2" };
+        if job.engine == "beagle" && job.r2_filter > 0.0 {
+            let expr = format!("INFO/DR2>={}", job.r2_filter);
+            tools::run(
+                &e.bcftools,
+                &tool_args!("view", "-i", &expr, "-Oz", "-o", dose.as_os_str(), imputed.as_os_str()),
+                None,
+            )
+            .await?;
+        } else {
+            tokio::fs::copy(&imputed, &dose).await?;
+        }
+        let info = results.join(format!("{prefix}.info.tsv"));
+        let format = if job.engine == "beagle" {
+            "%CHROM\t%POS\t%REF\t%ALT\t%INFO/AF\t%INFO/DR2\t%INFO/IMP\n"
+        } else {
+            "%CHROM\t%POS\t%REF\t%ALT\t%INFO/MAF\t%INFO/R2\t%INFO/IMPUTED\n"
+        };
+        let body = work.join(format!("{prefix}.info.body"));
+        tools::run(&e.bcftools, &tool_args!("query", "-f", format, dose.as_os_str()), Some(&body)).await?;
+        let text = format!("{INFO_HEADER}\n{}", tokio::fs::read_to_string(&body).await?);
+        tokio::fs::write(&info, text).await?;
+        add_info_table(&mut summary, &info)?;
+        tracing::debug!(job = %job.id, chrom, r2_tag, "chromosome done");
+        for f in [&dose, &info] {
+            add_result(svc, &job.id, f).await?;
+        }
+    }
+    tokio::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&summary)?).await?;
+    add_result(svc, &job.id, &results.join("summary.json")).await?;
+    add_result(svc, &job.id, &log).await?;
+    Ok(Some(summary))
+}
+
+fn engine_failure(e: EngineError) -> JobFailure {
+    JobFailure(e.to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_beagle(
+    svc: &JobsService,
+    job: &JobRow,
+    kill: &KillSwitch,
+    log: &Path,
+    bref3: &Path,
+    gt: &Path,
+    out_prefix: &Path,
+    map: Option<&Path>,
+    impute: bool,
+    base: f64,
+    share: f64,
+) -> Result<PathBuf, JobFailure> {
+    let e = &svc.config.engines;
+    progress(svc, &job.id, "phasing", base, Some("Beagle: phasing")).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+    let mut seen = 0;
+    let run = EngineRun {
+        engine: "beagle",
+        program: &e.java,
+        args: beagle_args(e, bref3, gt, out_prefix, map, impute),
+        stdout_to: None,
+        log,
+        kill,
+    }
+    .run(move |line| {
+        if let Some(p) = beagle_phasing_progress(line, &mut seen) {
+            let _ = tx.send(p);
+        }
+    });
+    let id = job.id.clone();
+    let reporter = async {
+        let mut last = 0.0;
+        while let Some(p) = rx.recv().await {
+            // Phasing is most of Beagle's work; report in steps of a tenth.
+            if p - last >= 0.1 || p >= 1.0 {
+                last = p;
+                progress(svc, &id, "phasing", base + share * 0.8 * p, None).await;
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(run, reporter);
+    result.map_err(engine_failure)?;
+    if impute {
+        progress(svc, &job.id, "imputing", base + share * 0.9, Some("Beagle: imputed")).await;
+    }
+    // Beagle writes `<out>.vcf.gz`.
+    Ok(PathBuf::from(format!("{}.vcf.gz", out_prefix.display())))
+}

@@ -1,0 +1,423 @@
+//! Imputation jobs through a real node's API, with the real engines: results scored against
+//! the truth, identical to a direct engine run, refusals that leave nothing behind, cancel,
+//! and a node killed mid-run that finishes the job after a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use fedimpute_tests::{TestNode, fedimpute, install_crypto_provider, test_data, wait_for};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+
+/// A running node hosting the committed test panel as `sim`.
+async fn node_with_panel() -> TestNode {
+    install_crypto_provider();
+    let mut node = TestNode::init("Inst A").unwrap();
+    let out = fedimpute(&[
+        "panel",
+        "add",
+        "--config",
+        &node.config_arg(),
+        "--id",
+        "sim",
+        "--name",
+        "Simulated",
+        "--build",
+        "hg19",
+        "--population",
+        "AFR",
+        "--vcf",
+        test_data("panel.vcf.gz").to_str().unwrap(),
+        "--map",
+        test_data("map.txt").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    node.start().await.unwrap();
+    node
+}
+
+async fn submit(node: &TestNode, token: &str, files: &[(&Path, &str)], fields: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut form = Form::new();
+    for (path, name) in files {
+        let part = Part::bytes(std::fs::read(path).unwrap()).file_name(name.to_string());
+        form = form.part("files", part);
+    }
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    let resp = node.client().post(node.api("/jobs")).bearer_auth(token).multipart(form).send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_state(node: &TestNode, token: &str, id: &str, states: &[&str], timeout: Duration) -> Value {
+    let result = wait_for(&format!("job {id} to reach {states:?}"), timeout, || async {
+        let (_, job) = node.get(&format!("/jobs/{id}"), token).await?;
+        Ok(states.iter().any(|s| job["state"] == *s))
+    })
+    .await;
+    let (_, last) = node.get(&format!("/jobs/{id}"), token).await.unwrap();
+    if let Err(e) = result {
+        panic!("{e}; last seen: {last}\nnode log:\n{}", node.log());
+    }
+    last
+}
+
+async fn download(node: &TestNode, token: &str, id: &str, file: &str, to: &Path) {
+    let bytes =
+        node.client().get(node.api(&format!("/jobs/{id}/results/{file}"))).bearer_auth(token).send().await.unwrap();
+    assert_eq!(bytes.status(), StatusCode::OK);
+    std::fs::write(to, bytes.bytes().await.unwrap()).unwrap();
+}
+
+/// scripts/accuracy.py's aggregate dosage r2 at MAF > 5%.
+fn r2_common(imputed: &Path) -> f64 {
+    let out = Command::new("python3")
+        .arg(fedimpute_tests::workspace_root().join("scripts/accuracy.py"))
+        .args(["--json", "--imputed"])
+        .arg(imputed)
+        .arg("--truth")
+        .arg(test_data("truth.vcf.gz"))
+        .arg("--targets")
+        .arg(test_data("targets.vcf.gz"))
+        .arg("--panel")
+        .arg(test_data("panel.vcf.gz"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[">5%"]["r2"].as_f64().unwrap()
+}
+
+/// The VCF body (no `##` header lines, which carry dates and command lines).
+fn vcf_body(path: &Path) -> Vec<String> {
+    let out = Command::new("bcftools").args(["view", "-H"]).arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_beagle_job_is_accurate_and_identical_to_a_direct_beagle_run() {
+    let node = node_with_panel().await;
+    let token = node.admin_token().await.unwrap();
+    let (status, job) = submit(
+        &node,
+        &token,
+        &[(&test_data("targets.vcf.gz"), "targets.vcf.gz")],
+        &[("panel", "sim"), ("build", "hg19"), ("engine", "beagle")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let done = wait_state(&node, &token, id, &["completed", "failed"], Duration::from_secs(300)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["qc_report"]["status"], "passed");
+    assert!(done["summary"]["variants_imputed"].as_u64().unwrap() > 19_000, "{done}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let dose = dir.path().join("chr20.dose.vcf.gz");
+    download(&node, &token, id, "chr20.dose.vcf.gz", &dose).await;
+    let body = vcf_body(&dose);
+    assert_eq!(body.len(), 19_525, "every panel site is in the output");
+    assert!(body[0].contains("GT:DS:GP"), "{}", body[0]);
+    let r2 = r2_common(&dose);
+    assert!(r2 >= 0.95, "dosage r2 at MAF > 5% is {r2}");
+
+    // The same command run directly on the same files gives the same calls.
+    let bref3 = node.data_dir().join("panels/sim/20.bref3");
+    let direct = dir.path().join("direct");
+    let status = Command::new("java")
+        .args(["-Xmx2g", "-jar", "/usr/share/beagle/beagle.jar"])
+        .arg(format!("ref={}", bref3.display()))
+        .arg(format!("gt={}", test_data("targets.vcf.gz").display()))
+        .arg(format!("out={}", direct.display()))
+        .args(["nthreads=2", "seed=-99999", "impute=true", "gp=true"])
+        .arg(format!("map={}", test_data("map.txt").display()))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(vcf_body(&dir.path().join("direct.vcf.gz")) == body, "the node's Beagle output differs from a direct run");
+
+    // Range requests are served.
+    let partial = node
+        .client()
+        .get(node.api(&format!("/jobs/{id}/results/chr20.info.tsv")))
+        .bearer_auth(&token)
+        .header("range", "bytes=0-31")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(partial.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(partial.bytes().await.unwrap().len(), 32);
+    // Inputs are deleted once the job is done; the deletion is audited.
+    let audit = node.audit("job.").await.unwrap();
+    assert!(audit.iter().any(|e| e["action"] == "job.inputs_deleted" && e["target"] == id));
+    let left = walk(&node.data_dir().join("files"));
+    assert!(left.is_empty(), "inputs left in the file store: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minimac4_job_is_accurate_and_streams_its_events() {
+    let node = node_with_panel().await;
+    let token = node.admin_token().await.unwrap();
+    let (status, job) = submit(
+        &node,
+        &token,
+        &[(&test_data("targets.vcf.gz"), "chip.vcf.gz")],
+        &[("panel", "sim"), ("build", "hg19"), ("engine", "minimac4"), ("r2_filter", "0.001")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+
+    // Follow it live over SSE until it ends.
+    let resp = node.client().get(node.api(&format!("/jobs/{id}/events"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = tokio::time::timeout(Duration::from_secs(300), resp.text()).await.expect("event stream ended").unwrap();
+    let states: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str::<Value>(d.trim()).unwrap()["state"].as_str().unwrap().to_string())
+        .collect();
+    assert!(states.contains(&"queued".into()) && states.contains(&"running".into()), "{states:?}");
+    assert_eq!(states.last().map(String::as_str), Some("completed"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let dose = dir.path().join("chr20.dose.vcf.gz");
+    download(&node, &token, &id, "chr20.dose.vcf.gz", &dose).await;
+    let r2 = r2_common(&dose);
+    assert!(r2 >= 0.95, "Minimac4 dosage r2 at MAF > 5% is {r2}");
+}
+
+fn bgzip_text(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let plain = dir.join(name.trim_end_matches(".gz"));
+    std::fs::write(&plain, text).unwrap();
+    assert!(Command::new("bgzip").arg("-f").arg(&plain).status().unwrap().success());
+    dir.join(name)
+}
+
+/// The committed targets, decompressed, for making broken variants of them.
+fn targets_text() -> String {
+    let out = Command::new("bgzip").args(["-dc"]).arg(test_data("targets.vcf.gz")).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_are_refused_with_a_clear_message_and_leave_nothing() {
+    install_crypto_provider();
+    let mut node = TestNode::init("Inst A").unwrap();
+    let out = fedimpute(&[
+        "panel",
+        "add",
+        "--config",
+        &node.config_arg(),
+        "--id",
+        "sim",
+        "--name",
+        "S",
+        "--build",
+        "hg19",
+        "--population",
+        "AFR",
+        "--vcf",
+        test_data("panel.vcf.gz").to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    // A small upload limit for the size test.
+    let config = node.config_path();
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("max_upload_bytes = 4294967296"), "{text}");
+    std::fs::write(&config, text.replace("max_upload_bytes = 4294967296", "max_upload_bytes = 200000")).unwrap();
+    node.start().await.unwrap();
+    let token = node.admin_token().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let targets = targets_text();
+    let (header, records): (Vec<&str>, Vec<&str>) = targets.lines().partition(|l| l.starts_with('#'));
+    let header = header.join("\n") + "\n";
+
+    let plain = dir.path().join("plain.vcf.gz");
+    std::fs::write(&plain, &targets).unwrap();
+    let mut two = records.clone();
+    let moved = two.pop().unwrap().replacen("20\t", "21\t", 1);
+    two.push(&moved);
+    let two_chrom = bgzip_text(dir.path(), "two.vcf.gz", &(header.clone() + &two.join("\n") + "\n"));
+    let mut unsorted = records.clone();
+    unsorted.swap(10, 11);
+    let unsorted = bgzip_text(dir.path(), "unsorted.vcf.gz", &(header.clone() + &unsorted.join("\n") + "\n"));
+    let chr = targets
+        .lines()
+        .map(|l| if l.starts_with('#') { l.to_string() } else { format!("chr{l}") })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    let chr = bgzip_text(dir.path(), "chr.vcf.gz", &chr.replace("##contig=<ID=20", "##contig=<ID=chr20"));
+    let big = dir.path().join("big.vcf.gz");
+    std::fs::write(&big, vec![b'x'; 300_000]).unwrap();
+
+    let fields = [("panel", "sim"), ("build", "hg19")];
+    for (path, name, status, expect) in [
+        (&plain, "plain.vcf.gz", StatusCode::UNPROCESSABLE_ENTITY, "not compressed with bgzip"),
+        (&two_chrom, "two.vcf.gz", StatusCode::UNPROCESSABLE_ENTITY, "second chromosome"),
+        (&unsorted, "unsorted.vcf.gz", StatusCode::UNPROCESSABLE_ENTITY, "not sorted"),
+        (&chr, "chr.vcf.gz", StatusCode::UNPROCESSABLE_ENTITY, "hg38-style"),
+        (&big, "big.vcf.gz", StatusCode::PAYLOAD_TOO_LARGE, "larger than 200000 bytes"),
+        (&test_data("targets.vcf.gz"), "../../etc/passwd", StatusCode::UNPROCESSABLE_ENTITY, "not a plain file name"),
+    ] {
+        let (got, body) = submit(&node, &token, &[(path, name)], &fields).await;
+        assert_eq!(got, status, "{name}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expect), "{name}: {message}");
+    }
+    let (got, body) =
+        submit(&node, &token, &[(&test_data("targets.vcf.gz"), "t.vcf.gz")], &[("panel", "nope"), ("build", "hg19")])
+            .await;
+    assert_eq!(got, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // Nothing was kept: no stored file, no temporary, no job.
+    let stored: Vec<_> = walk(&node.data_dir().join("files"));
+    assert!(stored.is_empty(), "files left behind: {stored:?}");
+    let (_, jobs) = node.get("/jobs", &token).await.unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 0);
+    let denied = node.audit("job.submit").await.unwrap();
+    assert_eq!(denied.iter().filter(|e| e["outcome"] == "denied").count(), 7);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Engine processes (java for Beagle, minimac4) that are children of `pid`.
+fn engine_children(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...
+        let Some(close) = stat.rfind(')') else { continue };
+        let comm = &stat[stat.find('(').unwrap_or(0) + 1..close];
+        let ppid: u32 = stat[close + 2..].split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == pid && (comm == "java" || comm == "minimac4") {
+            out.push(format!("{comm} {}", entry.file_name().to_string_lossy()));
+        }
+    }
+    out
+}
+
+/// Java processes whose command line mentions `needle` (any parent).
+fn engines_mentioning(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle)))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_kills_the_engine() {
+    let node = node_with_panel().await;
+    let token = node.admin_token().await.unwrap();
+    let (_, job) =
+        submit(&node, &token, &[(&test_data("targets.vcf.gz"), "t.vcf.gz")], &[("panel", "sim"), ("build", "hg19")])
+            .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let pid = node.pid().unwrap();
+    wait_for("Beagle to start", Duration::from_secs(120), || async { Ok(!engine_children(pid).is_empty()) })
+        .await
+        .unwrap();
+    let (status, body) =
+        node.send(reqwest::Method::POST, &format!("/jobs/{id}/cancel"), &token, &Value::Null).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "cancelled");
+    wait_for("the engine to be gone", Duration::from_secs(20), || async { Ok(engine_children(pid).is_empty()) })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, job) = node.get(&format!("/jobs/{id}"), &token).await.unwrap();
+    assert_eq!(job["state"], "cancelled", "a cancelled job must stay cancelled: {job}");
+    let (status, _) =
+        node.send(reqwest::Method::POST, &format!("/jobs/{id}/cancel"), &token, &Value::Null).await.unwrap();
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_node_is_killed_mid_run_completes_after_restart() {
+    let mut node = node_with_panel().await;
+    let token = node.admin_token().await.unwrap();
+    let (_, job) =
+        submit(&node, &token, &[(&test_data("targets.vcf.gz"), "t.vcf.gz")], &[("panel", "sim"), ("build", "hg19")])
+            .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let pid = node.pid().unwrap();
+    wait_for("Beagle to start", Duration::from_secs(120), || async { Ok(!engine_children(pid).is_empty()) })
+        .await
+        .unwrap();
+    let job_dir = node.data_dir().join("jobs").join(&id).display().to_string();
+    node.stop_with(libc::SIGKILL).unwrap();
+    // The engine dies with the node (no orphan that could write the job's files twice).
+    wait_for("the orphaned engine to die", Duration::from_secs(20), || async { Ok(engines_mentioning(&job_dir) == 0) })
+        .await
+        .unwrap();
+
+    node.start().await.unwrap();
+    let token = node.admin_token().await.unwrap();
+    let done = wait_state(&node, &token, &id, &["completed", "failed"], Duration::from_secs(300)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let (_, events) = node.get(&format!("/jobs/{id}"), &token).await.unwrap();
+    assert!(events["summary"]["variants_imputed"].as_u64().unwrap() > 19_000);
+    let (_, results) = node.get(&format!("/jobs/{id}/results"), &token).await.unwrap();
+    assert!(results.as_array().unwrap().iter().any(|r| r["name"] == "chr20.dose.vcf.gz"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qc_only_job_stops_after_qc_and_others_cannot_see_it() {
+    let node = node_with_panel().await;
+    let admin = node.admin_token().await.unwrap();
+    let (_, rita) = node
+        .send(reqwest::Method::POST, "/users", &admin, &serde_json::json!({"username": "rita", "role": "researcher"}))
+        .await
+        .unwrap();
+    let rita = node.token_for("rita", rita["generated_password"].as_str().unwrap()).await.unwrap();
+    let (_, viewer) = node
+        .send(reqwest::Method::POST, "/users", &admin, &serde_json::json!({"username": "val", "role": "viewer"}))
+        .await
+        .unwrap();
+    let viewer = node.token_for("val", viewer["generated_password"].as_str().unwrap()).await.unwrap();
+
+    let (status, _) =
+        submit(&node, &viewer, &[(&test_data("targets.vcf.gz"), "t.vcf.gz")], &[("panel", "sim"), ("build", "hg19")])
+            .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "viewers cannot submit");
+    let (status, job) = submit(
+        &node,
+        &rita,
+        &[(&test_data("targets.vcf.gz"), "t.vcf.gz")],
+        &[("panel", "sim"), ("build", "hg19"), ("mode", "qc_only")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let done = wait_state(&node, &rita, id, &["completed", "failed"], Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "completed");
+    assert_eq!(done["qc_report"]["variants_total"], 345);
+    assert!(done["summary"].is_null());
+    let (_, results) = node.get(&format!("/jobs/{id}/results"), &rita).await.unwrap();
+    let names: Vec<&str> = results.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["excluded.tsv", "qc_report.json", "qc_report.txt"]);
+    // Another researcher's job is invisible to a viewer; the admin sees it.
+    assert_eq!(node.get(&format!("/jobs/{id}"), &viewer).await.unwrap().0, StatusCode::NOT_FOUND);
+    assert_eq!(node.get(&format!("/jobs/{id}"), &admin).await.unwrap().0, StatusCode::OK);
+    assert_eq!(node.get("/jobs", &viewer).await.unwrap().1.as_array().unwrap().len(), 0);
+}
