@@ -44,6 +44,8 @@ pub struct JobsSection {
     pub delete_inputs_when_done: bool,
     /// Days results are kept after a job ends.
     pub results_retention_days: u32,
+    /// How often expired results are looked for, in seconds.
+    pub retention_sweep_secs: u64,
 }
 
 impl Default for JobsSection {
@@ -53,6 +55,7 @@ impl Default for JobsSection {
             max_jobs_per_month: 100,
             delete_inputs_when_done: true,
             results_retention_days: 7,
+            retention_sweep_secs: 3600,
         }
     }
 }

@@ -421,3 +421,122 @@ async fn a_qc_only_job_stops_after_qc_and_others_cannot_see_it() {
     assert_eq!(node.get(&format!("/jobs/{id}"), &admin).await.unwrap().0, StatusCode::OK);
     assert_eq!(node.get("/jobs", &viewer).await.unwrap().1.as_array().unwrap().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_deleted_after_the_retention_period() {
+    install_crypto_provider();
+    let mut node = TestNode::init("Inst A").unwrap();
+    let out = fedimpute(&[
+        "panel",
+        "add",
+        "--config",
+        &node.config_arg(),
+        "--id",
+        "sim",
+        "--name",
+        "S",
+        "--build",
+        "hg19",
+        "--population",
+        "AFR",
+        "--vcf",
+        test_data("panel.vcf.gz").to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let config = node.config_path();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replace("results_retention_days = 7", "results_retention_days = 0")
+        .replace("retention_sweep_secs = 3600", "retention_sweep_secs = 1");
+    std::fs::write(&config, text).unwrap();
+    node.start().await.unwrap();
+    let token = node.admin_token().await.unwrap();
+    let (_, job) = submit(
+        &node,
+        &token,
+        &[(&test_data("targets.vcf.gz"), "t.vcf.gz")],
+        &[("panel", "sim"), ("build", "hg19"), ("mode", "qc_only")],
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_state(&node, &token, &id, &["completed"], Duration::from_secs(120)).await;
+    wait_for("the results to be deleted", Duration::from_secs(30), || async {
+        Ok(node.audit("job.results_deleted").await?.iter().any(|e| e["target"] == id.as_str()))
+    })
+    .await
+    .unwrap();
+    let (_, results) = node.get(&format!("/jobs/{id}/results"), &token).await.unwrap();
+    assert_eq!(results.as_array().unwrap().len(), 0);
+    assert!(!node.data_dir().join("jobs").join(&id).exists());
+    let resp = node
+        .client()
+        .get(node.api(&format!("/jobs/{id}/results/qc_report.txt")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_client_submits_follows_and_downloads() {
+    let node = node_with_panel().await;
+    let admin = node.admin_token().await.unwrap();
+    let (_, token) = node
+        .send(reqwest::Method::POST, "/me/tokens", &admin, &serde_json::json!({"name": "cli", "expires_in_days": 1}))
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let cert = node.data_dir().join("tls/api.crt");
+    let base = node.base_url();
+    let node_args = ["--node", base.as_str(), "--token", token.as_str(), "--ca-cert", cert.to_str().unwrap()];
+    let cli = |args: &[&str]| {
+        let mut full: Vec<&str> = vec!["job"];
+        full.extend_from_slice(&args[..1]);
+        full.extend_from_slice(&node_args);
+        full.extend_from_slice(&args[1..]);
+        fedimpute(&full)
+    };
+
+    let out = tokio::task::spawn_blocking({
+        let targets = test_data("targets.vcf.gz");
+        let (b, t, c) = (base.clone(), token.clone(), cert.clone());
+        move || {
+            fedimpute(&[
+                "job",
+                "submit",
+                "--node",
+                &b,
+                "--token",
+                &t,
+                "--ca-cert",
+                c.to_str().unwrap(),
+                "--panel",
+                "sim",
+                "--build",
+                "hg19",
+                "--mode",
+                "qc_only",
+                "--watch",
+                targets.to_str().unwrap(),
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let id = stdout.lines().next().unwrap().trim().to_string();
+    assert!(stdout.contains("state:    completed") && stdout.contains("QC:       passed"), "{stdout}");
+
+    let out = cli(&["status", &id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("completed"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&["download", &id, "--out", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = std::fs::read_to_string(dir.path().join("qc_report.txt")).unwrap();
+    assert!(report.contains("Input QC: PASSED"), "{report}");
+    let out = cli(&["status", "no-such-job"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
+}

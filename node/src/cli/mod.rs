@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod federation;
 pub mod init;
+pub mod job;
 pub mod panel;
 pub mod run;
 pub mod user;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Federation configs: make, sign and verify them (federation admins), install them (node admins).
     #[command(subcommand)]
     Federation(federation::FederationCommand),
+    /// Submit and follow imputation jobs on a node (the researcher's client; works from any machine).
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Reference panels hosted by this node.
     #[command(subcommand)]
     Panel(panel::PanelCommand),
@@ -66,6 +70,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Federation(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(federation::run(cmd))
+        }
+        Command::Job(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(job::run(cmd))
         }
         Command::Panel(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");

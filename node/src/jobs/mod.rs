@@ -176,7 +176,8 @@ impl JobsService {
         Ok(())
     }
 
-    /// Recovers interrupted jobs, then runs queued jobs until the process ends.
+    /// Recovers interrupted jobs, then runs queued jobs and deletes expired results until the
+    /// process ends.
     pub fn start(&self) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -184,6 +185,34 @@ impl JobsService {
             this.recover().await;
             this.schedule().await;
         });
+        let this = self.clone();
+        tokio::spawn(async move { this.retain().await });
+    }
+
+    /// Deletes the results of jobs that ended more than `results_retention_days` ago.
+    async fn retain(&self) {
+        let every = Duration::from_secs(self.config.jobs.retention_sweep_secs.max(1));
+        loop {
+            let keep_ms = i64::from(self.config.jobs.results_retention_days) * 86_400_000;
+            match self.store.jobs_with_expired_results(crate::time::now_ms() - keep_ms).await {
+                Ok(expired) => {
+                    for id in expired {
+                        let _ = tokio::fs::remove_dir_all(self.job_dir(&id)).await;
+                        if let Err(e) = self.store.mark_results_deleted(&id).await {
+                            tracing::error!(job = %id, error = %e, "could not record deleted results");
+                            continue;
+                        }
+                        tracing::info!(job = %id, "deleted results past retention");
+                        self.audit(
+                            AuditEvent::new("node", "local", "job.results_deleted", Outcome::Success).target(&id),
+                        )
+                        .await;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not look for expired results"),
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     async fn recover(&self) {

@@ -438,3 +438,28 @@ impl Store {
             .await?)
     }
 }
+
+impl Store {
+    /// Finished jobs whose results are older than `before_ms` and not yet deleted.
+    pub async fn jobs_with_expired_results(&self, before_ms: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? AND results_deleted_at IS NULL",
+        )
+        .bind(before_ms)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Marks a job's results deleted and forgets the files.
+    pub async fn mark_results_deleted(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM job_results WHERE job_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE jobs SET results_deleted_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,349 @@
+//! `fedimpute job ...`: the researcher's client for a node's jobs API, from any machine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// The node's base URL, e.g. https://imputation.example.org:8443
+    #[arg(long, env = "FEDIMPUTE_NODE")]
+    node: String,
+    /// An API token (`fit_...`, made at /api/v1/me/tokens) or an access token.
+    #[arg(long, env = "FEDIMPUTE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// PEM certificate to trust for the node (for a node with a self-signed certificate).
+    #[arg(long, env = "FEDIMPUTE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JobCommand {
+    /// Upload VCFs and start a job; prints its id (and follows it with --watch).
+    Submit {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Bgzipped VCF, one chromosome per file.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Panel id (see the node's catalog).
+        #[arg(long)]
+        panel: String,
+        /// hg19 or hg38.
+        #[arg(long)]
+        build: String,
+        /// beagle or minimac4.
+        #[arg(long, default_value = "beagle")]
+        engine: String,
+        /// beagle or no_phasing.
+        #[arg(long, default_value = "beagle")]
+        phasing: String,
+        #[arg(long)]
+        population: Option<String>,
+        /// 0, 0.001, 0.1, 0.2 or 0.3.
+        #[arg(long, default_value = "0")]
+        r2_filter: String,
+        /// imputation or qc_only.
+        #[arg(long, default_value = "imputation")]
+        mode: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Follow the job until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Show a job's state, QC outcome and summary.
+    Status {
+        #[command(flatten)]
+        node: NodeArgs,
+        id: String,
+    },
+    /// Follow a job live until it ends (exit 0 if it completed).
+    Watch {
+        #[command(flatten)]
+        node: NodeArgs,
+        id: String,
+    },
+    /// Download a job's result files, checking each against its SHA-256.
+    Download {
+        #[command(flatten)]
+        node: NodeArgs,
+        id: String,
+        /// Folder to write to (created if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Cancel a job.
+    Cancel {
+        #[command(flatten)]
+        node: NodeArgs,
+        id: String,
+    },
+    /// List your jobs.
+    List {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(args: &NodeArgs) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(20));
+        if let Some(ca) = &args.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            builder = builder.tls_certs_merge([
+                reqwest::Certificate::from_pem(&pem).context("the CA file is not a PEM certificate")?
+            ]);
+        }
+        Ok(Self {
+            http: builder.build()?,
+            base: args.node.trim_end_matches('/').to_string(),
+            token: args.token.clone(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let message = body["error"]["message"].as_str().unwrap_or("no details");
+        bail!("the node answered {status}: {message}")
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self.http.get(self.url(path)).bearer_auth(&self.token).send().await.context("reaching the node")?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn print_job(job: &Value) {
+    println!("job {} ({})", job["id"].as_str().unwrap_or("?"), job["name"].as_str().unwrap_or(""));
+    println!(
+        "  state:    {}{}",
+        job["state"].as_str().unwrap_or("?"),
+        job["stage"].as_str().map(|s| format!(" ({s})")).unwrap_or_default()
+    );
+    println!("  progress: {:.0}%", job["progress"].as_f64().unwrap_or(0.0) * 100.0);
+    let p = &job["params"];
+    println!(
+        "  panel {} ({}), engine {}, mode {}",
+        p["panel_id"].as_str().unwrap_or(""),
+        p["build"].as_str().unwrap_or(""),
+        p["engine"].as_str().unwrap_or(""),
+        p["mode"].as_str().unwrap_or("")
+    );
+    if let Some(e) = job["error"].as_str() {
+        println!("  error:    {e}");
+    }
+    if let Some(qc) = job["qc_report"].as_object() {
+        println!(
+            "  QC:       {} ({} of {} variants kept)",
+            qc["status"].as_str().unwrap_or(""),
+            qc["variants_kept"],
+            qc["variants_total"]
+        );
+    }
+    if let Some(bins) = job["summary"]["imputed_by_maf"].as_object() {
+        println!("  imputed:  {} variants; mean estimated r2 by MAF:", job["summary"]["variants_imputed"]);
+        for (bin, v) in bins {
+            println!("    {bin:<6} {:>8} variants  r2 {:.3}", v["variants"], v["mean_r2"].as_f64().unwrap_or(0.0));
+        }
+    }
+}
+
+/// Follows the job's event stream; returns its final state.
+async fn watch(client: &Client, id: &str) -> anyhow::Result<String> {
+    let resp = client.http.get(client.url(&format!("/jobs/{id}/events"))).bearer_auth(&client.token).send().await?;
+    let resp = Client::check(resp).await?;
+    let pb = ProgressBar::new(1000);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:40} [{bar:30}] {percent}% {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut stream = resp.bytes_stream();
+    let (mut buffer, mut state) = (String::new(), String::from("unknown"));
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
+            let Ok(event) = serde_json::from_str::<Value>(data.trim()) else { continue };
+            state = event["state"].as_str().unwrap_or("").to_string();
+            let stage = event["stage"].as_str().map(|s| format!(" / {s}")).unwrap_or_default();
+            pb.set_message(format!("{state}{stage}"));
+            pb.set_position((event["progress"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
+            if let Some(m) = event["message"].as_str() {
+                pb.println(format!("  {m}"));
+            }
+        }
+    }
+    pb.finish();
+    Ok(state)
+}
+
+pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        JobCommand::Submit {
+            node,
+            files,
+            panel,
+            build,
+            engine,
+            phasing,
+            population,
+            r2_filter,
+            mode,
+            name,
+            watch: follow,
+        } => {
+            let client = Client::new(&node)?;
+            let mut form = reqwest::multipart::Form::new();
+            for path in &files {
+                let file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+                let len = file.metadata().await?.len();
+                let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("input.vcf.gz").to_string();
+                let pb = bar(len, &format!("uploading {file_name}"));
+                let stream = tokio_util::io::ReaderStream::new(file).map(move |chunk| {
+                    if let Ok(c) = &chunk {
+                        pb.inc(c.len() as u64);
+                        if pb.position() >= len {
+                            pb.finish();
+                        }
+                    }
+                    chunk
+                });
+                let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+                    .file_name(file_name);
+                form = form.part("files", part);
+            }
+            for (k, v) in [
+                ("panel", Some(panel)),
+                ("build", Some(build)),
+                ("engine", Some(engine)),
+                ("phasing", Some(phasing)),
+                ("population", population),
+                ("r2_filter", Some(r2_filter)),
+                ("mode", Some(mode)),
+                ("name", name),
+            ] {
+                if let Some(v) = v {
+                    form = form.text(k, v);
+                }
+            }
+            let resp = client
+                .http
+                .post(client.url("/jobs"))
+                .bearer_auth(&client.token)
+                .multipart(form)
+                .send()
+                .await
+                .context("reaching the node")?;
+            let job: Value = Client::check(resp).await?.json().await?;
+            let id = job["id"].as_str().unwrap_or_default().to_string();
+            println!("{id}");
+            if follow {
+                let state = watch(&client, &id).await?;
+                print_job(&client.get(&format!("/jobs/{id}")).await?);
+                return Ok(if state == "completed" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
+        }
+        JobCommand::Status { node, id } => print_job(&Client::new(&node)?.get(&format!("/jobs/{id}")).await?),
+        JobCommand::Watch { node, id } => {
+            let client = Client::new(&node)?;
+            let state = watch(&client, &id).await?;
+            print_job(&client.get(&format!("/jobs/{id}")).await?);
+            return Ok(if state == "completed" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        JobCommand::Download { node, id, out } => {
+            let client = Client::new(&node)?;
+            tokio::fs::create_dir_all(&out).await?;
+            let results = client.get(&format!("/jobs/{id}/results")).await?;
+            for r in results.as_array().cloned().unwrap_or_default() {
+                let name = r["name"].as_str().unwrap_or_default();
+                // Names come from the node; still, never let one be a path.
+                if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                    bail!("the node listed an unsafe result name {name:?}");
+                }
+                let resp = client
+                    .http
+                    .get(client.url(&format!("/jobs/{id}/results/{name}")))
+                    .bearer_auth(&client.token)
+                    .send()
+                    .await?;
+                let resp = Client::check(resp).await?;
+                let pb = bar(r["size"].as_u64().unwrap_or(0), name);
+                let tmp = out.join(format!(".{name}.part"));
+                let mut file = tokio::fs::File::create(&tmp).await?;
+                let mut hasher = Sha256::new();
+                let mut stream = resp.bytes_stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    hasher.update(&chunk);
+                    file.write_all(&chunk).await?;
+                    pb.inc(chunk.len() as u64);
+                }
+                file.sync_all().await?;
+                pb.finish();
+                if hex::encode(hasher.finalize()) != r["sha256"].as_str().unwrap_or_default() {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    bail!("{name}: the download does not match its SHA-256; try again");
+                }
+                tokio::fs::rename(&tmp, out.join(name)).await?;
+            }
+            println!("downloaded {} files to {}", results.as_array().map(|a| a.len()).unwrap_or(0), out.display());
+        }
+        JobCommand::Cancel { node, id } => {
+            let client = Client::new(&node)?;
+            let resp =
+                client.http.post(client.url(&format!("/jobs/{id}/cancel"))).bearer_auth(&client.token).send().await?;
+            Client::check(resp).await?;
+            println!("cancelled {id}");
+        }
+        JobCommand::List { node } => {
+            let jobs = Client::new(&node)?.get("/jobs").await?;
+            println!("{:<26} {:<10} {:>5}  {:<12} name", "id", "state", "%", "panel");
+            for j in jobs.as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{:<26} {:<10} {:>4.0}%  {:<12} {}",
+                    j["id"].as_str().unwrap_or(""),
+                    j["state"].as_str().unwrap_or(""),
+                    j["progress"].as_f64().unwrap_or(0.0) * 100.0,
+                    j["params"]["panel_id"].as_str().unwrap_or(""),
+                    j["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
