@@ -5,6 +5,7 @@ pub mod federation;
 pub mod init;
 pub mod job;
 pub mod panel;
+pub mod qc;
 pub mod run;
 pub mod user;
 
@@ -46,6 +47,8 @@ pub enum Command {
     /// Submit and follow imputation jobs on a node (the researcher's client; works from any machine).
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Run the input QC of a job on local VCF files (no node needed unless --panel).
+    Qc(qc::QcArgs),
     /// Reference panels hosted by this node.
     #[command(subcommand)]
     Panel(panel::PanelCommand),
@@ -74,6 +77,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Job(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(job::run(cmd))
+        }
+        Command::Qc(args) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(qc::run(args))
         }
         Command::Panel(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");

@@ -251,7 +251,8 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
             )
             .await?;
         } else {
-            tokio::fs::copy(&imputed, &dose).await?;
+            // Same file system (both under the job's folder): a rename, not a copy.
+            tokio::fs::rename(&imputed, &dose).await?;
         }
         let info = results.join(format!("{prefix}.info.tsv"));
         let format = if job.engine == "beagle" {

@@ -92,27 +92,42 @@ pub(crate) fn check_bgzf(file: &InputFile) -> Result<(), QcError> {
     Ok(())
 }
 
-/// Reads the header lines; returns how many there are and the sample names of `#CHROM`.
-fn header_lines(file: &InputFile) -> Result<(u64, Vec<String>), QcError> {
-    let mut reader = BufReader::new(bgzf::io::Reader::new(File::open(&file.path)?));
+/// How many decompression/compression threads QC uses per file.
+const BGZF_WORKERS: usize = 2;
+
+/// An input opened past its header: the reader at the first record, the header text, how many
+/// header lines it had, and the sample names of `#CHROM`.
+struct OpenedInput {
+    reader: Box<dyn BufRead>,
+    header_text: String,
+    header_lines: u64,
+    samples: Vec<String>,
+}
+
+fn open_input(file: &InputFile) -> Result<OpenedInput, QcError> {
+    let workers = std::num::NonZero::new(BGZF_WORKERS).unwrap_or(std::num::NonZero::<usize>::MIN);
+    let inner = bgzf::io::MultithreadedReader::with_worker_count(workers, File::open(&file.path)?);
+    let mut reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, inner));
+    let mut header_text = String::new();
     let mut line = String::new();
     let mut count = 0;
     loop {
         line.clear();
-        if reader
+        let read = reader
             .read_line(&mut line)
-            .map_err(|e| refuse(file, Some(count + 1), format!("cannot be decompressed: {e}")))?
-            == 0
-        {
+            .map_err(|e| refuse(file, Some(count + 1), format!("cannot be decompressed or is not text: {e}")))?;
+        if read == 0 {
             return Err(refuse(file, Some(count), "has no #CHROM header line"));
         }
         count += 1;
+        header_text.push_str(&line);
         if !line.starts_with("##") {
             let fields: Vec<&str> = line.trim_end().split('\t').collect();
             if !line.starts_with("#CHROM") || fields.len() < 8 {
                 return Err(refuse(file, Some(count), "has no valid #CHROM header line"));
             }
-            return Ok((count, fields.iter().skip(9).map(|s| s.to_string()).collect()));
+            let samples = fields.iter().skip(9).map(|s| s.to_string()).collect();
+            return Ok(OpenedInput { reader, header_text, header_lines: count, samples });
         }
     }
 }
@@ -124,17 +139,19 @@ struct GenotypeStats {
     alleles: u64,
 }
 
-fn genotype_stats(record: &vcf::Record, sample_called: &mut [u64]) -> GenotypeStats {
+/// Counts the genotypes of one record's sample columns (`GT` first in each), straight from the
+/// bytes: this loop runs once per sample per variant, so it allocates nothing.
+fn genotype_stats(samples: &[u8], sample_called: &mut [u64]) -> Result<GenotypeStats, usize> {
     let mut stats = GenotypeStats { called: 0, alt_alleles: 0, alleles: 0 };
-    for (i, sample) in record.samples().iter().enumerate() {
-        let raw: &str = sample.as_ref();
-        let gt = raw.split(':').next().unwrap_or(".");
-        let mut called = true;
-        let (mut alt, mut n) = (0, 0);
-        for allele in gt.split(['/', '|']) {
+    let mut columns = 0;
+    for (i, field) in samples.split(|b| *b == b'\t').enumerate() {
+        columns += 1;
+        let gt = field.split(|b| *b == b':').next().unwrap_or(b".");
+        let (mut called, mut alt, mut n) = (true, 0u64, 0u64);
+        for allele in gt.split(|b| *b == b'/' || *b == b'|') {
             match allele {
-                "0" => n += 1,
-                "1" => {
+                b"0" => n += 1,
+                b"1" => {
                     n += 1;
                     alt += 1;
                 }
@@ -150,7 +167,10 @@ fn genotype_stats(record: &vcf::Record, sample_called: &mut [u64]) -> GenotypeSt
             }
         }
     }
-    stats
+    if columns != sample_called.len() {
+        return Err(columns);
+    }
+    Ok(stats)
 }
 
 fn is_base(s: &str) -> bool {
@@ -187,7 +207,7 @@ pub fn run_qc(
 
     for (index, input) in inputs.iter().enumerate() {
         check_bgzf(input)?;
-        let (header_count, names) = header_lines(input)?;
+        let OpenedInput { mut reader, header_text, header_lines: header_count, samples: names } = open_input(input)?;
         let mut unique = HashSet::new();
         if let Some(dup) = names.iter().find(|n| !unique.insert(n.as_str())) {
             return Err(refuse(
@@ -226,31 +246,61 @@ pub fn run_qc(
             }
             Some(_) => {}
         }
-
-        let mut reader = vcf::io::reader::Builder::default()
-            .set_compression_method(vcf::io::CompressionMethod::Bgzf)
-            .build_from_path(&input.path)?;
-        let header = reader.read_header().map_err(|e| refuse(input, None, format!("header does not parse: {e}")))?;
+        // The header must be valid VCF (noodles parses it); records are then read as bytes and
+        // kept ones written back unchanged.
+        header_text
+            .parse::<vcf::Header>()
+            .map_err(|e| refuse(input, Some(header_count), format!("header does not parse: {e}")))?;
         let out_path = out_dir.join(format!("filtered-{index}.vcf.gz"));
-        let mut writer = vcf::io::Writer::new(bgzf::io::Writer::new(File::create(&out_path)?));
-        writer.write_header(&header)?;
+        // The filtered file is read once, right away, by the engine: fast compression.
+        let workers = std::num::NonZero::new(BGZF_WORKERS).unwrap_or(std::num::NonZero::<usize>::MIN);
+        let mut writer = bgzf::io::multithreaded_writer::Builder::default()
+            .set_compression_level(bgzf::io::writer::CompressionLevel::FAST)
+            .set_worker_count(workers)
+            .build_from_writer(File::create(&out_path)?);
+        writer.write_all(header_text.as_bytes())?;
 
-        let mut record = vcf::Record::default();
         let mut chromosome: Option<String> = None;
         let mut last_pos = 0usize;
         let mut panel_cursor = None;
         let (mut variants, mut kept) = (0u64, 0u64);
         let mut line = header_count;
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
         loop {
-            let read = reader
-                .read_record(&mut record)
-                .map_err(|e| refuse(input, Some(line + 1), format!("record does not parse: {e}")))?;
-            if read == 0 {
+            buf.clear();
+            if reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| refuse(input, Some(line + 1), format!("cannot be read: {e}")))?
+                == 0
+            {
                 break;
             }
             line += 1;
+            let record = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            let record = record.strip_suffix(b"\r").unwrap_or(record);
+            if record.is_empty() {
+                continue;
+            }
             variants += 1;
-            let chrom = record.reference_sequence_name();
+            let mut cols = record.splitn(10, |b| *b == b'\t');
+            let mut text = |what: &str| -> Result<&str, QcError> {
+                let col =
+                    cols.next().ok_or_else(|| refuse(input, Some(line), format!("record has no {what} column")))?;
+                std::str::from_utf8(col).map_err(|_| refuse(input, Some(line), format!("{what} is not text")))
+            };
+            let chrom = text("CHROM")?;
+            let pos_text = text("POS")?;
+            let _id = text("ID")?;
+            let reference = text("REF")?;
+            let alt = text("ALT")?;
+            let _qual = text("QUAL")?;
+            let filter = text("FILTER")?;
+            let _info = text("INFO")?;
+            let format = if sample_called.is_empty() { "" } else { text("FORMAT")? };
+            let sample_bytes: &[u8] = cols.next().unwrap_or(b"");
+            if !sample_called.is_empty() && !format.starts_with("GT") {
+                return Err(refuse(input, Some(line), format!("FORMAT is {format:?}; genotypes (GT) must come first")));
+            }
             match &chromosome {
                 None => {
                     build.check_chromosome(chrom).map_err(|m| refuse(input, Some(line), m))?;
@@ -277,9 +327,9 @@ pub fn run_qc(
                 }
                 Some(_) => {}
             }
-            let pos = match record.variant_start() {
-                Some(Ok(p)) => usize::from(p),
-                _ => return Err(refuse(input, Some(line), "has no valid position")),
+            let pos: usize = match pos_text.parse() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(refuse(input, Some(line), format!("has no valid position ({pos_text:?})"))),
             };
             if pos < last_pos {
                 return Err(refuse(
@@ -290,10 +340,6 @@ pub fn run_qc(
             }
             let duplicate = pos == last_pos;
             last_pos = pos;
-            let (reference, alternate) = (record.reference_bases(), record.alternate_bases());
-            let alt: &str = alternate.as_ref();
-            let filters = record.filters();
-            let filter: &str = filters.as_ref();
 
             let mut reason = if !matches!(filter, "PASS" | "." | "") {
                 Some(ExclusionReason::FilterFlag)
@@ -310,7 +356,13 @@ pub fn run_qc(
             };
             if reason.is_none() {
                 snp_records += 1;
-                let stats = genotype_stats(&record, &mut sample_called);
+                let stats = genotype_stats(sample_bytes, &mut sample_called).map_err(|found| {
+                    refuse(
+                        input,
+                        Some(line),
+                        format!("has {found} sample columns, the header names {}", sample_called.len()),
+                    )
+                })?;
                 let n = sample_called.len().max(1) as f64;
                 if (stats.called as f64) / n < settings.min_variant_call_rate {
                     reason = Some(ExclusionReason::LowCallRate);
@@ -340,7 +392,8 @@ pub fn run_qc(
             }
             match reason {
                 None => {
-                    writer.write_record(&header, &record)?;
+                    writer.write_all(record)?;
+                    writer.write_all(b"\n")?;
                     kept += 1;
                 }
                 Some(r) => {
@@ -349,8 +402,7 @@ pub fn run_qc(
                 }
             }
         }
-        let mut bgzf_writer = writer.into_inner();
-        bgzf_writer.try_finish()?;
+        writer.finish()?;
         if variants == 0 {
             return Err(refuse(input, None, "has no variants"));
         }
