@@ -40,6 +40,8 @@ pub struct JobsSection {
     pub max_upload_bytes: u64,
     /// Jobs one user may submit in 30 days.
     pub max_jobs_per_month: u32,
+    /// Bytes of inputs and results one user may hold on the node at once.
+    pub max_stored_bytes_per_user: u64,
     /// Delete a job's inputs as soon as it ends.
     pub delete_inputs_when_done: bool,
     /// Days results are kept after a job ends.
@@ -53,6 +55,7 @@ impl Default for JobsSection {
         Self {
             max_upload_bytes: 4 * 1024 * 1024 * 1024,
             max_jobs_per_month: 100,
+            max_stored_bytes_per_user: 50 * 1024 * 1024 * 1024,
             delete_inputs_when_done: true,
             results_retention_days: 7,
             retention_sweep_secs: 3600,

@@ -229,8 +229,14 @@ async fn bad_inputs_are_refused_with_a_clear_message_and_leave_nothing() {
     // A small upload limit for the size test.
     let config = node.config_path();
     let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("max_upload_bytes = 4294967296"), "{text}");
-    std::fs::write(&config, text.replace("max_upload_bytes = 4294967296", "max_upload_bytes = 200000")).unwrap();
+    assert!(
+        text.contains("max_upload_bytes = 4294967296") && text.contains("max_stored_bytes_per_user = 53687091200"),
+        "{text}"
+    );
+    let text = text
+        .replace("max_upload_bytes = 4294967296", "max_upload_bytes = 200000")
+        .replace("max_stored_bytes_per_user = 53687091200", "max_stored_bytes_per_user = 160000");
+    std::fs::write(&config, text).unwrap();
     node.start().await.unwrap();
     let token = node.admin_token().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -276,13 +282,24 @@ async fn bad_inputs_are_refused_with_a_clear_message_and_leave_nothing() {
             .await;
     assert_eq!(got, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
+    // Files that each fit under the per-file limit but together exceed the user's storage quota
+    // (160,000 bytes; the targets are 14,235 bytes, sent 12 times): refused, kept nowhere.
+    let targets = test_data("targets.vcf.gz");
+    let copies: Vec<(&Path, &str)> = (0..12).map(|_| (targets.as_path(), "t.vcf.gz")).collect();
+    let (got, body) = submit(&node, &token, &copies, &fields).await;
+    assert_eq!(got, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    assert!(body["error"]["message"].as_str().unwrap().contains("quota of 160000"), "{body}");
+
     // Nothing was kept: no stored file, no temporary, no job.
     let stored: Vec<_> = walk(&node.data_dir().join("files"));
     assert!(stored.is_empty(), "files left behind: {stored:?}");
     let (_, jobs) = node.get("/jobs", &token).await.unwrap();
     assert_eq!(jobs.as_array().unwrap().len(), 0);
     let denied = node.audit("job.submit").await.unwrap();
-    assert_eq!(denied.iter().filter(|e| e["outcome"] == "denied").count(), 7);
+    let reasons: Vec<&str> =
+        denied.iter().filter(|e| e["outcome"] == "denied").map(|e| e["details"].as_str().unwrap_or("")).collect();
+    assert_eq!(reasons.len(), 8, "{reasons:#?}");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

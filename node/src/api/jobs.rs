@@ -130,7 +130,8 @@ fn choice(field: &str, value: &str, allowed: &[&str]) -> Result<String, ApiError
 /// The input is checked before the job is accepted; a refusal says what to fix and keeps nothing.
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
     request_body(content_type = "multipart/form-data", description = "files + job fields"),
-    responses((status = 201, body = JobView), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 201, body = JobView), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, description = "monthly job or storage quota reached", body = ErrorBody)))]
 async fn submit(
     State(state): State<AppState>,
     auth: Auth<Submitter>,
@@ -141,7 +142,10 @@ async fn submit(
     let limits = &state.config.jobs;
     let since = now_ms() - 30 * 86_400_000;
     if state.store.jobs_submitted_since(user.id, since).await? >= i64::from(limits.max_jobs_per_month) {
-        return Err(ApiError::TooManyRequests { retry_after_secs: 86_400 });
+        return Err(ApiError::QuotaExceeded(format!(
+            "you have submitted {} jobs in the last 30 days, the most this node allows",
+            limits.max_jobs_per_month
+        )));
     }
     let mut fields = std::collections::HashMap::new();
     let mut stored: Vec<JobInput> = Vec::new();
@@ -175,6 +179,16 @@ async fn submit(
         result?;
         if stored.is_empty() {
             return Err(ApiError::Unprocessable("no input: send one or more `files`".into()));
+        }
+        let held = state.store.stored_bytes_of(user.id).await? as u64;
+        let upload: u64 = stored.iter().map(|s| s.size as u64).sum();
+        if held + upload > limits.max_stored_bytes_per_user {
+            return Err(ApiError::QuotaExceeded(format!(
+                "this upload ({upload} bytes) would bring your stored data to {} bytes, over your quota of {}; \
+                 download and let older results expire, or ask the node's admin",
+                held + upload,
+                limits.max_stored_bytes_per_user
+            )));
         }
         let field = |k: &str| fields.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let panel_id = field("panel").ok_or_else(|| ApiError::Unprocessable("`panel` is required".into()))?;
@@ -232,6 +246,7 @@ async fn submit(
     let params = match outcome {
         Ok(p) => p,
         Err(err) => {
+            tracing::info!(reason = %err, files = stored.len(), "job submission refused");
             // Refused: keep nothing of the upload (unless another job holds the same file).
             for input in &stored {
                 if state.store.input_users(&input.sha256, &job_id).await.unwrap_or(1) == 0 {

@@ -249,16 +249,12 @@ impl JobsService {
             if running.len() < capacity {
                 match self.store.jobs_in(&[JobState::Queued, JobState::Running]).await {
                     Ok(jobs) => {
-                        let mut per_owner: HashMap<i64, usize> = HashMap::new();
-                        for j in jobs.iter().filter(|j| running.contains(&j.id)) {
-                            *per_owner.entry(j.owner_id).or_default() += 1;
-                        }
-                        let next = jobs
+                        let candidates: Vec<(String, i64, i64, bool)> = jobs
                             .iter()
-                            .filter(|j| j.state() == JobState::Queued && !running.contains(&j.id))
-                            .min_by_key(|j| (per_owner.get(&j.owner_id).copied().unwrap_or(0), j.created_at));
-                        if let Some(job) = next {
-                            self.launch(job.id.clone());
+                            .map(|j| (j.id.clone(), j.owner_id, j.created_at, j.state() == JobState::Queued))
+                            .collect();
+                        if let Some(id) = next_job(&candidates, &running) {
+                            self.launch(id);
                             continue;
                         }
                     }
@@ -273,6 +269,7 @@ impl JobsService {
     }
 
     fn launch(&self, id: String) {
+        tracing::debug!(job = %id, "starting");
         let kill = KillSwitch::default();
         self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), kill.clone());
         let this = self.clone();
@@ -297,5 +294,41 @@ impl JobsService {
         self.store.mark_inputs_deleted(id).await?;
         self.audit(AuditEvent::new("node", "local", "job.inputs_deleted", Outcome::Success).target(id)).await;
         Ok(())
+    }
+}
+
+/// The job to start next among `jobs` (id, owner, created_at, queued?): the oldest queued job of
+/// the owner with the fewest jobs in `running`, so one user's batch does not starve the others.
+fn next_job(jobs: &[(String, i64, i64, bool)], running: &[String]) -> Option<String> {
+    let mut per_owner: HashMap<i64, usize> = HashMap::new();
+    for (id, owner, _, _) in jobs {
+        if running.contains(id) {
+            *per_owner.entry(*owner).or_default() += 1;
+        }
+    }
+    jobs.iter()
+        .filter(|(id, _, _, queued)| *queued && !running.contains(id))
+        .min_by_key(|(_, owner, created, _)| (per_owner.get(owner).copied().unwrap_or(0), *created))
+        .map(|(id, ..)| id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_job;
+
+    #[test]
+    fn a_user_with_a_running_job_waits_behind_another_users_older_or_newer_job() {
+        // alice submitted three jobs, then bob one; alice's first runs.
+        let jobs = vec![
+            ("a1".to_string(), 1, 100, false),
+            ("a2".to_string(), 1, 101, true),
+            ("a3".to_string(), 1, 102, true),
+            ("b1".to_string(), 2, 200, true),
+        ];
+        let running = vec!["a1".to_string()];
+        assert_eq!(next_job(&jobs, &running).as_deref(), Some("b1"), "bob's job goes before alice's second");
+        // With nothing running, plain age decides.
+        assert_eq!(next_job(&jobs[1..], &[]).as_deref(), Some("a2"));
+        assert_eq!(next_job(&[], &[]), None);
     }
 }

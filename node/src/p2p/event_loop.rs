@@ -43,6 +43,12 @@ pub(super) struct EventLoop {
     backoff: HashMap<PeerId, Backoff>,
     pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<FederationResponse, NetworkError>>)>,
     listen_addrs: Vec<Multiaddr>,
+    /// Remote address of each peer's first open connection.
+    remote_addrs: HashMap<PeerId, Multiaddr>,
+    /// Peers announced as connected: those whose identify exchange completed. A bare transport
+    /// connection is not enough: a node that does not list us completes the TLS handshake and
+    /// only then closes the connection, so "established" would flicker for a non-member.
+    announced: HashSet<PeerId>,
 }
 
 impl EventLoop {
@@ -75,6 +81,8 @@ impl EventLoop {
             backoff: HashMap::new(),
             pending: HashMap::new(),
             listen_addrs: Vec::new(),
+            remote_addrs: HashMap::new(),
+            announced: HashSet::new(),
         })
     }
 
@@ -198,14 +206,15 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
                 self.backoff.remove(&peer_id);
                 if num_established.get() == 1 {
-                    let address = endpoint.get_remote_address().clone();
-                    tracing::info!(peer = %peer_id, %address, "connected");
-                    emit(&self.events, NetworkEvent::Connected { peer: peer_id, address }).await;
+                    self.remote_addrs.insert(peer_id, endpoint.get_remote_address().clone());
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                tracing::info!(peer = %peer_id, "disconnected");
-                emit(&self.events, NetworkEvent::Disconnected { peer: peer_id }).await;
+                self.remote_addrs.remove(&peer_id);
+                if self.announced.remove(&peer_id) {
+                    tracing::info!(peer = %peer_id, "disconnected");
+                    emit(&self.events, NetworkEvent::Disconnected { peer: peer_id }).await;
+                }
             }
             SwarmEvent::IncomingConnectionError { peer_id, send_back_addr, error, .. } => match (error, peer_id) {
                 (ListenError::Denied { cause }, Some(peer)) if cause.downcast_ref::<NotAllowed>().is_some() => {
@@ -240,6 +249,11 @@ impl EventLoop {
             }
             NodeBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+                if self.swarm.is_connected(&peer_id) && self.announced.insert(peer_id) {
+                    let address = self.remote_addrs.get(&peer_id).cloned().unwrap_or_else(Multiaddr::empty);
+                    tracing::info!(peer = %peer_id, %address, "connected");
+                    emit(&self.events, NetworkEvent::Connected { peer: peer_id, address }).await;
+                }
             }
             NodeBehaviourEvent::Federation(event) => self.on_federation_event(event).await,
             _ => {}

@@ -42,7 +42,7 @@ pub enum NetworkEvent {
     Advert { message_id: MessageId, propagation_source: PeerId, author: Option<PeerId>, data: Vec<u8> },
     /// A peer asks something; answer with [`Network::respond`].
     Request { peer: PeerId, request: FederationRequest, channel: ResponseChannel<FederationResponse> },
-    /// First connection to a peer opened.
+    /// A peer is connected and speaking (its identify exchange completed).
     Connected { peer: PeerId, address: Multiaddr },
     /// Last connection to a peer closed.
     Disconnected { peer: PeerId },

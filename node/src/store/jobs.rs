@@ -463,3 +463,19 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Bytes a user holds on the node: inputs not yet deleted plus results not yet deleted.
+    pub async fn stored_bytes_of(&self, owner: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE((SELECT SUM(i.size) FROM job_inputs i JOIN jobs j ON j.id = i.job_id \
+                              WHERE j.owner_id = ? AND j.inputs_deleted_at IS NULL), 0) \
+                  + COALESCE((SELECT SUM(r.size) FROM job_results r JOIN jobs j ON j.id = r.job_id \
+                              WHERE j.owner_id = ? AND j.results_deleted_at IS NULL), 0)",
+        )
+        .bind(owner)
+        .bind(owner)
+        .fetch_one(self.pool())
+        .await?)
+    }
+}
