@@ -13,6 +13,11 @@ use serde_json::Value;
 
 /// A running node hosting the committed test panel as `sim`.
 async fn node_with_panel() -> TestNode {
+    node_with_panel_and_config(|config| config).await
+}
+
+/// Like [`node_with_panel`], with node.toml edited by `edit` before the node starts.
+async fn node_with_panel_and_config(edit: impl FnOnce(String) -> String) -> TestNode {
     install_crypto_provider();
     let mut node = TestNode::init("Inst A").unwrap();
     let out = fedimpute(&[
@@ -34,8 +39,16 @@ async fn node_with_panel() -> TestNode {
         test_data("map.txt").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = node.config_path();
+    std::fs::write(&config, edit(std::fs::read_to_string(&config).unwrap())).unwrap();
     node.start().await.unwrap();
     node
+}
+
+/// Replaces a setting `init` writes, failing loudly if it is not there.
+fn set(config: String, from: &str, to: &str) -> String {
+    assert!(config.contains(from), "{from:?} not in node.toml:\n{config}");
+    config.replace(from, to)
 }
 
 async fn submit(node: &TestNode, token: &str, files: &[(&Path, &str)], fields: &[(&str, &str)]) -> (StatusCode, Value) {
@@ -207,37 +220,12 @@ fn targets_text() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_are_refused_with_a_clear_message_and_leave_nothing() {
-    install_crypto_provider();
-    let mut node = TestNode::init("Inst A").unwrap();
-    let out = fedimpute(&[
-        "panel",
-        "add",
-        "--config",
-        &node.config_arg(),
-        "--id",
-        "sim",
-        "--name",
-        "S",
-        "--build",
-        "hg19",
-        "--population",
-        "AFR",
-        "--vcf",
-        test_data("panel.vcf.gz").to_str().unwrap(),
-    ]);
-    assert!(out.status.success());
-    // A small upload limit for the size test.
-    let config = node.config_path();
-    let text = std::fs::read_to_string(&config).unwrap();
-    assert!(
-        text.contains("max_upload_bytes = 4294967296") && text.contains("max_stored_bytes_per_user = 53687091200"),
-        "{text}"
-    );
-    let text = text
-        .replace("max_upload_bytes = 4294967296", "max_upload_bytes = 200000")
-        .replace("max_stored_bytes_per_user = 53687091200", "max_stored_bytes_per_user = 160000");
-    std::fs::write(&config, text).unwrap();
-    node.start().await.unwrap();
+    // A small upload limit for the size test, a small storage quota for the quota test.
+    let node = node_with_panel_and_config(|c| {
+        let c = set(c, "max_upload_bytes = 4294967296", "max_upload_bytes = 200000");
+        set(c, "max_stored_bytes_per_user = 53687091200", "max_stored_bytes_per_user = 160000")
+    })
+    .await;
     let token = node.admin_token().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let targets = targets_text();
@@ -441,32 +429,11 @@ async fn a_qc_only_job_stops_after_qc_and_others_cannot_see_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_are_deleted_after_the_retention_period() {
-    install_crypto_provider();
-    let mut node = TestNode::init("Inst A").unwrap();
-    let out = fedimpute(&[
-        "panel",
-        "add",
-        "--config",
-        &node.config_arg(),
-        "--id",
-        "sim",
-        "--name",
-        "S",
-        "--build",
-        "hg19",
-        "--population",
-        "AFR",
-        "--vcf",
-        test_data("panel.vcf.gz").to_str().unwrap(),
-    ]);
-    assert!(out.status.success());
-    let config = node.config_path();
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text
-        .replace("results_retention_days = 7", "results_retention_days = 0")
-        .replace("retention_sweep_secs = 3600", "retention_sweep_secs = 1");
-    std::fs::write(&config, text).unwrap();
-    node.start().await.unwrap();
+    let node = node_with_panel_and_config(|c| {
+        let c = set(c, "results_retention_days = 7", "results_retention_days = 0");
+        set(c, "retention_sweep_secs = 3600", "retention_sweep_secs = 1")
+    })
+    .await;
     let token = node.admin_token().await.unwrap();
     let (_, job) = submit(
         &node,

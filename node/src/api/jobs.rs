@@ -378,9 +378,7 @@ async fn cancel(
     ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<JobView>, ApiError> {
-    visible_job(&state, &auth.principal, &id).await?;
-    state.jobs.cancel(&id, &format!("user:{}", auth.principal.user.username), &ip).await.map_err(action_error)?;
-    Ok(axum::Json(view(&state, visible_job(&state, &auth.principal, &id).await?).await?))
+    job_action(&state, &auth, &ip, &id, JobAction::Cancel).await
 }
 
 /// Run a failed or cancelled job again.
@@ -392,9 +390,30 @@ async fn retry(
     ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<JobView>, ApiError> {
-    visible_job(&state, &auth.principal, &id).await?;
-    state.jobs.retry(&id, &format!("user:{}", auth.principal.user.username), &ip).await.map_err(action_error)?;
-    Ok(axum::Json(view(&state, visible_job(&state, &auth.principal, &id).await?).await?))
+    job_action(&state, &auth, &ip, &id, JobAction::Retry).await
+}
+
+enum JobAction {
+    Cancel,
+    Retry,
+}
+
+/// Cancels or retries a job the caller may see, answering with the job as it is afterwards.
+async fn job_action(
+    state: &AppState,
+    auth: &Auth,
+    ip: &str,
+    id: &str,
+    action: JobAction,
+) -> Result<axum::Json<JobView>, ApiError> {
+    visible_job(state, &auth.principal, id).await?;
+    let actor = format!("user:{}", auth.principal.user.username);
+    match action {
+        JobAction::Cancel => state.jobs.cancel(id, &actor, ip).await,
+        JobAction::Retry => state.jobs.retry(id, &actor, ip).await,
+    }
+    .map_err(action_error)?;
+    Ok(axum::Json(view(state, visible_job(state, &auth.principal, id).await?).await?))
 }
 
 /// The job's result files.

@@ -181,39 +181,13 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
         tools::run(&e.tabix, &tool_args!("-f", "-p", "vcf", filtered.as_os_str()), None).await?;
         let prefix = chrom_prefix(chrom);
         let map = panel.has_map.then(|| files.map());
+        let beagle = BeagleInputs { kill, log: &log, bref3: &files.bref3(chrom), gt: filtered, map: map.as_deref() };
         let imputed = match job.engine.as_str() {
-            "beagle" => {
-                run_beagle(
-                    svc,
-                    job,
-                    kill,
-                    &log,
-                    &files.bref3(chrom),
-                    filtered,
-                    &work.join(&prefix),
-                    map.as_deref(),
-                    true,
-                    base,
-                    share,
-                )
-                .await?
-            }
+            "beagle" => beagle.run(svc, job, &work.join(&prefix), true, base, share).await?,
             "minimac4" => {
                 let phased = if job.phasing == "beagle" {
-                    let out = run_beagle(
-                        svc,
-                        job,
-                        kill,
-                        &log,
-                        &files.bref3(chrom),
-                        filtered,
-                        &work.join(format!("{prefix}.phased")),
-                        map.as_deref(),
-                        false,
-                        base,
-                        share * 0.7,
-                    )
-                    .await?;
+                    let out =
+                        beagle.run(svc, job, &work.join(format!("{prefix}.phased")), false, base, share * 0.7).await?;
                     tools::run(&e.tabix, &tool_args!("-f", "-p", "vcf", out.as_os_str()), None).await?;
                     out
                 } else {
@@ -280,53 +254,62 @@ fn engine_failure(e: EngineError) -> JobFailure {
     JobFailure(e.to_string())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_beagle(
-    svc: &JobsService,
-    job: &JobRow,
-    kill: &KillSwitch,
-    log: &Path,
-    bref3: &Path,
-    gt: &Path,
-    out_prefix: &Path,
-    map: Option<&Path>,
-    impute: bool,
-    base: f64,
-    share: f64,
-) -> Result<PathBuf, JobFailure> {
-    let e = &svc.config.engines;
-    progress(svc, &job.id, "phasing", base, Some("Beagle: phasing")).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
-    let mut seen = 0;
-    let run = EngineRun {
-        engine: "beagle",
-        program: &e.java,
-        args: beagle_args(e, bref3, gt, out_prefix, map, impute),
-        stdout_to: None,
-        log,
-        kill,
-    }
-    .run(move |line| {
-        if let Some(p) = beagle_phasing_progress(line, &mut seen) {
-            let _ = tx.send(p);
+/// What a Beagle run of one chromosome reads.
+struct BeagleInputs<'a> {
+    kill: &'a KillSwitch,
+    log: &'a Path,
+    bref3: &'a Path,
+    gt: &'a Path,
+    map: Option<&'a Path>,
+}
+
+impl BeagleInputs<'_> {
+    /// Runs Beagle (phasing, and imputation if `impute`), reporting progress between `base` and
+    /// `base + share`; returns the output VCF.
+    async fn run(
+        &self,
+        svc: &JobsService,
+        job: &JobRow,
+        out_prefix: &Path,
+        impute: bool,
+        base: f64,
+        share: f64,
+    ) -> Result<PathBuf, JobFailure> {
+        let (kill, log, bref3, gt, map) = (self.kill, self.log, self.bref3, self.gt, self.map);
+        let e = &svc.config.engines;
+        progress(svc, &job.id, "phasing", base, Some("Beagle: phasing")).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+        let mut seen = 0;
+        let run = EngineRun {
+            engine: "beagle",
+            program: &e.java,
+            args: beagle_args(e, bref3, gt, out_prefix, map, impute),
+            stdout_to: None,
+            log,
+            kill,
         }
-    });
-    let id = job.id.clone();
-    let reporter = async {
-        let mut last = 0.0;
-        while let Some(p) = rx.recv().await {
-            // Phasing is most of Beagle's work; report in steps of a tenth.
-            if p - last >= 0.1 || p >= 1.0 {
-                last = p;
-                progress(svc, &id, "phasing", base + share * 0.8 * p, None).await;
+        .run(move |line| {
+            if let Some(p) = beagle_phasing_progress(line, &mut seen) {
+                let _ = tx.send(p);
             }
+        });
+        let id = job.id.clone();
+        let reporter = async {
+            let mut last = 0.0;
+            while let Some(p) = rx.recv().await {
+                // Phasing is most of Beagle's work; report in steps of a tenth.
+                if p - last >= 0.1 || p >= 1.0 {
+                    last = p;
+                    progress(svc, &id, "phasing", base + share * 0.8 * p, None).await;
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(run, reporter);
+        result.map_err(engine_failure)?;
+        if impute {
+            progress(svc, &job.id, "imputing", base + share * 0.9, Some("Beagle: imputed")).await;
         }
-    };
-    let (result, ()) = tokio::join!(run, reporter);
-    result.map_err(engine_failure)?;
-    if impute {
-        progress(svc, &job.id, "imputing", base + share * 0.9, Some("Beagle: imputed")).await;
+        // Beagle writes `<out>.vcf.gz`.
+        Ok(PathBuf::from(format!("{}.vcf.gz", out_prefix.display())))
     }
-    // Beagle writes `<out>.vcf.gz`.
-    Ok(PathBuf::from(format!("{}.vcf.gz", out_prefix.display())))
 }
