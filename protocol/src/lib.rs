@@ -4,7 +4,8 @@
 //! - [`federation`]: the signed federation config (members, admins, policy) and the rules by
 //!   which a node accepts a new version;
 //! - [`advert`]: the signed advert a node publishes about its services and panels;
-//! - [`messages`]: request-response messages between nodes;
+//! - [`messages`]: request-response messages about the federation (configs, catalogs);
+//! - [`jobs`]: the job protocol between an origin and the node hosting a panel;
 //! - protocol identifiers and versions (below).
 //!
 //! It does no I/O and knows nothing of tokio, SQLite or HTTP, so that another implementation
@@ -14,6 +15,7 @@
 pub mod advert;
 pub mod canonical;
 pub mod federation;
+pub mod jobs;
 pub mod messages;
 
 /// Version of the node software that built this crate, advertised to peers.

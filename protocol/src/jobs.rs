@@ -1,0 +1,271 @@
+//! The job protocol (`/fedimpute/jobs/1`): how an origin node asks the node hosting a panel to
+//! impute, and how the two follow the job to its end.
+//!
+//! Every message is signed by the node that sends it (`JOB_SIGNING_CONTEXT || canonical(body)`
+//! with the key its PeerId embeds); a receiver also checks that the signer is the peer on the
+//! other end of the connection. Signed bodies hold no floating-point numbers, because the
+//! canonical encoding refuses them: `r2_filter` travels as one of its allowed decimal strings.
+//!
+//! Flow: `Submit` -> `Accepted` | `Refused`; inputs then stream over the file protocol; the
+//! host pushes `Status` updates; when done it offers a `ResultManifest`, the origin fetches
+//! the files and sends a `DeliveryReceipt`, after which the host deletes its copies. `Cancel`
+//! may come at any time before that. The origin chooses the job id, so a retried `Submit` is
+//! idempotent.
+
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::advert::public_key_of;
+use crate::canonical::{CanonicalError, canonicalize};
+
+/// The request-response protocol for jobs.
+pub const JOB_PROTOCOL: &str = "/fedimpute/jobs/1";
+
+/// Domain separation for node signatures over job messages.
+pub const JOB_SIGNING_CONTEXT: &[u8] = b"fedimpute/job-message/v1\0";
+
+/// The r2 filters a job may ask for, as they travel.
+pub const R2_FILTERS: [&str; 5] = ["0", "0.001", "0.1", "0.2", "0.3"];
+
+/// A file as announced before it is sent: the receiver checks size and hash on arrival.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileManifest {
+    /// Shown to people only; never used as a path.
+    pub name: String,
+    pub size: u64,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+}
+
+/// What the researcher asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRequestParams {
+    pub panel_id: String,
+    /// `hg19` or `hg38`.
+    pub build: String,
+    /// `beagle` or `minimac4`.
+    pub engine: String,
+    /// `beagle` or `no_phasing`.
+    pub phasing: String,
+    pub population: Option<String>,
+    /// One of [`R2_FILTERS`].
+    pub r2_filter: String,
+    /// `imputation` or `qc_only`.
+    pub mode: String,
+}
+
+impl JobRequestParams {
+    /// Checks every field against its allowed values; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let one_of = |field: &str, value: &str, allowed: &[&str]| {
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("{field} must be one of {}, got {value:?}", allowed.join(", ")))
+            }
+        };
+        one_of("build", &self.build, &["hg19", "hg38"])?;
+        one_of("engine", &self.engine, &["beagle", "minimac4"])?;
+        one_of("phasing", &self.phasing, &["beagle", "no_phasing"])?;
+        one_of("r2_filter", &self.r2_filter, &R2_FILTERS)?;
+        one_of("mode", &self.mode, &["imputation", "qc_only"])?;
+        if self.panel_id.is_empty() || self.panel_id.len() > 64 {
+            return Err("panel_id must have 1 to 64 characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// From the origin to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobRequest {
+    /// Run this job; its inputs follow over the file protocol.
+    Submit {
+        job_id: String,
+        params: JobRequestParams,
+        inputs: Vec<FileManifest>,
+        /// A stable pseudonym of the researcher at the origin (never their user name), for the
+        /// host's per-origin quotas and audit.
+        pseudonymous_user: String,
+    },
+    /// Where is the job?
+    Status { job_id: String },
+    /// Stop the job and kill its engine.
+    Cancel { job_id: String },
+    /// The origin holds these result files, verified; the host may delete its copies.
+    DeliveryReceipt { job_id: String, files: Vec<FileManifest> },
+}
+
+/// From the host to the origin (answers, and pushed status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobReply {
+    Accepted {
+        job_id: String,
+    },
+    /// Not accepted, with a reason for the researcher (policy, quota, panel, QC).
+    Refused {
+        job_id: String,
+        reason: String,
+    },
+    Status {
+        job_id: String,
+        state: String,
+        stage: Option<String>,
+        /// Thousandths (0 to 1000): the canonical encoding has no floats.
+        progress_permille: u32,
+        message: Option<String>,
+        /// The host's QC report, once there is one.
+        qc_report: Option<Value>,
+    },
+    /// The results are ready to fetch.
+    ResultManifest {
+        job_id: String,
+        files: Vec<FileManifest>,
+    },
+    /// Receipt of a cancel or a delivery receipt.
+    Ack {
+        job_id: String,
+    },
+}
+
+/// A job message as it travels: the body as sent, its sender and the sender's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedJobMessage {
+    pub body: Value,
+    /// The sender's PeerId.
+    pub sender: String,
+    /// Hex ed25519 signature.
+    pub signature: String,
+}
+
+/// Why a job message is not authentic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobMessageError {
+    #[error("message does not parse: {0}")]
+    Schema(String),
+    #[error("sender {0:?} is not a PeerId with an embedded ed25519 key")]
+    BadSender(String),
+    #[error("signed by {signed_by}, but it came from {connected}")]
+    WrongPeer { signed_by: String, connected: String },
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error(transparent)]
+    Canonical(#[from] CanonicalError),
+}
+
+fn signing_bytes(body: &Value) -> Result<Vec<u8>, CanonicalError> {
+    let mut bytes = JOB_SIGNING_CONTEXT.to_vec();
+    bytes.extend(canonicalize(body)?);
+    Ok(bytes)
+}
+
+impl SignedJobMessage {
+    /// Signs `body` as `sender` with `sign` (the sender's node key).
+    pub fn sign<T: Serialize>(
+        body: &T,
+        sender: &PeerId,
+        sign: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> Result<Self, JobMessageError> {
+        let value = serde_json::to_value(body).map_err(|e| JobMessageError::Schema(e.to_string()))?;
+        let signature = hex::encode(sign(&signing_bytes(&value)?));
+        Ok(Self { body: value, sender: sender.to_string(), signature })
+    }
+
+    /// Checks the signature and that the signer is `connected`, the peer it came from, and
+    /// parses the body.
+    pub fn open<T: for<'de> Deserialize<'de>>(&self, connected: &PeerId) -> Result<T, JobMessageError> {
+        let sender: PeerId = self.sender.parse().map_err(|_| JobMessageError::BadSender(self.sender.clone()))?;
+        if &sender != connected {
+            return Err(JobMessageError::WrongPeer {
+                signed_by: self.sender.clone(),
+                connected: connected.to_string(),
+            });
+        }
+        let key = public_key_of(&sender).ok_or_else(|| JobMessageError::BadSender(self.sender.clone()))?;
+        let sig = hex::decode(&self.signature).map_err(|_| JobMessageError::BadSignature)?;
+        if !key.verify(&signing_bytes(&self.body)?, &sig) {
+            return Err(JobMessageError::BadSignature);
+        }
+        serde_json::from_value(self.body.clone()).map_err(|e| JobMessageError::Schema(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keypair(seed: u8) -> libp2p_identity::Keypair {
+        let mut bytes = [seed; 32];
+        libp2p_identity::Keypair::ed25519_from_bytes(&mut bytes).unwrap()
+    }
+
+    fn submit() -> JobRequest {
+        JobRequest::Submit {
+            job_id: "3f9c".into(),
+            params: JobRequestParams {
+                panel_id: "afr-v1".into(),
+                build: "hg38".into(),
+                engine: "beagle".into(),
+                phasing: "beagle".into(),
+                population: Some("AFR".into()),
+                r2_filter: "0.3".into(),
+                mode: "imputation".into(),
+            },
+            inputs: vec![FileManifest { name: "chr20.vcf.gz".into(), size: 14235, sha256: "ab".repeat(32) }],
+            pseudonymous_user: "u-5e1d".into(),
+        }
+    }
+
+    #[test]
+    fn a_signed_message_opens_only_from_its_sender() {
+        let (origin, other) = (keypair(1), keypair(2));
+        let origin_id = origin.public().to_peer_id();
+        let msg = SignedJobMessage::sign(&submit(), &origin_id, |m| origin.sign(m).unwrap()).unwrap();
+        assert_eq!(msg.open::<JobRequest>(&origin_id).unwrap(), submit());
+        let err = msg.open::<JobRequest>(&other.public().to_peer_id()).unwrap_err();
+        assert!(matches!(err, JobMessageError::WrongPeer { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_tampered_or_forged_message_is_refused() {
+        let (origin, mallory) = (keypair(1), keypair(2));
+        let origin_id = origin.public().to_peer_id();
+        let mut msg = SignedJobMessage::sign(&submit(), &origin_id, |m| origin.sign(m).unwrap()).unwrap();
+        msg.body["params"]["panel_id"] = "other-panel".into();
+        assert_eq!(msg.open::<JobRequest>(&origin_id), Err(JobMessageError::BadSignature));
+        // Signed by someone else while claiming to be the origin.
+        let forged = SignedJobMessage::sign(&submit(), &origin_id, |m| mallory.sign(m).unwrap()).unwrap();
+        assert_eq!(forged.open::<JobRequest>(&origin_id), Err(JobMessageError::BadSignature));
+    }
+
+    #[test]
+    fn messages_have_a_stable_wire_form() {
+        let reply = JobReply::Status {
+            job_id: "3f9c".into(),
+            state: "running".into(),
+            stage: Some("phasing".into()),
+            progress_permille: 420,
+            message: None,
+            qc_report: None,
+        };
+        let bytes = canonicalize(&serde_json::to_value(&reply).unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"job_id":"3f9c","message":null,"progress_permille":420,"qc_report":null,"stage":"phasing","state":"running","type":"status"}"#
+        );
+    }
+
+    #[test]
+    fn parameters_are_checked_field_by_field() {
+        let JobRequest::Submit { mut params, .. } = submit() else { unreachable!() };
+        assert_eq!(params.validate(), Ok(()));
+        params.r2_filter = "0.25".into();
+        assert!(params.validate().unwrap_err().contains("r2_filter"));
+        params.r2_filter = "0".into();
+        params.engine = "impute5".into();
+        assert!(params.validate().unwrap_err().contains("engine"));
+    }
+}
