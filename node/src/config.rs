@@ -30,6 +30,24 @@ pub struct NodeConfig {
     pub qc: crate::imputation::qc::QcSettings,
     #[serde(default)]
     pub jobs: JobsSection,
+    #[serde(default)]
+    pub policy: PolicySection,
+}
+
+/// Data policy: who may send jobs to this node, and where this node's data may go. Selectors
+/// are an institution name, a PeerId, or `tag=value` (e.g. `jurisdiction=ZA`) matched against
+/// the federation config's member list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    /// As a host: members whose jobs this node accepts; empty means every member.
+    pub accept_from: Vec<String>,
+    /// As an origin: members this node's researchers' data may be sent to; empty means every member.
+    pub send_to: Vec<String>,
+    /// As a host: jobs from one origin node running here at once (0: no limit beyond capacity).
+    pub max_concurrent_per_origin: u32,
+    /// As a host: jobs one origin node may submit in 30 days (0: no limit).
+    pub max_jobs_per_origin_per_month: u32,
 }
 
 /// Job submission limits and retention.

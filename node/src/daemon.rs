@@ -52,6 +52,11 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         institution: config.node.institution.clone(),
         api_url: None,
         services: crate::imputation::catalog_entry::local_services(&config.engines),
+        data_policy: fedimpute_protocol::advert::DataPolicyAdvert {
+            accepts_from: config.policy.accept_from.clone(),
+            max_input_bytes: config.jobs.max_upload_bytes,
+            retention_days: config.jobs.results_retention_days,
+        },
         p2p_addr_file: config.p2p_addr_path(),
     };
     runtime::start(handle.clone(), network, events, store.clone(), identity.clone(), metrics.clone(), node_info);

@@ -59,6 +59,10 @@ async fn a_panel_registered_on_one_node_appears_in_every_catalog() {
     assert_eq!(panel["chromosomes"], json!(["20"]));
     assert_eq!(panel["hosts"][0]["peer_id"], b.peer_id());
     assert_eq!(panel["hosts"][0]["reachable"], true);
+    // The host's data policy travels with its advert.
+    assert_eq!(panel["hosts"][0]["retention_days"], 7);
+    assert_eq!(panel["hosts"][0]["max_input_bytes"], 4_294_967_296u64);
+    assert_eq!(panel["hosts"][0]["accepts_from"], json!([]));
 
     // Filters.
     let ids =

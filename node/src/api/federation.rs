@@ -172,7 +172,7 @@ async fn install_config(
     }
 }
 
-/// A node hosting something, with its health.
+/// A node hosting something, with its health and data policy.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HostView {
     peer_id: String,
@@ -180,6 +180,12 @@ pub struct HostView {
     institution: String,
     reachable: bool,
     advert_age_secs: i64,
+    /// Who may submit to it (institutions or tag=value; empty: every member).
+    accepts_from: Vec<String>,
+    /// Largest input it takes, in bytes (0: not stated).
+    max_input_bytes: u64,
+    /// Days it keeps results.
+    retention_days: u32,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -226,6 +232,9 @@ fn host_view(entry: &CatalogEntry, config: Option<&FederationConfig>, now: i64) 
         institution: entry.advert.institution.clone(),
         reachable: config.is_some_and(|c| reachable(Some(entry), c, now)),
         advert_age_secs: entry.age_ms(now) / 1000,
+        accepts_from: entry.advert.data_policy.accepts_from.clone(),
+        max_input_bytes: entry.advert.data_policy.max_input_bytes,
+        retention_days: entry.advert.data_policy.retention_days,
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod peers;
+pub mod policy;
 pub mod runtime;
 
 use std::sync::Arc;

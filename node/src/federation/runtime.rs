@@ -40,6 +40,8 @@ pub struct NodeInfo {
     pub api_url: Option<String>,
     /// The imputation engines this node runs.
     pub services: Vec<fedimpute_protocol::advert::ServiceAdvert>,
+    /// What this node tells the federation of its data policy as a host.
+    pub data_policy: DataPolicyAdvert,
     /// Where to write the p2p listen addresses once known (for operators and scripts).
     pub p2p_addr_file: PathBuf,
 }
@@ -344,7 +346,7 @@ impl Runtime {
             config_digest: config.digest(),
             services: self.node.services.clone(),
             panels,
-            data_policy: DataPolicyAdvert::default(),
+            data_policy: self.node.data_policy.clone(),
         }
     }
 
