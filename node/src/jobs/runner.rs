@@ -146,7 +146,8 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     for f in ["qc_report.json", "qc_report.txt", "excluded.tsv"] {
         add_result(svc, &job.id, &results.join(f)).await?;
     }
-    svc.store
+    let passed = outcome.report.status == QcStatus::Passed;
+    let recorded = svc
         .transition(
             &job.id,
             &[JobState::Running],
@@ -154,18 +155,16 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
             TransitionUpdate {
                 stage: Some("qc".into()),
                 progress: Some(0.1),
-                message: Some(format!(
-                    "QC {}",
-                    if outcome.report.status == QcStatus::Passed { "passed" } else { "failed" }
-                )),
+                message: Some(format!("QC {}", if passed { "passed" } else { "failed" })),
                 qc_report: Some(report_json),
                 ..Default::default()
             },
         )
-        .await?
-        .map(|ev| svc.publish(ev))
-        .map_err(|s| JobFailure(s.to_string()))?;
-    if outcome.report.status == QcStatus::Failed {
+        .await?;
+    if !recorded {
+        return Err(JobFailure("the job stopped running during QC".into()));
+    }
+    if !passed {
         return Err(JobFailure(format!("input QC failed: {}", outcome.report.message.clone().unwrap_or_default())));
     }
     if job.mode == "qc_only" {
