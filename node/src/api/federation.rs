@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AdminOnly, ApiQuery, Auth, ClientIp};
 use crate::auth::service::Actor;
-use crate::federation::catalog::{CatalogEntry, advert_ttl_ms};
+use crate::federation::catalog::CatalogEntry;
 use crate::federation::{Adoption, ConfigSource, FederationStatus, OfferError};
 use crate::time::now_ms;
 
@@ -65,9 +65,8 @@ pub struct FederationView {
     members: Vec<MemberView>,
 }
 
-/// Whether a member's advert is fresh: the same rule as `FederationHandle::member_counts`.
 fn reachable(entry: Option<&CatalogEntry>, config: &FederationConfig, now: i64) -> bool {
-    entry.is_some_and(|e| e.age_ms(now) <= advert_ttl_ms(config))
+    entry.is_some_and(|e| e.is_fresh(config, now))
 }
 
 /// The federation this node belongs to, and each member's connection.

@@ -27,6 +27,11 @@ impl CatalogEntry {
     pub fn age_ms(&self, now_ms: i64) -> i64 {
         (now_ms - self.advert.issued_at_ms).max(0)
     }
+
+    /// Still within its time to live: its author counts as reachable.
+    pub fn is_fresh(&self, config: &FederationConfig, now_ms: i64) -> bool {
+        is_fresh(self.advert.issued_at_ms, config, now_ms)
+    }
 }
 
 /// Why an advert is refused outright (and its forwarder penalised).
@@ -83,6 +88,11 @@ pub struct Catalog {
 pub fn advert_ttl_ms(config: &FederationConfig) -> i64 {
     let p = &config.doc().policy;
     (p.advert_interval_secs * u64::from(p.advert_ttl_intervals) * 1000) as i64
+}
+
+/// Whether an advert issued at `issued_at_ms` is within its time to live at `now_ms`.
+fn is_fresh(issued_at_ms: i64, config: &FederationConfig, now_ms: i64) -> bool {
+    now_ms - issued_at_ms <= advert_ttl_ms(config)
 }
 
 impl Catalog {
@@ -165,7 +175,7 @@ impl Catalog {
         if advert.issued_at_ms > now_ms + skew_ms {
             return Verdict::Reject(AdvertRejection::FromTheFuture((advert.issued_at_ms - now_ms) / 1000));
         }
-        if require_fresh && now_ms - advert.issued_at_ms > advert_ttl_ms(config) {
+        if require_fresh && !is_fresh(advert.issued_at_ms, config, now_ms) {
             return Verdict::Ignore("stale");
         }
         if self.known_seq(&advert.peer_id).is_some_and(|known| known >= advert.seq) {
@@ -213,10 +223,9 @@ impl Catalog {
         now_ms: i64,
         has: &std::collections::BTreeMap<String, u64>,
     ) -> Vec<SignedAdvert> {
-        let ttl = advert_ttl_ms(config);
         let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
         map.values()
-            .filter(|e| now_ms - e.advert.issued_at_ms <= ttl)
+            .filter(|e| e.is_fresh(config, now_ms))
             .filter(|e| has.get(&e.advert.peer_id).is_none_or(|seq| *seq < e.advert.seq))
             .map(|e| e.signed.clone())
             .collect()

@@ -61,11 +61,12 @@ impl FederationHandle {
     /// advert in the catalog, this node's own included).
     pub fn member_counts(&self, now_ms: i64) -> (usize, usize, usize) {
         let Some(config) = self.federation.current() else { return (0, 0, 0) };
-        let ttl = super::catalog::advert_ttl_ms(&config);
         let members = &config.doc().members;
         let connected = members.iter().filter(|m| self.peers.get(&m.peer_id).connected).count();
-        let reachable =
-            members.iter().filter(|m| self.catalog.get(&m.peer_id).is_some_and(|e| e.age_ms(now_ms) <= ttl)).count();
+        let reachable = members
+            .iter()
+            .filter(|m| self.catalog.get(&m.peer_id).is_some_and(|e| e.is_fresh(&config, now_ms)))
+            .count();
         (members.len(), connected, reachable)
     }
 }
