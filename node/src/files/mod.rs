@@ -27,6 +27,24 @@ pub enum FileStoreError {
     Io(#[from] std::io::Error),
 }
 
+/// SHA-256 and size of a file, read in chunks (result files can be gigabytes).
+pub async fn hash_file(path: &Path) -> std::io::Result<StoredFile> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(StoredFile { sha256: hex::encode(hasher.finalize()), size })
+}
+
 /// Handle on the store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct FileStore {
@@ -124,6 +142,7 @@ mod tests {
         let f = store.put_stream(chunks(&[b"hello ", b"world"]), 100).await.unwrap();
         assert_eq!(f.sha256, hex::encode(Sha256::digest(b"hello world")));
         assert_eq!(std::fs::read(store.path(&f.sha256)).unwrap(), b"hello world");
+        assert_eq!(hash_file(&store.path(&f.sha256)).await.unwrap(), f);
         let err = store.put_stream(chunks(&[b"0123456789", b"0123456789"]), 15).await.unwrap_err();
         assert!(matches!(err, FileStoreError::TooLarge { limit: 15 }));
         assert_eq!(std::fs::read_dir(dir.path().join("files/tmp")).unwrap().count(), 0, "a partial upload was left");

@@ -89,11 +89,9 @@ async fn progress(svc: &JobsService, id: &str, stage: &str, p: f64, message: Opt
 
 /// Hashes a result file and records it.
 async fn add_result(svc: &JobsService, id: &str, path: &Path) -> Result<(), JobFailure> {
-    use sha2::Digest;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-    let bytes = tokio::fs::read(path).await?;
-    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-    svc.store.add_job_result(id, &JobResult { name, size: bytes.len() as i64, sha256 }).await?;
+    let file = crate::files::hash_file(path).await?;
+    svc.store.add_job_result(id, &JobResult { name, size: file.size as i64, sha256: file.sha256 }).await?;
     Ok(())
 }
 
