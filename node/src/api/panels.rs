@@ -14,6 +14,7 @@ use super::extract::{AdminOnly, ApiJson, ApiPath, Auth, ClientIp};
 use crate::imputation::GenomeBuild;
 use crate::imputation::panels::{self, PanelError, PanelSpec, check_panel_id};
 use crate::store::audit::{AuditEvent, Outcome};
+use crate::store::panels::panel_totals;
 use crate::time::rfc3339;
 
 pub fn router() -> Router<AppState> {
@@ -57,11 +58,12 @@ async fn list(State(state): State<AppState>, _: Auth) -> Result<axum::Json<Vec<P
     let mut out = Vec::new();
     for p in state.store.list_panels().await? {
         let chromosomes = state.store.panel_chromosomes(&p.id).await?;
+        let (samples, sites) = panel_totals(&chromosomes);
         out.push(PanelView {
             populations: p.population_list(),
             chromosomes: chromosomes.iter().map(|c| c.chromosome.clone()).collect(),
-            samples: chromosomes.iter().map(|c| c.samples).max().unwrap_or(0),
-            sites: chromosomes.iter().map(|c| c.sites).sum(),
+            samples,
+            sites,
             id: p.id,
             name: p.name,
             build: p.build,

@@ -11,6 +11,7 @@ use crate::auth::service::Actor;
 use crate::imputation::GenomeBuild;
 use crate::imputation::panels::{self, PanelSpec};
 use crate::store::audit::{AuditEvent, Outcome};
+use crate::store::panels::panel_totals;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PanelCommand {
@@ -87,13 +88,14 @@ pub async fn run(cmd: PanelCommand) -> anyhow::Result<ExitCode> {
             );
             for p in node.store.list_panels().await? {
                 let c = node.store.panel_chromosomes(&p.id).await?;
+                let (samples, sites) = panel_totals(&c);
                 println!(
                     "{:<20} {:<6} {:<10} {:>8} {:>10}  {} / {}{}",
                     p.id,
                     p.build,
                     p.status,
-                    c.iter().map(|x| x.samples).max().unwrap_or(0),
-                    c.iter().map(|x| x.sites).sum::<i64>(),
+                    samples,
+                    sites,
                     c.iter().map(|x| x.chromosome.as_str()).collect::<Vec<_>>().join(","),
                     p.population_list().join(","),
                     p.error.map(|e| format!("  ({e})")).unwrap_or_default()

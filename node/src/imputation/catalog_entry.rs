@@ -3,6 +3,7 @@
 use fedimpute_protocol::advert::{PanelAdvert, ServiceAdvert, ServiceStatus};
 
 use crate::config::EnginesSection;
+use crate::store::panels::panel_totals;
 use crate::store::{Store, StoreError};
 
 /// The engines this node runs, as advertised. An engine whose program is missing is advertised
@@ -36,13 +37,14 @@ pub async fn local_panels(store: &Store) -> Result<Vec<PanelAdvert>, StoreError>
     let mut out = Vec::new();
     for p in store.list_panels().await?.into_iter().filter(|p| p.status == "ready") {
         let chromosomes = store.panel_chromosomes(&p.id).await?;
+        let (samples, sites) = panel_totals(&chromosomes);
         out.push(PanelAdvert {
             populations: p.population_list(),
             id: p.id,
             name: p.name,
             build: p.build,
-            samples: chromosomes.iter().map(|c| c.samples as u64).max().unwrap_or(0),
-            sites: chromosomes.iter().map(|c| c.sites as u64).sum(),
+            samples: samples as u64,
+            sites: sites as u64,
             chromosomes: chromosomes.into_iter().map(|c| c.chromosome).collect(),
             engines: vec!["beagle".into(), "minimac4".into()],
         });

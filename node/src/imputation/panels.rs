@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use noodles::vcf;
 
 use super::GenomeBuild;
-use super::qc::{InputFile, PanelSites, QcError, check_bgzf, refuse};
+use super::qc::{InputFile, PanelSites, QcError, check_bgzf, is_base, refuse};
 use super::tools::{self, ToolError};
 use crate::config::NodeConfig;
 use crate::store::panels::PanelChromosome;
@@ -135,8 +135,7 @@ fn validate_file(path: &Path, build: GenomeBuild) -> Result<ValidatedFile, QcErr
         last_pos = pos;
         let alternate = record.alternate_bases();
         let alt: &str = alternate.as_ref();
-        let base = |s: &str| matches!(s, "A" | "C" | "G" | "T");
-        if !base(record.reference_bases()) || !base(alt) {
+        if !is_base(record.reference_bases()) || !is_base(alt) {
             return Err(refuse(
                 &input,
                 None,

@@ -32,6 +32,11 @@ pub struct PanelChromosome {
     pub sites: i64,
 }
 
+/// A panel's samples (the most of any chromosome file) and sites (all files together).
+pub fn panel_totals(chromosomes: &[PanelChromosome]) -> (i64, i64) {
+    (chromosomes.iter().map(|c| c.samples).max().unwrap_or(0), chromosomes.iter().map(|c| c.sites).sum())
+}
+
 impl Store {
     /// Records a new panel as `preparing`; a taken id is a conflict.
     pub async fn insert_panel(

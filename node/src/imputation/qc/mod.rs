@@ -173,7 +173,8 @@ fn genotype_stats(samples: &[u8], sample_called: &mut [u64]) -> Result<GenotypeS
     Ok(stats)
 }
 
-fn is_base(s: &str) -> bool {
+/// A single A, C, G or T: the only alleles of a SNP.
+pub(crate) fn is_base(s: &str) -> bool {
     matches!(s, "A" | "C" | "G" | "T")
 }
 
