@@ -10,27 +10,20 @@ use axum_server::tls_rustls::RustlsConfig;
 use serde_json::json;
 
 use crate::api::{self, AppState};
-use crate::auth::{AuthService, JwtKeys};
+use crate::cli::NodeHandle;
 use crate::config::NodeConfig;
 use crate::federation::Federation;
 use crate::federation::catalog::Catalog;
 use crate::federation::runtime::{self, FederationHandle, NodeInfo};
-use crate::identity::NodeIdentity;
 use crate::metrics::Metrics;
 use crate::p2p::{Network, NetworkConfig};
-use crate::store::Store;
 use crate::store::audit::{AuditEvent, Outcome};
 
 /// Runs the node until a shutdown signal, then stops accepting, lets in-flight requests finish
 /// (up to `api.shutdown_grace_secs`), records the stop and closes the database.
 pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::Result<()> {
-    let identity = NodeIdentity::load(&config.node_key_path())?;
-    let db_path = config.database_path();
-    anyhow::ensure!(db_path.exists(), "no database at {}; run `fedimpute init` first", db_path.display());
-    let store = Store::open(&db_path, false).await.with_context(|| format!("opening {}", db_path.display()))?;
+    let NodeHandle { store, identity, auth, .. } = NodeHandle::from_config(config.clone()).await?;
     let peer_id = identity.peer_id().to_string();
-    let jwt = JwtKeys::load(&config.jwt_key_path(), &peer_id, config.auth.access_token_ttl_secs)?;
-    let auth = AuthService::new(store.clone(), Arc::new(jwt), identity.clone(), config.auth.clone());
     let metrics = Metrics::new();
 
     let federation = Federation::load(store.clone(), identity.clone()).await?;

@@ -127,7 +127,11 @@ pub struct NodeHandle {
 impl NodeHandle {
     /// Opens the node described by `config_path` (its database must exist).
     pub async fn open(config_path: &Path) -> anyhow::Result<Self> {
-        let config = NodeConfig::load(config_path)?;
+        Self::from_config(NodeConfig::load(config_path)?).await
+    }
+
+    /// Opens the node of an already loaded config: its store, identity and auth service.
+    pub async fn from_config(config: NodeConfig) -> anyhow::Result<Self> {
         let db = config.database_path();
         anyhow::ensure!(db.exists(), "no database at {}; run `fedimpute init` first", db.display());
         let store = Store::open(&db, false).await.with_context(|| format!("opening {}", db.display()))?;
