@@ -335,27 +335,22 @@ async fn events(
     let done = job.state().is_final();
     let past = futures_util::stream::iter(history.iter().map(|e| Ok(sse_event(e))).collect::<Vec<_>>());
     let job_id = job.id.clone();
-    let future = tokio_stream::wrappers::BroadcastStream::new(live)
-        .filter_map(move |e| {
-            let keep = match e {
-                Ok(e) if e.job_id == job_id && e.id > last_seen => Some(e),
-                _ => None,
-            };
-            async move { keep }
-        })
-        .take_while(|e| {
-            let final_state = e.state.parse::<crate::store::jobs::JobState>().map(|s| s.is_final()).unwrap_or(true);
-            async move { !final_state }
-        });
-    // take_while drops the final event itself; chain it back by re-reading the job's last event.
-    let store = state.store.clone();
-    let job_id = job.id.clone();
-    let tail =
-        futures_util::stream::once(
-            async move { store.job_events(&job_id, 0).await.ok().and_then(|v| v.last().cloned()) },
-        )
-        .filter_map(|e| async move { e });
-    let live_part = future.chain(tail).map(|e| Ok(sse_event(&e)));
+    let for_this_job = tokio_stream::wrappers::BroadcastStream::new(live).filter_map(move |e| {
+        let keep = match e {
+            Ok(e) if e.job_id == job_id && e.id > last_seen => Some(e),
+            _ => None,
+        };
+        async move { keep }
+    });
+    // Ends right after the event that puts the job in a final state.
+    let live_part = futures_util::stream::unfold((Box::pin(for_this_job), false), |(mut events, ended)| async move {
+        if ended {
+            return None;
+        }
+        let e = events.next().await?;
+        let is_final = e.state.parse::<crate::store::jobs::JobState>().map(|s| s.is_final()).unwrap_or(true);
+        Some((Ok(sse_event(&e)), (events, is_final)))
+    });
     let stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Event, Infallible>> + Send>> =
         if done { Box::pin(past) } else { Box::pin(past.chain(live_part)) };
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
