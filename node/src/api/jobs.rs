@@ -20,7 +20,7 @@ use super::extract::{ApiPath, ApiQuery, Auth, ClientIp, Submitter};
 use crate::auth::Principal;
 use crate::files::FileStoreError;
 use crate::imputation::GenomeBuild;
-use crate::imputation::qc::{InputFile, QcError, run_qc};
+use crate::imputation::qc::{InputFile, QcError, check_inputs};
 use crate::jobs::{JobActionError, JobSummary};
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::jobs::{JobEvent, JobInput, JobParams, JobResult, JobRow};
@@ -228,12 +228,10 @@ async fn submit(
         // Every check that needs no panel, before anything is queued.
         let inputs: Vec<InputFile> =
             stored.iter().map(|i| InputFile { path: state.jobs.files.path(&i.sha256), name: i.name.clone() }).collect();
-        let (settings, scratch) = (state.config.qc, state.jobs.job_dir(&job_id).join("submit-check"));
-        let check_dir = scratch.clone();
-        let checked = tokio::task::spawn_blocking(move || run_qc(&inputs, build, None, &settings, &check_dir))
+        let settings = state.config.qc;
+        let checked = tokio::task::spawn_blocking(move || check_inputs(&inputs, build, &settings))
             .await
             .map_err(ApiError::internal)?;
-        let _ = tokio::fs::remove_dir_all(&scratch).await;
         match checked {
             Ok(_) => {}
             Err(e @ QcError::Input { .. }) => return Err(ApiError::Unprocessable(e.to_string())),
@@ -253,7 +251,6 @@ async fn submit(
                     let _ = state.jobs.files.remove(&input.sha256).await;
                 }
             }
-            let _ = tokio::fs::remove_dir_all(state.jobs.job_dir(&job_id)).await;
             state
                 .auth
                 .audit(

@@ -188,12 +188,34 @@ pub fn run_qc(
     settings: &QcSettings,
     out_dir: &Path,
 ) -> Result<QcOutcome, QcError> {
+    let (report, filtered) = qc_pass(inputs, build, panel, settings, Some(out_dir))?;
+    Ok(QcOutcome { report, filtered, excluded_path: out_dir.join("excluded.tsv") })
+}
+
+/// The checks that need no panel, writing nothing: what a node runs on an upload before it
+/// accepts the job.
+pub fn check_inputs(inputs: &[InputFile], build: GenomeBuild, settings: &QcSettings) -> Result<QcReport, QcError> {
+    Ok(qc_pass(inputs, build, None, settings, None)?.0)
+}
+
+/// One pass over the inputs; with `out_dir`, kept records and the exclusions are written there.
+fn qc_pass(
+    inputs: &[InputFile],
+    build: GenomeBuild,
+    panel: Option<&PanelSites>,
+    settings: &QcSettings,
+    out_dir: Option<&Path>,
+) -> Result<(QcReport, Vec<(String, PathBuf)>), QcError> {
     if inputs.is_empty() {
         return Err(QcError::Input { file: "(no file)".into(), line: None, message: "no input files".into() });
     }
-    std::fs::create_dir_all(out_dir)?;
-    let excluded_path = out_dir.join("excluded.tsv");
-    let mut excluded_out = BufWriter::new(File::create(&excluded_path)?);
+    let mut excluded_out: Box<dyn Write> = match out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            Box::new(BufWriter::new(File::create(dir.join("excluded.tsv"))?))
+        }
+        None => Box::new(std::io::sink()),
+    };
     writeln!(excluded_out, "file\tchrom\tpos\tref\talt\treason")?;
 
     let mut samples: Option<Vec<String>> = None;
@@ -252,14 +274,20 @@ pub fn run_qc(
         header_text
             .parse::<vcf::Header>()
             .map_err(|e| refuse(input, Some(header_count), format!("header does not parse: {e}")))?;
-        let out_path = out_dir.join(format!("filtered-{index}.vcf.gz"));
-        // The filtered file is read once, right away, by the engine: fast compression.
-        let workers = std::num::NonZero::new(BGZF_WORKERS).unwrap_or(std::num::NonZero::<usize>::MIN);
-        let mut writer = bgzf::io::multithreaded_writer::Builder::default()
-            .set_compression_level(bgzf::io::writer::CompressionLevel::FAST)
-            .set_worker_count(workers)
-            .build_from_writer(File::create(&out_path)?);
-        writer.write_all(header_text.as_bytes())?;
+        let out_path = out_dir.map(|dir| dir.join(format!("filtered-{index}.vcf.gz")));
+        let mut writer = match &out_path {
+            Some(path) => {
+                // The filtered file is read once, right away, by the engine: fast compression.
+                let workers = std::num::NonZero::new(BGZF_WORKERS).unwrap_or(std::num::NonZero::<usize>::MIN);
+                let mut w = bgzf::io::multithreaded_writer::Builder::default()
+                    .set_compression_level(bgzf::io::writer::CompressionLevel::FAST)
+                    .set_worker_count(workers)
+                    .build_from_writer(File::create(path)?);
+                w.write_all(header_text.as_bytes())?;
+                Some(w)
+            }
+            None => None,
+        };
 
         let mut chromosome: Option<String> = None;
         let mut last_pos = 0usize;
@@ -393,8 +421,10 @@ pub fn run_qc(
             }
             match reason {
                 None => {
-                    writer.write_all(record)?;
-                    writer.write_all(b"\n")?;
+                    if let Some(w) = writer.as_mut() {
+                        w.write_all(record)?;
+                        w.write_all(b"\n")?;
+                    }
                     kept += 1;
                 }
                 Some(r) => {
@@ -403,7 +433,9 @@ pub fn run_qc(
                 }
             }
         }
-        writer.finish()?;
+        if let Some(mut w) = writer {
+            w.finish()?;
+        }
         if variants == 0 {
             return Err(refuse(input, None, "has no variants"));
         }
@@ -411,7 +443,9 @@ pub fn run_qc(
         kept_total += kept;
         let chromosome = chromosome.unwrap_or_default();
         files.push(FileSummary { name: input.name.clone(), chromosome: Some(chromosome.clone()), variants, kept });
-        filtered.push((chromosome, out_path));
+        if let Some(path) = out_path {
+            filtered.push((chromosome, path));
+        }
     }
     excluded_out.flush()?;
 
@@ -460,7 +494,7 @@ pub fn run_qc(
         panel_overlap: overlap,
         low_call_rate_samples: low,
     };
-    Ok(QcOutcome { report, filtered, excluded_path })
+    Ok((report, filtered))
 }
 
 #[cfg(test)]
