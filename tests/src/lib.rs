@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod jobs;
+
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
