@@ -32,6 +32,37 @@ pub struct NodeConfig {
     pub jobs: JobsSection,
     #[serde(default)]
     pub policy: PolicySection,
+    #[serde(default)]
+    pub transfer: TransferSection,
+}
+
+/// Jobs forwarded between nodes: how files move and how long a silent peer is waited for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferSection {
+    /// Bytes asked for per request when pulling a file (at most 4 MiB).
+    pub chunk_bytes: u32,
+    /// Chunk requests in flight per file.
+    pub parallel_chunks: u32,
+    /// Cap on this node's pulling rate, bytes per second (0: none).
+    pub max_bytes_per_sec: u64,
+    /// Seconds a peer may stay unreachable before its jobs fail (or, if the researcher allowed
+    /// it, move to another host of the panel).
+    pub peer_timeout_secs: u64,
+    /// Seconds between status questions to a host, besides the updates it pushes.
+    pub poll_secs: u64,
+}
+
+impl Default for TransferSection {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: 1024 * 1024,
+            parallel_chunks: 8,
+            max_bytes_per_sec: 0,
+            peer_timeout_secs: 30 * 60,
+            poll_secs: 10,
+        }
+    }
 }
 
 /// Data policy: who may send jobs to this node, and where this node's data may go. Selectors
@@ -278,6 +309,16 @@ impl NodeConfig {
         }
         if self.api.max_body_bytes < 1024 {
             return Err("key `api.max_body_bytes` must be at least 1024".into());
+        }
+        let t = &self.transfer;
+        if t.chunk_bytes < 1024 || t.chunk_bytes > fedimpute_protocol::transfer::MAX_CHUNK_BYTES {
+            return Err("key `transfer.chunk_bytes` must be between 1024 and 4194304".into());
+        }
+        if t.parallel_chunks == 0 || t.parallel_chunks > 64 {
+            return Err("key `transfer.parallel_chunks` must be between 1 and 64".into());
+        }
+        if t.peer_timeout_secs == 0 || t.poll_secs == 0 {
+            return Err("keys `transfer.peer_timeout_secs` and `transfer.poll_secs` must be positive".into());
         }
         Ok(())
     }

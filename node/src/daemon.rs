@@ -52,11 +52,27 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         },
         p2p_addr_file: config.p2p_addr_path(),
     };
-    runtime::start(handle.clone(), network, events, store.clone(), identity.clone(), metrics.clone(), node_info);
+    runtime::start(
+        handle.clone(),
+        network.clone(),
+        events.federation,
+        store.clone(),
+        identity.clone(),
+        metrics.clone(),
+        node_info,
+    );
 
     let config_arc = Arc::new(config.clone());
     let jobs = crate::jobs::JobsService::new(store.clone(), config_arc.clone(), identity.clone());
     jobs.start();
+    let federated = crate::jobs::federated::Federated::new(
+        jobs.clone(),
+        network,
+        handle.clone(),
+        identity.clone(),
+        metrics.clone(),
+    );
+    federated.start(events.jobs);
     let state = AppState {
         store: store.clone(),
         auth,

@@ -33,6 +33,12 @@ struct DirectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransferLabels {
+    direction: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: String,
     route: String,
@@ -51,6 +57,7 @@ pub struct Metrics {
     adverts: Family<VerdictLabels, Counter>,
     refused_connections: Family<DirectionLabels, Counter>,
     members: Family<MemberStateLabels, Gauge>,
+    transfer_bytes: Family<TransferLabels, Counter>,
 }
 
 impl Metrics {
@@ -78,7 +85,13 @@ impl Metrics {
             "Members of the current federation config: listed, connected (other than this node), reachable (fresh advert, this node included)",
             members.clone(),
         );
-        Arc::new(Self { registry, requests, latency, adverts, refused_connections, members })
+        let transfer_bytes = Family::<TransferLabels, Counter>::default();
+        registry.register(
+            "transfer_bytes",
+            "Bytes of job files moved over the file protocol, by direction (sent, received) and kind (input, result)",
+            transfer_bytes.clone(),
+        );
+        Arc::new(Self { registry, requests, latency, adverts, refused_connections, members, transfer_bytes })
     }
 
     /// Counts an advert verdict.
@@ -97,6 +110,13 @@ impl Metrics {
     pub fn refused_connection(&self, inbound: bool) {
         let direction = if inbound { "inbound" } else { "outbound" }.to_string();
         self.refused_connections.get_or_create(&DirectionLabels { direction }).inc();
+    }
+
+    /// Counts bytes of job files sent or received.
+    pub fn transfer(&self, direction: &str, kind: &str, bytes: u64) {
+        self.transfer_bytes
+            .get_or_create(&TransferLabels { direction: direction.into(), kind: kind.into() })
+            .inc_by(bytes);
     }
 
     /// Prometheus/OpenMetrics text of every metric.

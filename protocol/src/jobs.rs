@@ -6,11 +6,16 @@
 //! other end of the connection. Signed bodies hold no floating-point numbers, because the
 //! canonical encoding refuses them: `r2_filter` travels as one of its allowed decimal strings.
 //!
-//! Flow: `Submit` -> `Accepted` | `Refused`; inputs then stream over the file protocol; the
-//! host pushes `Status` updates; when done it offers a `ResultManifest`, the origin fetches
+//! Flow: `Submit` -> `Accepted` | `Refused`; the host then pulls the inputs over the file
+//! protocol ([`crate::transfer`]); it pushes `Status` updates as requests of its own (the
+//! origin answers `Ack`), and the origin may ask with `QueryStatus` at any time (after a
+//! restart, or when pushes stop). When done the host offers a `ResultManifest`, the origin pulls
 //! the files and sends a `DeliveryReceipt`, after which the host deletes its copies. `Cancel`
 //! may come at any time before that. The origin chooses the job id, so a retried `Submit` is
 //! idempotent.
+//!
+//! The type tags of [`JobRequest`] and [`JobReply`] are disjoint, so a receiver can tell an
+//! origin's request from a host's pushed update by the tag alone ([`JobMessage`]).
 
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
@@ -90,8 +95,8 @@ pub enum JobRequest {
         /// host's per-origin quotas and audit.
         pseudonymous_user: String,
     },
-    /// Where is the job?
-    Status { job_id: String },
+    /// Where is the job? (The host answers with `Status` or `ResultManifest`.)
+    QueryStatus { job_id: String },
     /// Stop the job and kill its engine.
     Cancel { job_id: String },
     /// The origin holds these result files, verified; the host may delete its copies.
@@ -129,6 +134,15 @@ pub enum JobReply {
     Ack {
         job_id: String,
     },
+}
+
+/// Any job message, as a receiver reads a signed body: an origin's request or a host's reply
+/// (answer or pushed update).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JobMessage {
+    Request(JobRequest),
+    Reply(JobReply),
 }
 
 /// A job message as it travels: the body as sent, its sender and the sender's signature.
@@ -256,6 +270,22 @@ mod tests {
             String::from_utf8(bytes).unwrap(),
             r#"{"job_id":"3f9c","message":null,"progress_permille":420,"qc_report":null,"stage":"phasing","state":"running","type":"status"}"#
         );
+    }
+
+    #[test]
+    fn requests_and_replies_are_told_apart_by_their_tag() {
+        let query = serde_json::to_value(JobRequest::QueryStatus { job_id: "j".into() }).unwrap();
+        assert!(matches!(serde_json::from_value(query).unwrap(), JobMessage::Request(JobRequest::QueryStatus { .. })));
+        let status = serde_json::to_value(JobReply::Status {
+            job_id: "j".into(),
+            state: "queued".into(),
+            stage: None,
+            progress_permille: 0,
+            message: None,
+            qc_report: None,
+        })
+        .unwrap();
+        assert!(matches!(serde_json::from_value(status).unwrap(), JobMessage::Reply(JobReply::Status { .. })));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`advert`]: the signed advert a node publishes about its services and panels;
 //! - [`messages`]: request-response messages about the federation (configs, catalogs);
 //! - [`jobs`]: the job protocol between an origin and the node hosting a panel;
+//! - [`transfer`]: the file protocol that moves a job's inputs and results;
 //! - protocol identifiers and versions (below).
 //!
 //! It does no I/O and knows nothing of tokio, SQLite or HTTP, so that another implementation
@@ -17,6 +18,7 @@ pub mod canonical;
 pub mod federation;
 pub mod jobs;
 pub mod messages;
+pub mod transfer;
 
 /// Version of the node software that built this crate, advertised to peers.
 pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -21,9 +21,13 @@ use crate::auth::Principal;
 use crate::files::FileStoreError;
 use crate::imputation::GenomeBuild;
 use crate::imputation::qc::{InputFile, QcError, check_inputs};
+use crate::jobs::federated::select_host;
+use crate::jobs::federated::selection::PanelRef;
+use crate::jobs::merge::MergeReport;
+use crate::jobs::multi_panel::child_label;
 use crate::jobs::{JobActionError, JobSummary};
 use crate::store::audit::{AuditEvent, Outcome};
-use crate::store::jobs::{JobEvent, JobInput, JobParams, JobResult, JobRow};
+use crate::store::jobs::{JobEvent, JobInput, JobParams, JobPlacement, JobResult, JobRole, JobRow};
 use crate::store::users::Role;
 use crate::time::{now_ms, rfc3339};
 
@@ -64,10 +68,57 @@ pub struct JobView {
     started_at: Option<String>,
     finished_at: Option<String>,
     owner_id: i64,
+    /// `local` (runs here), `origin` (runs at `peer` for a user here), `host` (runs here for
+    /// the node `peer`) or `parent` (a multi-panel job).
+    role: String,
+    /// The other node of a forwarded job (PeerId).
+    peer: Option<String>,
+    /// Its institution, as the federation config names it.
+    peer_institution: Option<String>,
+    /// The multi-panel job this one is part of.
+    parent_id: Option<String>,
+    /// A multi-panel job's one job per panel.
+    children: Vec<ChildView>,
+    /// A completed multi-panel job's report: variants each panel won, per MAF bin.
+    merge_report: Option<MergeReport>,
+}
+
+/// One panel's job within a multi-panel job.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ChildView {
+    id: String,
+    /// The panel as the researcher named it.
+    panel: String,
+    state: String,
+    progress: f64,
+    /// The node that runs it, if not this one.
+    peer: Option<String>,
+    error: Option<String>,
 }
 
 async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
     let inputs = state.store.job_inputs(&job.id).await?;
+    let (children, merge_report) = if job.role() == JobRole::Parent {
+        let children = state.store.child_jobs(&job.id).await?;
+        let report = tokio::fs::read(state.jobs.results_dir(&job.id).join("merge_report.json"))
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let children = children
+            .into_iter()
+            .map(|c| ChildView {
+                panel: child_label(&c),
+                id: c.id,
+                state: c.state,
+                progress: c.progress,
+                peer: c.peer,
+                error: c.error,
+            })
+            .collect();
+        (children, report)
+    } else {
+        (Vec::new(), None)
+    };
     Ok(JobView {
         params: job.params(),
         qc_report: job.qc_report.as_deref().and_then(|r| serde_json::from_str(r).ok()),
@@ -84,6 +135,14 @@ async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
         error: job.error,
         attempts: job.attempts,
         owner_id: job.owner_id,
+        peer_institution: job.peer.as_deref().and_then(|p| {
+            state.federation.federation.current().and_then(|c| c.doc().member(p).map(|m| m.institution.clone()))
+        }),
+        role: job.role,
+        peer: job.peer,
+        parent_id: job.parent_id,
+        children,
+        merge_report,
     })
 }
 
@@ -148,6 +207,7 @@ async fn submit(
         )));
     }
     let mut fields = std::collections::HashMap::new();
+    let mut panels: Vec<String> = Vec::new();
     let mut stored: Vec<JobInput> = Vec::new();
     let result: Result<(), ApiError> = async {
         while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::BadRequest(e.body_text()))? {
@@ -168,7 +228,11 @@ async fn submit(
                 });
             } else {
                 let text = field.text().await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-                fields.insert(name, text);
+                if name == "panel" {
+                    panels.extend(text.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from));
+                } else {
+                    fields.insert(name, text);
+                }
             }
         }
         Ok(())
@@ -191,7 +255,27 @@ async fn submit(
             )));
         }
         let field = |k: &str| fields.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let panel_id = field("panel").ok_or_else(|| ApiError::Unprocessable("`panel` is required".into()))?;
+        let panel_refs = panels
+            .iter()
+            .map(|p| PanelRef::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::Unprocessable)?;
+        if panel_refs.is_empty() || panel_refs.len() > MAX_PANELS {
+            return Err(ApiError::Unprocessable(format!(
+                "`panel` is required: one panel, or up to {MAX_PANELS} (repeated, or separated by commas)"
+            )));
+        }
+        if let Some(dup) = panels.iter().enumerate().find(|(i, p)| panels[..*i].contains(p)) {
+            return Err(ApiError::Unprocessable(format!("panel {:?} is listed twice", dup.1)));
+        }
+        let panel_id = panels.join(",");
+        let allow_resubmit = match field("allow_resubmit").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::Unprocessable(format!("allow_resubmit must be true or false, got {other:?}")));
+            }
+        };
         let build: GenomeBuild = field("build").unwrap_or_default().parse().map_err(ApiError::Unprocessable)?;
         let r2_filter = choice(
             "r2_filter",
@@ -212,18 +296,9 @@ async fn submit(
             r2_filter: r2_filter.parse().unwrap_or(0.0),
             panel_id,
         };
-        let panel = state.store.panel(&params.panel_id).await?.filter(|p| p.status == "ready");
-        let Some(panel) = panel else {
-            return Err(ApiError::Unprocessable(format!(
-                "panel {:?} is not hosted here (see /api/v1/catalog/panels)",
-                params.panel_id
-            )));
-        };
-        if panel.build != params.build {
-            return Err(ApiError::Unprocessable(format!(
-                "panel {} is {}, not {}",
-                panel.id, panel.build, params.build
-            )));
+        let mut placements = Vec::new();
+        for panel_ref in &panel_refs {
+            placements.push(place(&state, panel_ref, &params, upload, allow_resubmit).await?);
         }
         // Every check that needs no panel, before anything is queued.
         let inputs: Vec<InputFile> =
@@ -237,11 +312,30 @@ async fn submit(
             Err(e @ QcError::Input { .. }) => return Err(ApiError::Unprocessable(e.to_string())),
             Err(e) => return Err(ApiError::internal(e)),
         }
-        state.store.create_job(&job_id, user.id, &params, &stored).await?;
-        Ok(params)
+        if let [placement] = placements.as_slice() {
+            let single = JobParams { panel_id: panel_refs[0].panel_id.clone(), ..params.clone() };
+            state.store.create_job(&job_id, user.id, &single, &stored, placement).await?;
+            return Ok((params, Vec::new()));
+        }
+        // Several panels: a parent, and a child per panel that does the work.
+        let parent = JobPlacement { role: JobRole::Parent, ..Default::default() };
+        state.store.create_job(&job_id, user.id, &params, &stored, &parent).await?;
+        let mut children = Vec::new();
+        for (panel_ref, placement) in panel_refs.iter().zip(placements) {
+            let child_id = hex::encode(crate::secrets::random_bytes::<12>());
+            let child_params = JobParams {
+                name: format!("{} [{}]", params.name, panel_ref.text()),
+                panel_id: panel_ref.panel_id.clone(),
+                ..params.clone()
+            };
+            let placement = JobPlacement { parent_id: Some(job_id.clone()), ..placement };
+            state.store.create_job(&child_id, user.id, &child_params, &stored, &placement).await?;
+            children.push(child_id);
+        }
+        Ok((params, children))
     }
     .await;
-    let params = match outcome {
+    let (params, children) = match outcome {
         Ok(p) => p,
         Err(err) => {
             tracing::info!(reason = %err, files = stored.len(), "job submission refused");
@@ -271,8 +365,53 @@ async fn submit(
         )
         .await?;
     state.jobs.enqueue(&job_id).await?;
+    for child in &children {
+        state.jobs.enqueue(child).await?;
+    }
     let job = state.store.job(&job_id).await?.ok_or_else(|| ApiError::internal("job vanished"))?;
     Ok((StatusCode::CREATED, axum::Json(view(&state, job).await?)))
+}
+
+/// Most panels one submission may name.
+const MAX_PANELS: usize = 8;
+
+/// Where a job on `panel_ref` runs: here if this node hosts the panel (and the researcher did
+/// not name another host), else at the best host in the federation within both sides' data
+/// policy. If there is none, the researcher hears why before anything is kept.
+async fn place(
+    state: &AppState,
+    panel_ref: &PanelRef,
+    params: &JobParams,
+    upload: u64,
+    allow_resubmit: bool,
+) -> Result<JobPlacement, ApiError> {
+    let local_panel = state.store.panel(&panel_ref.panel_id).await?.filter(|p| p.status == "ready");
+    let pinned_here = panel_ref.host.as_deref().is_none_or(|h| {
+        h == state.identity.peer_id().to_string()
+            || h == state.config.node.name
+            || h.eq_ignore_ascii_case(&state.config.node.institution)
+    });
+    match local_panel {
+        Some(panel) if pinned_here => {
+            if panel.build != params.build {
+                return Err(ApiError::Unprocessable(format!(
+                    "panel {} is {}, not {}",
+                    panel.id, panel.build, params.build
+                )));
+            }
+            Ok(JobPlacement::default())
+        }
+        _ => {
+            select_host(&state.federation, &state.config, panel_ref, &params.build, &params.engine, upload, &[])
+                .map_err(ApiError::Unprocessable)?;
+            Ok(JobPlacement {
+                role: JobRole::Origin,
+                pinned_host: panel_ref.host.clone(),
+                allow_resubmit,
+                ..Default::default()
+            })
+        }
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -94,6 +94,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         qc: Default::default(),
         jobs: Default::default(),
         policy: Default::default(),
+        transfer: Default::default(),
     };
     let config_path = data_dir.join(CONFIG_FILE);
     // Validate by round-tripping through the same parser `run` uses.

@@ -33,7 +33,9 @@ pub enum JobCommand {
         /// Bgzipped VCF, one chromosome per file.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Panel id (see the node's catalog).
+        /// Panel id from the federation catalog; `node/panel` to choose the node that hosts it
+        /// (PeerId, node name or institution); several separated by commas for a multi-panel
+        /// job whose result keeps, per variant, the best-imputed call.
         #[arg(long)]
         panel: String,
         /// hg19 or hg38.
@@ -55,6 +57,10 @@ pub enum JobCommand {
         mode: String,
         #[arg(long)]
         name: Option<String>,
+        /// If the node hosting the panel becomes unreachable, let the job move to another
+        /// host of the same panel.
+        #[arg(long)]
+        allow_resubmit: bool,
         /// Follow the job until it ends.
         #[arg(long)]
         watch: bool,
@@ -162,6 +168,18 @@ fn print_job(job: &Value) {
         p["engine"].as_str().unwrap_or(""),
         p["mode"].as_str().unwrap_or("")
     );
+    if let Some(host) = job["peer_institution"].as_str().filter(|_| job["role"] == "origin") {
+        println!("  runs at:  {host}");
+    }
+    for child in job["children"].as_array().into_iter().flatten() {
+        println!(
+            "  panel {}: {} ({:.0}%){}",
+            child["panel"].as_str().unwrap_or(""),
+            child["state"].as_str().unwrap_or(""),
+            child["progress"].as_f64().unwrap_or(0.0) * 100.0,
+            child["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default()
+        );
+    }
     if let Some(e) = job["error"].as_str() {
         println!("  error:    {e}");
     }
@@ -225,6 +243,7 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             r2_filter,
             mode,
             name,
+            allow_resubmit,
             watch: follow,
         } => {
             let client = Client::new(&node)?;
@@ -256,6 +275,7 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
                 ("r2_filter", Some(r2_filter)),
                 ("mode", Some(mode)),
                 ("name", name),
+                ("allow_resubmit", Some(allow_resubmit.to_string())),
             ] {
                 if let Some(v) = v {
                     form = form.text(k, v);

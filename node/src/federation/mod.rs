@@ -111,6 +111,11 @@ impl Federation {
         Ok(Self { store, identity, current: Arc::new(watch::channel(current).0) })
     }
 
+    /// This node's PeerId, as text.
+    pub fn local_peer(&self) -> String {
+        self.identity.peer_id().to_string()
+    }
+
     /// The trusted config, if any.
     pub fn current(&self) -> Option<Arc<FederationConfig>> {
         self.current.borrow().clone()

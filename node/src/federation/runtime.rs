@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedimpute_protocol::advert::{Advert, DataPolicyAdvert, SignedAdvert};
+use fedimpute_protocol::advert::{Advert, DataPolicyAdvert, ServiceAdvert, SignedAdvert};
 use fedimpute_protocol::federation::FederationConfig;
 use fedimpute_protocol::messages::{FederationRequest, FederationResponse};
 use libp2p::PeerId;
@@ -333,6 +333,9 @@ impl Runtime {
                 Vec::new()
             }
         };
+        // Jobs waiting for an engine here: origins prefer the shorter queue.
+        let queue = self.store.queue_length().await.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
+        let services = self.node.services.iter().map(|s| ServiceAdvert { queue_length: queue, ..s.clone() }).collect();
         Advert {
             federation_id: config.doc().federation_id.clone(),
             peer_id: self.identity.peer_id().to_string(),
@@ -345,7 +348,7 @@ impl Runtime {
             api_url: self.node.api_url.clone(),
             config_version: config.doc().version,
             config_digest: config.digest(),
-            services: self.node.services.clone(),
+            services,
             panels,
             data_policy: self.node.data_policy.clone(),
         }

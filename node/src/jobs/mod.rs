@@ -5,6 +5,9 @@
 //! engine died with the node, see `imputation::engines`): it goes back to `queued` and runs
 //! again from the start, so no job is lost and none runs twice at once.
 
+pub mod federated;
+pub mod merge;
+pub mod multi_panel;
 mod results;
 mod runner;
 
@@ -19,7 +22,7 @@ use crate::files::FileStore;
 use crate::identity::NodeIdentity;
 use crate::imputation::engines::KillSwitch;
 use crate::store::audit::{AuditEvent, Outcome};
-use crate::store::jobs::{JobEvent, JobState, TransitionUpdate};
+use crate::store::jobs::{JobEvent, JobRole, JobState, LIVE_STATES, TransitionUpdate};
 use crate::store::{Store, StoreError};
 
 pub use results::JobSummary;
@@ -124,11 +127,10 @@ impl JobsService {
     /// Cancels a job that has not finished; kills its engine if it runs.
     pub async fn cancel(&self, id: &str, actor: &str, ip: &str) -> Result<(), JobActionError> {
         let job = self.store.job(id).await?.ok_or_else(|| JobActionError::NotFound(id.to_string()))?;
-        let live = [JobState::Pending, JobState::Validating, JobState::Queued, JobState::Running];
         if !self
             .transition(
                 id,
-                &live,
+                &LIVE_STATES,
                 JobState::Cancelled,
                 TransitionUpdate { message: Some("cancelled".into()), ..Default::default() },
             )
@@ -156,6 +158,24 @@ impl JobsService {
                 state: job.state(),
                 what: "its inputs were deleted; submit it again",
             });
+        }
+        if job.role() == JobRole::Host {
+            return Err(JobActionError::WrongState {
+                job: id.to_string(),
+                state: job.state(),
+                what: "it came from another node, which decides on retries",
+            });
+        }
+        if job.role() == JobRole::Parent {
+            return Err(JobActionError::WrongState {
+                job: id.to_string(),
+                state: job.state(),
+                what: "a multi-panel job is retried by submitting it again",
+            });
+        }
+        if job.role() == JobRole::Origin && job.state().is_final() {
+            // A retry chooses its host afresh.
+            self.store.set_job_peer(id, None).await?;
         }
         if !self
             .transition(
@@ -187,6 +207,8 @@ impl JobsService {
         });
         let this = self.clone();
         tokio::spawn(async move { this.retain().await });
+        let this = self.clone();
+        tokio::spawn(async move { this.follow_parents().await });
     }
 
     /// Deletes the results of jobs that ended more than `results_retention_days` ago.
@@ -216,8 +238,9 @@ impl JobsService {
     }
 
     async fn recover(&self) {
-        let interrupted = self.store.jobs_in(&[JobState::Running]).await.unwrap_or_default();
-        for job in interrupted {
+        // Only jobs that run here: a forwarded job `running` at its host carries on there.
+        let interrupted = self.store.runnable_jobs().await.unwrap_or_default();
+        for job in interrupted.into_iter().filter(|j| j.state() == JobState::Running) {
             let update = TransitionUpdate {
                 message: Some("re-queued: the node restarted while it ran".into()),
                 progress: Some(0.0),
@@ -244,14 +267,24 @@ impl JobsService {
     /// jobs running goes first, so one user's batch does not starve the others.
     async fn schedule(&self) {
         let capacity = self.config.engines.max_concurrent_jobs as usize;
+        let per_origin = match self.config.policy.max_concurrent_per_origin {
+            0 => usize::MAX,
+            n => n as usize,
+        };
         loop {
             let running: Vec<String> = self.running.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
             if running.len() < capacity {
-                match self.store.jobs_in(&[JobState::Queued, JobState::Running]).await {
+                match self.store.runnable_jobs().await {
                     Ok(jobs) => {
-                        let candidates: Vec<(String, i64, i64, bool)> = jobs
+                        let candidates: Vec<QueuedJob> = jobs
                             .iter()
-                            .map(|j| (j.id.clone(), j.owner_id, j.created_at, j.state() == JobState::Queued))
+                            .map(|j| QueuedJob {
+                                id: j.id.clone(),
+                                owner: j.owner_id,
+                                created_at: j.created_at,
+                                queued: j.state() == JobState::Queued,
+                                owner_cap: if j.role() == JobRole::Host { per_origin } else { usize::MAX },
+                            })
                             .collect();
                         if let Some(id) = next_job(&candidates, &running) {
                             self.launch(id);
@@ -297,38 +330,61 @@ impl JobsService {
     }
 }
 
-/// The job to start next among `jobs` (id, owner, created_at, queued?): the oldest queued job of
-/// the owner with the fewest jobs in `running`, so one user's batch does not starve the others.
-fn next_job(jobs: &[(String, i64, i64, bool)], running: &[String]) -> Option<String> {
+/// A job the scheduler may start.
+struct QueuedJob {
+    id: String,
+    owner: i64,
+    created_at: i64,
+    queued: bool,
+    /// Jobs of this owner that may run at once (another node's jobs here are capped per origin).
+    owner_cap: usize,
+}
+
+/// The job to start next among `jobs`: the oldest queued job of the owner with the fewest jobs
+/// in `running`, so one user's (or one origin node's) batch does not starve the others.
+fn next_job(jobs: &[QueuedJob], running: &[String]) -> Option<String> {
     let mut per_owner: HashMap<i64, usize> = HashMap::new();
-    for (id, owner, _, _) in jobs {
-        if running.contains(id) {
-            *per_owner.entry(*owner).or_default() += 1;
+    for job in jobs {
+        if running.contains(&job.id) {
+            *per_owner.entry(job.owner).or_default() += 1;
         }
     }
+    let load = |owner: i64| per_owner.get(&owner).copied().unwrap_or(0);
     jobs.iter()
-        .filter(|(id, _, _, queued)| *queued && !running.contains(id))
-        .min_by_key(|(_, owner, created, _)| (per_owner.get(owner).copied().unwrap_or(0), *created))
-        .map(|(id, ..)| id.clone())
+        .filter(|j| j.queued && !running.contains(&j.id) && load(j.owner) < j.owner_cap)
+        .min_by_key(|j| (load(j.owner), j.created_at))
+        .map(|j| j.id.clone())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::next_job;
+    use super::{QueuedJob, next_job};
+
+    fn job(id: &str, owner: i64, created_at: i64, queued: bool, owner_cap: usize) -> QueuedJob {
+        QueuedJob { id: id.into(), owner, created_at, queued, owner_cap }
+    }
 
     #[test]
     fn a_user_with_a_running_job_waits_behind_another_users_older_or_newer_job() {
         // alice submitted three jobs, then bob one; alice's first runs.
         let jobs = vec![
-            ("a1".to_string(), 1, 100, false),
-            ("a2".to_string(), 1, 101, true),
-            ("a3".to_string(), 1, 102, true),
-            ("b1".to_string(), 2, 200, true),
+            job("a1", 1, 100, false, usize::MAX),
+            job("a2", 1, 101, true, usize::MAX),
+            job("a3", 1, 102, true, usize::MAX),
+            job("b1", 2, 200, true, usize::MAX),
         ];
         let running = vec!["a1".to_string()];
         assert_eq!(next_job(&jobs, &running).as_deref(), Some("b1"), "bob's job goes before alice's second");
         // With nothing running, plain age decides.
         assert_eq!(next_job(&jobs[1..], &[]).as_deref(), Some("a2"));
         assert_eq!(next_job(&[], &[]), None);
+    }
+
+    #[test]
+    fn an_origin_at_its_cap_waits_even_when_the_node_has_room() {
+        // Origin node 7 may run one job at once here; one runs, so its next waits.
+        let jobs = vec![job("o1", 7, 100, false, 1), job("o2", 7, 101, true, 1)];
+        assert_eq!(next_job(&jobs, &["o1".to_string()]), None);
+        assert_eq!(next_job(&jobs[1..], &[]).as_deref(), Some("o2"));
     }
 }

@@ -27,7 +27,8 @@ pub struct JobSummary {
 /// Header of every info table: one row per variant kept in the dosage VCF.
 pub const INFO_HEADER: &str = "chrom\tpos\tref\talt\tmaf\tr2\timputed";
 
-fn bin(maf: f64) -> &'static str {
+/// The MAF bin a variant falls in.
+pub(crate) fn maf_bin(maf: f64) -> &'static str {
     if maf < 0.01 {
         "<1%"
     } else if maf < 0.05 {
@@ -60,7 +61,7 @@ pub fn add_info_table(summary: &mut JobSummary, path: &Path) -> std::io::Result<
             let maf: f64 = f[4].parse().unwrap_or(0.0);
             let maf = maf.min(1.0 - maf);
             let r2: f64 = f[5].parse().unwrap_or(0.0);
-            let e = sums.entry(bin(maf)).or_default();
+            let e = sums.entry(maf_bin(maf)).or_default();
             e.0 += 1;
             e.1 += r2;
         } else {

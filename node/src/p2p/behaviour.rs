@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use fedimpute_protocol::jobs::{JOB_PROTOCOL, SignedJobMessage};
 use fedimpute_protocol::messages::{FEDERATION_PROTOCOL, FederationRequest, FederationResponse};
+use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse, FILE_PROTOCOL, MAX_CHUNK_BYTES};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, ping, request_response,
@@ -22,6 +24,11 @@ pub(super) struct NodeBehaviour {
     pub ping: ping::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
     pub federation: request_response::json::Behaviour<FederationRequest, FederationResponse>,
+    /// Signed job messages, both ways (requests from origins, pushed updates from hosts).
+    pub jobs: request_response::json::Behaviour<SignedJobMessage, SignedJobMessage>,
+    /// File chunks, pulled by the receiver. CBOR carries the bytes as they are (JSON would
+    /// need base64).
+    pub files: request_response::cbor::Behaviour<ChunkRequest, ChunkResponse>,
 }
 
 impl NodeBehaviour {
@@ -61,6 +68,19 @@ impl NodeBehaviour {
             federation: request_response::json::Behaviour::new(
                 [(StreamProtocol::new(FEDERATION_PROTOCOL), request_response::ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+            ),
+            jobs: request_response::json::Behaviour::new(
+                [(StreamProtocol::new(JOB_PROTOCOL), request_response::ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+            ),
+            files: request_response::cbor::Behaviour::with_codec(
+                request_response::cbor::codec::Codec::default()
+                    .set_request_size_maximum(64 * 1024)
+                    .set_response_size_maximum(u64::from(MAX_CHUNK_BYTES) + 64 * 1024),
+                [(StreamProtocol::new(FILE_PROTOCOL), request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(60))
+                    .with_max_concurrent_streams(256),
             ),
         })
     }

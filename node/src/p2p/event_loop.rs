@@ -16,8 +16,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::behaviour::{NodeBehaviour, NodeBehaviourEvent, advert_topic_score};
-use super::{Command, NetworkConfig, NetworkError, NetworkEvent};
+use super::{Command, JobNetworkEvent, NetworkConfig, NetworkError, NetworkEvent};
 use crate::identity::NodeIdentity;
+use fedimpute_protocol::jobs::SignedJobMessage;
+use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse};
 
 /// First retry after a failed dial; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -34,6 +36,7 @@ pub(super) struct EventLoop {
     local: PeerId,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetworkEvent>,
+    job_events: mpsc::Sender<JobNetworkEvent>,
     federation: watch::Receiver<Option<Arc<FederationConfig>>>,
     /// Members to stay connected to (never ourselves), with their listed addresses.
     members: HashMap<PeerId, Vec<Multiaddr>>,
@@ -42,6 +45,8 @@ pub(super) struct EventLoop {
     topic: Option<gossipsub::IdentTopic>,
     backoff: HashMap<PeerId, Backoff>,
     pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<FederationResponse, NetworkError>>)>,
+    pending_jobs: HashMap<OutboundRequestId, oneshot::Sender<Result<SignedJobMessage, NetworkError>>>,
+    pending_chunks: HashMap<OutboundRequestId, oneshot::Sender<Result<ChunkResponse, NetworkError>>>,
     listen_addrs: Vec<Multiaddr>,
     /// Remote address of each peer's first open connection.
     remote_addrs: HashMap<PeerId, Multiaddr>,
@@ -58,6 +63,7 @@ impl EventLoop {
         federation: watch::Receiver<Option<Arc<FederationConfig>>>,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetworkEvent>,
+        job_events: mpsc::Sender<JobNetworkEvent>,
     ) -> anyhow::Result<Self> {
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair().clone())
             .with_tokio()
@@ -74,12 +80,15 @@ impl EventLoop {
             local: identity.peer_id(),
             commands,
             events,
+            job_events,
             federation,
             members: HashMap::new(),
             config: None,
             topic: None,
             backoff: HashMap::new(),
             pending: HashMap::new(),
+            pending_jobs: HashMap::new(),
+            pending_chunks: HashMap::new(),
             listen_addrs: Vec::new(),
             remote_addrs: HashMap::new(),
             announced: HashSet::new(),
@@ -253,9 +262,12 @@ impl EventLoop {
                     let address = self.remote_addrs.get(&peer_id).cloned().unwrap_or_else(Multiaddr::empty);
                     tracing::info!(peer = %peer_id, %address, "connected");
                     emit(&self.events, NetworkEvent::Connected { peer: peer_id, address }).await;
+                    emit(&self.job_events, JobNetworkEvent::Connected { peer: peer_id }).await;
                 }
             }
             NodeBehaviourEvent::Federation(event) => self.on_federation_event(event).await,
+            NodeBehaviourEvent::Jobs(event) => self.on_job_event(event).await,
+            NodeBehaviourEvent::Files(event) => self.on_file_event(event).await,
             _ => {}
         }
     }
@@ -288,6 +300,56 @@ impl EventLoop {
         }
     }
 
+    async fn on_job_event(&mut self, event: request_response::Event<SignedJobMessage, SignedJobMessage>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    emit(&self.job_events, JobNetworkEvent::Message { peer, message: request, channel }).await;
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_jobs.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some(reply) = self.pending_jobs.remove(&request_id) {
+                    let _ =
+                        reply.send(Err(NetworkError::Request { peer: peer.to_string(), reason: error.to_string() }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "answering a job message failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    async fn on_file_event(&mut self, event: request_response::Event<ChunkRequest, ChunkResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    emit(&self.job_events, JobNetworkEvent::Chunk { peer, request, channel }).await;
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_chunks.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some(reply) = self.pending_chunks.remove(&request_id) {
+                    let _ =
+                        reply.send(Err(NetworkError::Request { peer: peer.to_string(), reason: error.to_string() }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "serving a file chunk failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Publish { data, reply } => {
@@ -315,6 +377,24 @@ impl EventLoop {
                     tracing::debug!("peer went away before our response");
                 }
             }
+            Command::JobRequest { peer, message, reply } => {
+                let id = self.swarm.behaviour_mut().jobs.send_request(&peer, message);
+                self.pending_jobs.insert(id, reply);
+            }
+            Command::JobRespond { channel, message } => {
+                if self.swarm.behaviour_mut().jobs.send_response(channel, message).is_err() {
+                    tracing::debug!("peer went away before our job answer");
+                }
+            }
+            Command::ChunkRequest { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().files.send_request(&peer, request);
+                self.pending_chunks.insert(id, reply);
+            }
+            Command::ChunkRespond { channel, response } => {
+                if self.swarm.behaviour_mut().files.send_response(channel, response).is_err() {
+                    tracing::debug!("peer went away before our chunk");
+                }
+            }
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.listen_addrs.clone());
             }
@@ -324,7 +404,7 @@ impl EventLoop {
 
 /// Hands an event to the node. Borrows only the sender, so no borrow of the (non-`Sync`) Swarm
 /// is held across the await.
-async fn emit(events: &mpsc::Sender<NetworkEvent>, event: NetworkEvent) {
+async fn emit<E>(events: &mpsc::Sender<E>, event: E) {
     if events.send(event).await.is_err() {
         tracing::debug!("no consumer for network events");
     }

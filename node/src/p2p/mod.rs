@@ -16,7 +16,9 @@ mod event_loop;
 use std::sync::Arc;
 
 use fedimpute_protocol::federation::FederationConfig;
+use fedimpute_protocol::jobs::SignedJobMessage;
 use fedimpute_protocol::messages::{FederationRequest, FederationResponse};
+use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse};
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
@@ -54,6 +56,24 @@ pub enum NetworkEvent {
     Listening { address: Multiaddr },
 }
 
+/// Inbound job traffic, for the jobs core to act on (kept apart from federation events so
+/// that neither waits behind the other).
+#[derive(Debug)]
+pub enum JobNetworkEvent {
+    /// A signed job message; answer with [`Network::respond_job`].
+    Message { peer: PeerId, message: SignedJobMessage, channel: ResponseChannel<SignedJobMessage> },
+    /// A peer pulls a chunk of a file; answer with [`Network::respond_chunk`].
+    Chunk { peer: PeerId, request: ChunkRequest, channel: ResponseChannel<ChunkResponse> },
+    /// A peer is connected and speaking: jobs waiting on it can go on.
+    Connected { peer: PeerId },
+}
+
+/// The two inbound event streams of the network.
+pub struct NetworkEvents {
+    pub federation: mpsc::Receiver<NetworkEvent>,
+    pub jobs: mpsc::Receiver<JobNetworkEvent>,
+}
+
 pub(crate) enum Command {
     Publish {
         data: Vec<u8>,
@@ -76,6 +96,24 @@ pub(crate) enum Command {
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
+    JobRequest {
+        peer: PeerId,
+        message: SignedJobMessage,
+        reply: oneshot::Sender<Result<SignedJobMessage, NetworkError>>,
+    },
+    JobRespond {
+        channel: ResponseChannel<SignedJobMessage>,
+        message: SignedJobMessage,
+    },
+    ChunkRequest {
+        peer: PeerId,
+        request: ChunkRequest,
+        reply: oneshot::Sender<Result<ChunkResponse, NetworkError>>,
+    },
+    ChunkRespond {
+        channel: ResponseChannel<ChunkResponse>,
+        response: ChunkResponse,
+    },
 }
 
 /// Cloneable handle on the network task.
@@ -97,12 +135,14 @@ impl Network {
         identity: &NodeIdentity,
         config: NetworkConfig,
         federation: watch::Receiver<Option<Arc<FederationConfig>>>,
-    ) -> anyhow::Result<(Self, mpsc::Receiver<NetworkEvent>)> {
+    ) -> anyhow::Result<(Self, NetworkEvents)> {
         let (command_tx, command_rx) = mpsc::channel(256);
         let (event_tx, event_rx) = mpsc::channel(1024);
-        let event_loop = event_loop::EventLoop::new(identity, &config, federation, command_rx, event_tx)?;
+        let (job_tx, job_rx) = mpsc::channel(1024);
+        let event_loop = event_loop::EventLoop::new(identity, &config, federation, command_rx, event_tx, job_tx)?;
         tokio::spawn(event_loop.run());
-        Ok((Self { commands: command_tx, local_peer_id: identity.peer_id() }, event_rx))
+        let events = NetworkEvents { federation: event_rx, jobs: job_rx };
+        Ok((Self { commands: command_tx, local_peer_id: identity.peer_id() }, events))
     }
 
     /// This node's PeerId.
@@ -136,6 +176,30 @@ impl Network {
     /// Answers a peer's request.
     pub async fn respond(&self, channel: ResponseChannel<FederationResponse>, response: FederationResponse) {
         let _ = self.send(Command::Respond { channel, response }).await;
+    }
+
+    /// Sends a signed job message to a peer and waits for its signed answer.
+    pub async fn job_request(&self, peer: PeerId, message: SignedJobMessage) -> Result<SignedJobMessage, NetworkError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::JobRequest { peer, message, reply }).await?;
+        rx.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// Answers a peer's job message.
+    pub async fn respond_job(&self, channel: ResponseChannel<SignedJobMessage>, message: SignedJobMessage) {
+        let _ = self.send(Command::JobRespond { channel, message }).await;
+    }
+
+    /// Asks a peer for a chunk of a file.
+    pub async fn chunk_request(&self, peer: PeerId, request: ChunkRequest) -> Result<ChunkResponse, NetworkError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ChunkRequest { peer, request, reply }).await?;
+        rx.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// Answers a peer's chunk request.
+    pub async fn respond_chunk(&self, channel: ResponseChannel<ChunkResponse>, response: ChunkResponse) {
+        let _ = self.send(Command::ChunkRespond { channel, response }).await;
     }
 
     /// The addresses the node listens on.

@@ -17,11 +17,21 @@ use crate::time::now_ms;
 pub enum JobState {
     Pending,
     Validating,
+    /// Host: accepted from an origin, inputs being pulled.
+    Received,
     Queued,
+    /// Origin: accepted by the host, which pulls the inputs.
+    Transferring,
     Running,
+    /// Origin: the host has results; pulling them.
+    FetchingResults,
     Completed,
     Failed,
     Cancelled,
+    /// Host: the origin confirmed it holds the results.
+    Delivered,
+    /// Host: inputs and results deleted after delivery or cancellation.
+    Purged,
 }
 
 impl JobState {
@@ -29,19 +39,40 @@ impl JobState {
         match self {
             JobState::Pending => "pending",
             JobState::Validating => "validating",
+            JobState::Received => "received",
             JobState::Queued => "queued",
+            JobState::Transferring => "transferring",
             JobState::Running => "running",
+            JobState::FetchingResults => "fetching_results",
             JobState::Completed => "completed",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
+            JobState::Delivered => "delivered",
+            JobState::Purged => "purged",
         }
     }
 
-    /// No further transition except an explicit retry.
+    /// No further transition except an explicit retry (or, at a host, delivery and purge).
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Completed | JobState::Failed | JobState::Cancelled)
+        !self.is_live()
+    }
+
+    /// Not yet ended: may still be cancelled.
+    pub fn is_live(self) -> bool {
+        LIVE_STATES.contains(&self)
     }
 }
+
+/// Every state of a job that has not ended.
+pub const LIVE_STATES: [JobState; 7] = [
+    JobState::Pending,
+    JobState::Validating,
+    JobState::Received,
+    JobState::Queued,
+    JobState::Transferring,
+    JobState::Running,
+    JobState::FetchingResults,
+];
 
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,11 +86,16 @@ impl FromStr for JobState {
         Ok(match s {
             "pending" => JobState::Pending,
             "validating" => JobState::Validating,
+            "received" => JobState::Received,
             "queued" => JobState::Queued,
+            "transferring" => JobState::Transferring,
             "running" => JobState::Running,
+            "fetching_results" => JobState::FetchingResults,
             "completed" => JobState::Completed,
             "failed" => JobState::Failed,
             "cancelled" => JobState::Cancelled,
+            "delivered" => JobState::Delivered,
+            "purged" => JobState::Purged,
             other => return Err(format!("unknown job state {other:?}")),
         })
     }
@@ -108,11 +144,31 @@ pub struct JobRow {
     pub finished_at: Option<i64>,
     pub inputs_deleted_at: Option<i64>,
     pub results_deleted_at: Option<i64>,
+    /// `local`, `origin`, `host` or `parent`.
+    pub role: String,
+    pub peer: Option<String>,
+    pub peer_user: Option<String>,
+    pub pinned_host: Option<String>,
+    pub allow_resubmit: bool,
+    pub excluded_hosts: String,
+    pub peer_seen_at: Option<i64>,
+    pub peer_closed_at: Option<i64>,
+    pub remote_results: Option<String>,
+    pub parent_id: Option<String>,
 }
 
 impl JobRow {
     pub fn state(&self) -> JobState {
         self.state.parse().unwrap_or(JobState::Failed)
+    }
+
+    pub fn role(&self) -> JobRole {
+        match self.role.as_str() {
+            "origin" => JobRole::Origin,
+            "host" => JobRole::Host,
+            "parent" => JobRole::Parent,
+            _ => JobRole::Local,
+        }
     }
 
     pub fn params(&self) -> JobParams {
@@ -167,6 +223,42 @@ pub struct StaleTransition {
     pub actual: String,
 }
 
+/// Where a job runs, relative to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobRole {
+    /// Here, for a local user.
+    #[default]
+    Local,
+    /// At another node (the host), for a local user.
+    Origin,
+    /// Here, for another node (the origin).
+    Host,
+    /// A multi-panel job: its children do the work.
+    Parent,
+}
+
+impl JobRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobRole::Local => "local",
+            JobRole::Origin => "origin",
+            JobRole::Host => "host",
+            JobRole::Parent => "parent",
+        }
+    }
+}
+
+/// How a new job is placed: its role and, for forwarded jobs, its peer.
+#[derive(Debug, Clone, Default)]
+pub struct JobPlacement {
+    pub role: JobRole,
+    pub peer: Option<String>,
+    pub peer_user: Option<String>,
+    pub pinned_host: Option<String>,
+    pub allow_resubmit: bool,
+    pub parent_id: Option<String>,
+}
+
 /// What a transition sets besides the state.
 #[derive(Debug, Default, Clone)]
 pub struct TransitionUpdate {
@@ -179,23 +271,27 @@ pub struct TransitionUpdate {
 }
 
 impl Store {
-    /// Creates a job in `validating` with its inputs.
+    /// Creates a job with its inputs, in `validating` (or, at a host, `received`).
     pub async fn create_job(
         &self,
         id: &str,
         owner_id: i64,
         p: &JobParams,
         inputs: &[JobInput],
+        placement: &JobPlacement,
     ) -> Result<(), StoreError> {
         let now = now_ms();
+        let state = if placement.role == JobRole::Host { JobState::Received } else { JobState::Validating };
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO jobs (id, owner_id, name, state, panel_id, build, engine, phasing, population, r2_filter, mode, \
-             created_at, updated_at) VALUES (?, ?, ?, 'validating', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, updated_at, role, peer, peer_user, pinned_host, allow_resubmit, parent_id, peer_seen_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(owner_id)
         .bind(&p.name)
+        .bind(state.as_str())
         .bind(&p.panel_id)
         .bind(&p.build)
         .bind(&p.engine)
@@ -205,8 +301,16 @@ impl Store {
         .bind(&p.mode)
         .bind(now)
         .bind(now)
+        .bind(placement.role.as_str())
+        .bind(&placement.peer)
+        .bind(&placement.peer_user)
+        .bind(&placement.pinned_host)
+        .bind(placement.allow_resubmit)
+        .bind(&placement.parent_id)
+        .bind(placement.peer.as_ref().map(|_| now))
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| StoreError::unique_as_conflict(e, "job"))?;
         for i in inputs {
             sqlx::query("INSERT INTO job_inputs (job_id, idx, name, sha256, size) VALUES (?, ?, ?, ?, ?)")
                 .bind(id)
@@ -217,13 +321,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            "INSERT INTO job_events (job_id, at, state, progress, message) VALUES (?, ?, 'validating', 0, 'submitted')",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let message = if placement.role == JobRole::Host { "received from the origin" } else { "submitted" };
+        sqlx::query("INSERT INTO job_events (job_id, at, state, progress, message) VALUES (?, ?, ?, 0, ?)")
+            .bind(id)
+            .bind(now)
+            .bind(state.as_str())
+            .bind(message)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -251,7 +356,8 @@ impl Store {
              error = COALESCE(?, CASE WHEN ? IN ('queued', 'running') THEN NULL ELSE error END), \
              qc_report = COALESCE(?, qc_report), summary = COALESCE(?, summary), \
              started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, \
-             finished_at = CASE WHEN ? IN ('completed', 'failed', 'cancelled') THEN ? ELSE NULL END \
+             finished_at = CASE WHEN ? IN ('completed', 'failed', 'cancelled') THEN ? \
+                                WHEN ? IN ('delivered', 'purged') THEN finished_at ELSE NULL END \
              WHERE id = ?",
         )
         .bind(to.as_str())
@@ -266,6 +372,7 @@ impl Store {
         .bind(now)
         .bind(to.as_str())
         .bind(now)
+        .bind(to.as_str())
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -431,7 +538,8 @@ impl Store {
 
     /// Jobs `owner` submitted since `since_ms`, for the monthly quota.
     pub async fn jobs_submitted_since(&self, owner: i64, since_ms: i64) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE owner_id = ? AND created_at >= ?")
+        // A multi-panel submission counts once (its parent), not once per panel.
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE owner_id = ? AND created_at >= ? AND parent_id IS NULL")
             .bind(owner)
             .bind(since_ms)
             .fetch_one(self.pool())
@@ -469,7 +577,7 @@ impl Store {
     pub async fn stored_bytes_of(&self, owner: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT COALESCE((SELECT SUM(i.size) FROM job_inputs i JOIN jobs j ON j.id = i.job_id \
-                              WHERE j.owner_id = ? AND j.inputs_deleted_at IS NULL), 0) \
+                              WHERE j.owner_id = ? AND j.inputs_deleted_at IS NULL AND j.parent_id IS NULL), 0) \
                   + COALESCE((SELECT SUM(r.size) FROM job_results r JOIN jobs j ON j.id = r.job_id \
                               WHERE j.owner_id = ? AND j.results_deleted_at IS NULL), 0)",
         )

@@ -5,6 +5,7 @@
 //! daemon: WAL allows it) always see the current schema.
 
 pub mod audit;
+pub mod federated_jobs;
 pub mod federation;
 pub mod jobs;
 pub mod panels;

@@ -133,7 +133,8 @@ impl Store {
 
     /// Every user, by id.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
+        // Other nodes' principals (`peer:...`, see federated_jobs) are not people: not listed.
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username NOT LIKE 'peer:%' ORDER BY id");
         let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(self.pool()).await?;
         rows.into_iter().map(User::try_from).collect()
     }

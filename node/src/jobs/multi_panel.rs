@@ -1,0 +1,268 @@
+//! Multi-panel jobs: one submission to several panels is a parent job with one child per panel
+//! (each an ordinary local or forwarded job). The parent's state and progress follow its
+//! children's; when all have completed, the parent merges their results ([`super::merge`]).
+//! Cancelling the parent cancels the children.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::JobsService;
+use super::merge::{MergeReport, PanelVcf, merge_chromosome, report_text};
+use crate::store::audit::{AuditEvent, Outcome};
+use crate::store::jobs::{JobResult, JobRole, JobRow, JobState, LIVE_STATES, TransitionUpdate};
+use crate::tool_args;
+
+/// Where the children of a parent are, taken together.
+#[derive(Debug, Clone, PartialEq)]
+enum Aggregate {
+    /// None has started.
+    Waiting,
+    /// Some are under way; mean progress.
+    Running(f64),
+    /// All completed: merge.
+    Completed,
+    /// All ended, not all completed: the reasons, per panel.
+    Failed(String),
+    /// All ended, all cancelled.
+    Cancelled,
+}
+
+/// How a child is named in reports: the panel reference the researcher gave.
+pub fn child_label(child: &JobRow) -> String {
+    match &child.pinned_host {
+        Some(host) => format!("{host}/{}", child.panel_id),
+        None => child.panel_id.clone(),
+    }
+}
+
+fn aggregate(children: &[JobRow]) -> Aggregate {
+    if children.iter().any(|c| c.state().is_live()) {
+        let started =
+            children.iter().any(|c| !matches!(c.state(), JobState::Pending | JobState::Validating | JobState::Queued));
+        let progress = children.iter().map(|c| c.progress).sum::<f64>() / children.len().max(1) as f64;
+        return if started || progress > 0.0 { Aggregate::Running(progress) } else { Aggregate::Waiting };
+    }
+    if !children.is_empty() && children.iter().all(|c| c.state() == JobState::Completed) {
+        return Aggregate::Completed;
+    }
+    if !children.is_empty() && children.iter().all(|c| c.state() == JobState::Cancelled) {
+        return Aggregate::Cancelled;
+    }
+    let reasons: Vec<String> = children
+        .iter()
+        .filter(|c| c.state() != JobState::Completed)
+        .map(|c| format!("{}: {}", child_label(c), c.error.clone().unwrap_or_else(|| c.state.clone())))
+        .collect();
+    Aggregate::Failed(reasons.join("; "))
+}
+
+impl JobsService {
+    /// Follows every parent's children until the process ends.
+    pub(super) async fn follow_parents(&self) {
+        let mut events = self.subscribe();
+        for parent in self.store.jobs_of_role(JobRole::Parent, &LIVE_STATES).await.unwrap_or_default() {
+            self.update_parent(&parent.id).await;
+        }
+        loop {
+            let event = match events.recv().await {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            let Ok(Some(job)) = self.store.job(&event.job_id).await else { continue };
+            if let Some(parent) = &job.parent_id {
+                self.update_parent(parent).await;
+            } else if job.role() == JobRole::Parent && job.state() == JobState::Cancelled {
+                for child in self.store.child_jobs(&job.id).await.unwrap_or_default() {
+                    if child.state().is_live() {
+                        let _ = self.cancel(&child.id, "node", "local").await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn update_parent(&self, parent_id: &str) {
+        let Ok(Some(parent)) = self.store.job(parent_id).await else { return };
+        if !parent.state().is_live() || parent.stage.as_deref() == Some("merging") {
+            return;
+        }
+        let Ok(children) = self.store.child_jobs(parent_id).await else { return };
+        let live = &LIVE_STATES;
+        match aggregate(&children) {
+            Aggregate::Waiting => {}
+            Aggregate::Running(progress) => {
+                let progress = progress * 0.95;
+                if parent.state() != JobState::Running {
+                    let update = TransitionUpdate {
+                        stage: Some("panels".into()),
+                        progress: Some(progress),
+                        message: Some(format!("{} panels under way", children.len())),
+                        ..Default::default()
+                    };
+                    let _ = self.transition(parent_id, live, JobState::Running, update).await;
+                } else if progress - parent.progress >= 0.01
+                    && let Ok(event) = self.store.job_progress(parent_id, "panels", progress, None).await
+                {
+                    self.publish(event);
+                }
+            }
+            Aggregate::Completed => self.merge(&parent, &children).await,
+            Aggregate::Failed(reason) => {
+                let update = TransitionUpdate { error: Some(reason), ..Default::default() };
+                if matches!(self.transition(parent_id, live, JobState::Failed, update).await, Ok(true)) {
+                    let _ = self.delete_inputs(parent_id).await;
+                }
+            }
+            Aggregate::Cancelled => {
+                let update =
+                    TransitionUpdate { message: Some("every panel's job was cancelled".into()), ..Default::default() };
+                let _ = self.transition(parent_id, live, JobState::Cancelled, update).await;
+            }
+        }
+    }
+
+    async fn merge(&self, parent: &JobRow, children: &[JobRow]) {
+        let update = TransitionUpdate {
+            stage: Some("merging".into()),
+            progress: Some(0.95),
+            message: Some("merging the panels' results".into()),
+            ..Default::default()
+        };
+        if !matches!(self.transition(&parent.id, &LIVE_STATES, JobState::Running, update).await, Ok(true)) {
+            return;
+        }
+        let (to, update) = match self.write_merge(parent, children).await {
+            Ok(report) => (
+                JobState::Completed,
+                TransitionUpdate {
+                    message: Some(format!("merged {} variants from {} panels", report.variants, report.panels.len())),
+                    ..Default::default()
+                },
+            ),
+            Err(reason) => (JobState::Failed, TransitionUpdate { error: Some(reason), ..Default::default() }),
+        };
+        if matches!(self.transition(&parent.id, &[JobState::Running], to, update).await, Ok(true)) {
+            let outcome = if to == JobState::Completed { Outcome::Success } else { Outcome::Failure };
+            self.audit(AuditEvent::new("node", "local", "job.finished", outcome).target(&parent.id).details(
+                json!({ "state": to.as_str(), "panels": children.iter().map(child_label).collect::<Vec<_>>() }),
+            ))
+            .await;
+            let _ = self.delete_inputs(&parent.id).await;
+        }
+    }
+
+    /// Merges every chromosome the children imputed; returns the report.
+    async fn write_merge(&self, parent: &JobRow, children: &[JobRow]) -> Result<MergeReport, String> {
+        let results = self.results_dir(&parent.id);
+        let _ = tokio::fs::remove_dir_all(&results).await;
+        self.store.clear_job_results(&parent.id).await.map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(&results).await.map_err(|e| e.to_string())?;
+        // Chromosome file name -> (label, path) of every child that has it, in panel order.
+        let mut chromosomes: std::collections::BTreeMap<String, Vec<(String, PathBuf)>> = Default::default();
+        for child in children {
+            for file in self.store.job_results(&child.id).await.map_err(|e| e.to_string())? {
+                if file.name.ends_with(".dose.vcf.gz") {
+                    let path = self.results_dir(&child.id).join(&file.name);
+                    chromosomes.entry(file.name).or_default().push((child_label(child), path));
+                }
+            }
+        }
+        if chromosomes.is_empty() {
+            return Err("no panel produced imputed VCFs to merge".into());
+        }
+        let mut report = MergeReport::default();
+        let tabix = self.config.engines.tabix.clone();
+        for (name, inputs) in chromosomes {
+            let out = results.join(name.replace(".dose.vcf.gz", ".merged.dose.vcf.gz"));
+            let out_for_merge = out.clone();
+            report = tokio::task::spawn_blocking(move || {
+                let panels: Vec<PanelVcf<'_>> =
+                    inputs.iter().map(|(label, path)| PanelVcf { panel: label, path }).collect();
+                merge_chromosome(&panels, &out_for_merge, &mut report).map(|()| report)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("merging {name}: {e}"))?;
+            crate::imputation::tools::run(&tabix, &tool_args!("-f", "-p", "vcf", out.as_os_str()), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            for path in [out.clone(), PathBuf::from(format!("{}.tbi", out.display()))] {
+                self.record_result(&parent.id, &path).await?;
+            }
+        }
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        for (file, text) in [("merge_report.json", json), ("merge_report.txt", report_text(&report))] {
+            tokio::fs::write(results.join(file), text).await.map_err(|e| e.to_string())?;
+            self.record_result(&parent.id, &results.join(file)).await?;
+        }
+        Ok(report)
+    }
+
+    async fn record_result(&self, id: &str, path: &std::path::Path) -> Result<(), String> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let file = crate::files::hash_file(path).await.map_err(|e| e.to_string())?;
+        self.store
+            .add_job_result(id, &JobResult { name, size: file.size as i64, sha256: file.sha256 })
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(panel: &str, state: &str, progress: f64, error: Option<&str>) -> JobRow {
+        JobRow {
+            id: panel.into(),
+            owner_id: 1,
+            name: String::new(),
+            state: state.into(),
+            stage: None,
+            progress,
+            panel_id: panel.into(),
+            build: "hg19".into(),
+            engine: "beagle".into(),
+            phasing: "beagle".into(),
+            population: None,
+            r2_filter: 0.0,
+            mode: "imputation".into(),
+            error: error.map(String::from),
+            qc_report: None,
+            summary: None,
+            attempts: 0,
+            created_at: 0,
+            updated_at: 0,
+            started_at: None,
+            finished_at: None,
+            inputs_deleted_at: None,
+            results_deleted_at: None,
+            role: "origin".into(),
+            peer: None,
+            peer_user: None,
+            pinned_host: None,
+            allow_resubmit: false,
+            excluded_hosts: String::new(),
+            peer_seen_at: None,
+            peer_closed_at: None,
+            remote_results: None,
+            parent_id: Some("p".into()),
+        }
+    }
+
+    #[test]
+    fn the_parent_follows_its_children() {
+        let queued = [child("a", "queued", 0.0, None), child("b", "queued", 0.0, None)];
+        assert_eq!(aggregate(&queued), Aggregate::Waiting);
+        let running = [child("a", "running", 0.5, None), child("b", "completed", 1.0, None)];
+        assert_eq!(aggregate(&running), Aggregate::Running(0.75));
+        let done = [child("a", "completed", 1.0, None), child("b", "completed", 1.0, None)];
+        assert_eq!(aggregate(&done), Aggregate::Completed);
+        let failed = [child("a", "completed", 1.0, None), child("b", "failed", 0.1, Some("input QC failed"))];
+        assert_eq!(aggregate(&failed), Aggregate::Failed("b: input QC failed".into()));
+        let cancelled = [child("a", "cancelled", 0.1, None), child("b", "cancelled", 0.0, None)];
+        assert_eq!(aggregate(&cancelled), Aggregate::Cancelled);
+    }
+}
