@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# fedimpute demo: from a fresh Debian machine to a running node you can log in to.
+# fedimpute demo: a three-node federation on this machine that imputes a sample VCF on a panel
+# hosted by a peer.
 #
-#   scripts/demo.sh          # set up, run the demo, stop the node at the end
-#   scripts/demo.sh --keep   # leave the node running afterwards
+#   scripts/demo.sh          # set up, run the demo, stop the nodes at the end
+#   scripts/demo.sh --keep   # leave the nodes running afterwards
 #
-# What it does now: installs what is missing (Rust build tools, Beagle, Minimac4, bcftools,
-# tabix), builds fedimpute, initialises a node under ./demo-data/, registers the simulated
-# reference panel from tests/data/, starts the node, creates a researcher with an API token,
-# imputes the sample genotyping-array VCF with Beagle through the node (following it live),
-# downloads the results and scores them against the truth, then shows the audit log and
-# verifies its hash chain. (The next layer turns this into a three-node federation that
-# imputes on a peer's panel.)
+# It installs what is missing (Rust build tools, Beagle, Minimac4, bcftools, tabix), builds
+# fedimpute, and under ./demo-data/:
+#   - initialises three nodes, A, B and C, listening on 127.0.0.1;
+#   - makes a federation admin key and a signed federation config listing the three nodes;
+#   - registers the simulated reference panel from tests/data/ on B and on C (A has none);
+#   - starts the nodes, which connect over mutually authenticated TLS and advertise their panels;
+#   - creates researcher 'rosalind' at A, who submits the sample array VCF at A for panel sim-afr:
+#     A checks the input, picks B or C, sends the job, and follows it live while the host
+#     imputes with Beagle; the results come back to A, and the host deletes its copies;
+#   - downloads the results from A, scores them against the simulated truth, and shows the
+#     job's trail in the audit logs of A and of the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,82 +30,100 @@ export PATH="$HOME/.cargo/bin:$PATH"
 say "building fedimpute"
 cargo build --locked -p fedimpute-node --bin fedimpute
 BIN="$ROOT/target/debug/fedimpute"
+FED_DIR="$ROOT/demo-data"
+# shellcheck source=scripts/lib/federation.sh
+source scripts/lib/federation.sh
 
-DATA="$ROOT/demo-data/node-a"
-if [ -f "$DATA/api.addr" ] && pid=$(pgrep -f "fedimpute run --config $DATA/node.toml"); then
-  say "stopping the demo node left from a previous run"
-  kill -TERM $pid || true; sleep 1
-fi
-rm -rf "$DATA"; mkdir -p "$DATA"
-PWFILE="$ROOT/demo-data/admin-password"
-umask 077
-python3 -c 'import secrets; print("demo-" + secrets.token_urlsafe(18))' > "$PWFILE"
+for node in a b c; do
+  if pid=$(pgrep -f "fedimpute run --config $FED_DIR/node-$node/node.toml"); then
+    say "stopping demo node $node left from a previous run"
+    kill -TERM $pid || true
+  fi
+done
+sleep 1
+rm -rf "$FED_DIR"
+json() { fed_json "$@"; }
+declare -A INSTITUTION=([a]="Demo Institute A" [b]="Demo Institute B" [c]="Demo Institute C")
+for node in a b c; do
+  say "initialising node $node for '${INSTITUTION[$node]}'"
+  fed_init "node-$node" "${INSTITUTION[$node]}"
+done
 
-say "initialising a node for 'Demo Institute A'"
-"$BIN" init --data-dir "$DATA" --institution "Demo Institute A" --api-listen 127.0.0.1:0 \
-  --p2p-listen /ip4/127.0.0.1/tcp/0 --admin-password-file "$PWFILE"
+say "the federation admin makes a key and signs a member list of A, B and C; each node installs it"
+fed_sign_config demo-federation node-a node-b node-c
+"$BIN" federation show "$FED_DIR/federation.json"
 
-say "registering the simulated reference panel (validate, index, bref3 for Beagle, msav for Minimac4)"
-"$BIN" panel add --config "$DATA/node.toml" --id sim-afr --name "Simulated panel (1,000 samples, chr20)" \
-  --build hg19 --population AFR --vcf tests/data/panel.vcf.gz --map tests/data/map.txt
+for node in b c; do
+  say "registering the simulated reference panel on node $node (validate, index, bref3, msav)"
+  "$BIN" panel add --config "$FED_DIR/node-$node/node.toml" --id sim-afr --name "Simulated panel (1,000 samples, chr20)" \
+    --build hg19 --population AFR --vcf tests/data/panel.vcf.gz --map tests/data/map.txt
+done
 
-say "starting the node"
-"$BIN" run --config "$DATA/node.toml" >"$ROOT/demo-data/node-a.log" 2>&1 &
-NODE_PID=$!
-stop_node() { kill -TERM "$NODE_PID" 2>/dev/null && wait "$NODE_PID" 2>/dev/null || true; }
-[ "$KEEP" = 1 ] || trap stop_node EXIT
-for _ in $(seq 1 300); do [ -s "$DATA/api.addr" ] && break; sleep 0.1; done
-[ -s "$DATA/api.addr" ] || { echo "node did not start; see demo-data/node-a.log" >&2; exit 1; }
-API="https://$(cat "$DATA/api.addr")"
-CURL=(curl -sS --fail-with-body --cacert "$DATA/tls/api.crt")
-echo "API at $API (log: demo-data/node-a.log)"
+say "starting the three nodes"
+[ "$KEEP" = 1 ] || trap fed_stop_all EXIT
+declare -A API
+for node in a b c; do
+  fed_start "node-$node"
+  API[$node]=$(fed_api "node-$node")
+  echo "node $node: API at ${API[$node]} (log: demo-data/node-$node.log)"
+done
+curl_at() { local node=$1; shift; fed_curl "node-$node" "$@"; }
+login() { fed_login "node-$1" "$2" "$3"; }
+PWFILE="$FED_DIR/admin-password"
+ADMIN_A=$(login a admin "$(cat "$PWFILE")")
 
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
+say "waiting until A sees B's and C's panels in the federation catalog"
+fed_wait_catalog node-a 2
+curl_at a -H "Authorization: Bearer $ADMIN_A" "${API[a]}/api/v1/catalog/panels" | python3 -c 'import json,sys
+for p in json.load(sys.stdin):
+    for h in p["hosts"]:
+        print("  panel %-8s %5d samples %6d sites  at %-17s reachable=%s" % (p["id"], p["samples"], p["sites"], h["institution"], h["reachable"]))'
 
-say "logging in as admin"
-ADMIN_TOKEN=$("${CURL[@]}" -H 'content-type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$(cat "$PWFILE")\"}" "$API/api/v1/auth/login" | json "['access_token']")
-"${CURL[@]}" -H "Authorization: Bearer $ADMIN_TOKEN" "$API/api/v1/me"; echo
+say "creating researcher 'rosalind' at A, with an API token for her scripts"
+curl_at a -H "Authorization: Bearer $ADMIN_A" -H 'content-type: application/json' \
+  -d '{"username":"rosalind","role":"researcher"}' "${API[a]}/api/v1/users" > "$FED_DIR/rosalind.json"
+R_TOKEN=$(login a rosalind "$(json "['generated_password']" < "$FED_DIR/rosalind.json")")
+API_TOKEN=$(curl_at a -H "Authorization: Bearer $R_TOKEN" -H 'content-type: application/json' \
+  -d '{"name":"analysis scripts","expires_in_days":30}' "${API[a]}/api/v1/me/tokens" | json "['token']")
 
-say "creating researcher 'rosalind' (the node generates her password)"
-"${CURL[@]}" -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \
-  -d '{"username":"rosalind","role":"researcher"}' "$API/api/v1/users" > "$ROOT/demo-data/rosalind.json"
-RPW=$(json "['generated_password']" < "$ROOT/demo-data/rosalind.json")
-R_TOKEN=$("${CURL[@]}" -H 'content-type: application/json' \
-  -d "{\"username\":\"rosalind\",\"password\":\"$RPW\"}" "$API/api/v1/auth/login" | json "['access_token']")
+say "rosalind submits the sample array VCF at A for panel sim-afr (hosted by B and C), following it live"
+"$BIN" job submit --node "${API[a]}" --token "$API_TOKEN" --ca-cert "$FED_DIR/node-a/tls/api.crt" --panel sim-afr \
+  --build hg19 --engine beagle --name "demo chr20" --allow-resubmit --watch tests/data/targets.vcf.gz |
+  tee "$FED_DIR/job.txt"
+JOB_ID=$(head -n 1 "$FED_DIR/job.txt")
 
-say "rosalind creates an API token for her scripts and uses it"
-API_TOKEN=$("${CURL[@]}" -H "Authorization: Bearer $R_TOKEN" -H 'content-type: application/json' \
-  -d '{"name":"analysis scripts","expires_in_days":30}' "$API/api/v1/me/tokens" | json "['token']")
-"${CURL[@]}" -H "Authorization: Bearer $API_TOKEN" "$API/api/v1/me"; echo
-echo -n "rosalind asking for the user list (admin only): "
-curl -s -o /dev/null -w '%{http_code}\n' --cacert "$DATA/tls/api.crt" -H "Authorization: Bearer $API_TOKEN" "$API/api/v1/users"
-
-say "rosalind imputes the sample array VCF on panel sim-afr with Beagle, following it live"
-"$BIN" job submit --node "$API" --token "$API_TOKEN" --ca-cert "$DATA/tls/api.crt" --panel sim-afr --build hg19 \
-  --engine beagle --name "demo chr20" --watch tests/data/targets.vcf.gz | tee "$ROOT/demo-data/job.txt"
-JOB_ID=$(head -n 1 "$ROOT/demo-data/job.txt")
-
-say "downloading the results"
-rm -rf "$ROOT/demo-data/results"
-"$BIN" job download --node "$API" --token "$API_TOKEN" --ca-cert "$DATA/tls/api.crt" --out "$ROOT/demo-data/results" "$JOB_ID"
-ls -l "$ROOT/demo-data/results"
+say "downloading the results from A (each file checked against its SHA-256)"
+"$BIN" job download --node "${API[a]}" --token "$API_TOKEN" --ca-cert "$FED_DIR/node-a/tls/api.crt" \
+  --out "$FED_DIR/results" "$JOB_ID"
+ls -l "$FED_DIR/results"
 
 say "accuracy against the simulated truth at the sites the array did not measure"
-python3 scripts/accuracy.py --imputed "$ROOT/demo-data/results/chr20.dose.vcf.gz" --truth tests/data/truth.vcf.gz \
+python3 scripts/accuracy.py --imputed "$FED_DIR/results/chr20.dose.vcf.gz" --truth tests/data/truth.vcf.gz \
   --targets tests/data/targets.vcf.gz --panel tests/data/panel.vcf.gz
 
-say "the audit log (newest first)"
-"${CURL[@]}" -H "Authorization: Bearer $ADMIN_TOKEN" "$API/api/v1/audit?limit=12" |
-  python3 -c 'import json,sys
-for e in json.load(sys.stdin)["entries"]:
-    print("  #%-3s %-14s %-8s %-16s %s" % (e["seq"], e["action"], e["outcome"], e["actor"], e["target"]))'
-"$BIN" audit verify --config "$DATA/node.toml"
+HOST_PEER=$(curl_at a -H "Authorization: Bearer $ADMIN_A" "${API[a]}/api/v1/jobs/$JOB_ID" | json "['peer']")
+HOST=b
+[ "$("$BIN" federation whoami --config "$FED_DIR/node-c/node.toml" | json "['peer_id']")" = "$HOST_PEER" ] && HOST=c
+ADMIN_HOST=$(login $HOST admin "$(cat "$PWFILE")")
+show_audit() {
+  curl_at "$1" -H "Authorization: Bearer $2" "${API[$1]}/api/v1/audit?limit=200" | python3 -c 'import json,sys
+job = sys.argv[1]
+for e in reversed(json.load(sys.stdin)["entries"]):
+    if e["target"] == job:
+        print("  #%-3s %-22s %-8s %s" % (e["seq"], e["action"], e["outcome"], e["actor"][:60]))' "$JOB_ID"
+}
+say "the job in A's audit log (the origin: it records the user)"
+show_audit a "$ADMIN_A"
+say "the job in ${INSTITUTION[$HOST]}'s audit log (the host: the origin node and a pseudonym, never the user name)"
+show_audit $HOST "$ADMIN_HOST"
+echo -n "the job at the host now: "
+curl_at $HOST -H "Authorization: Bearer $ADMIN_HOST" "${API[$HOST]}/api/v1/jobs/$JOB_ID" | json "['state']"
+for node in a b c; do "$BIN" audit verify --config "$FED_DIR/node-$node/node.toml"; done
 
 say "done"
 if [ "$KEEP" = 1 ]; then
-  echo "The node keeps running (pid $NODE_PID) at $API"
-  echo "Admin password: demo-data/admin-password. Stop it with: kill $NODE_PID"
+  echo "The nodes keep running (pids ${FED_PIDS[*]}): A at ${API[a]}, B at ${API[b]}, C at ${API[c]}"
+  echo "Admin password (all three): demo-data/admin-password. Stop them with: kill ${FED_PIDS[*]}"
 else
-  echo "Stopping the node (use --keep to leave it running)."
+  echo "Stopping the nodes (use --keep to leave them running)."
 fi

@@ -1,0 +1,87 @@
+# Shell helpers to run a local federation of fedimpute nodes on 127.0.0.1, for the demo and the
+# benchmarks. Source it after setting BIN (the fedimpute binary) and FED_DIR (a working folder).
+#
+#   fed_init NAME INSTITUTION            init node NAME under $FED_DIR/NAME (admin password in $FED_DIR/admin-password)
+#   fed_sign_config ID NAME...           admin key + signed config listing the nodes, applied on each
+#   fed_start NAME                       run the node in the background (log: $FED_DIR/NAME.log; pid: ${FED_PID[NAME]}), wait for its API
+#   fed_stop_all                         SIGTERM every node started here, and wait
+#   fed_api NAME                         https://127.0.0.1:PORT of a started node
+#   fed_curl NAME ARGS...                curl trusting that node's certificate
+#   fed_login NAME USER PASSWORD         prints an access token
+#   fed_set NAME KEY VALUE               sets KEY = VALUE in the node's node.toml (KEY must be there)
+
+: "${BIN:?set BIN to the fedimpute binary}" "${FED_DIR:?set FED_DIR to a working folder}"
+FED_PIDS=()
+declare -A FED_P2P FED_INSTITUTION FED_PID
+
+fed_json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
+fed_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+fed_init() {
+  local name=$1 institution=$2
+  mkdir -p "$FED_DIR"
+  [ -f "$FED_DIR/admin-password" ] ||
+    (umask 077; python3 -c 'import secrets; print("fed-" + secrets.token_urlsafe(18))' > "$FED_DIR/admin-password")
+  FED_P2P[$name]=$(fed_free_port)
+  FED_INSTITUTION[$name]=$institution
+  "$BIN" init --data-dir "$FED_DIR/$name" --institution "$institution" --name "$name" --api-listen 127.0.0.1:0 \
+    --p2p-listen "/ip4/127.0.0.1/tcp/${FED_P2P[$name]}" --admin-password-file "$FED_DIR/admin-password" >/dev/null
+}
+
+fed_sign_config() {
+  local id=$1; shift
+  local config="$FED_DIR/federation.json" admin
+  admin=$("$BIN" federation keygen --out "$FED_DIR/federation-admin.key")
+  "$BIN" federation new --id "$id" --threshold 1 --admin "$admin" --advert-interval-secs 10 --out "$config" >/dev/null
+  for name in "$@"; do
+    "$BIN" federation add-member "$config" --institution "${FED_INSTITUTION[$name]}" \
+      --peer-id "$("$BIN" federation whoami --config "$FED_DIR/$name/node.toml" | fed_json "['peer_id']")" \
+      --address "/ip4/127.0.0.1/tcp/${FED_P2P[$name]}" >/dev/null
+  done
+  "$BIN" federation sign "$config" --key "$FED_DIR/federation-admin.key" >/dev/null
+  for name in "$@"; do "$BIN" federation apply --config "$FED_DIR/$name/node.toml" "$config" >/dev/null; done
+}
+
+fed_set() {
+  local file="$FED_DIR/$1/node.toml"
+  grep -q "^$2 = " "$file" || { echo "$2 is not in $file" >&2; return 1; }
+  sed -i "s|^$2 = .*|$2 = $3|" "$file"
+}
+
+fed_start() {
+  local name=$1
+  rm -f "$FED_DIR/$name/api.addr"
+  RUST_LOG=${RUST_LOG:-info} "$BIN" run --config "$FED_DIR/$name/node.toml" >"$FED_DIR/$name.log" 2>&1 &
+  FED_PIDS+=($!)
+  FED_PID[$name]=$!
+  for _ in $(seq 1 300); do [ -s "$FED_DIR/$name/api.addr" ] && return 0; sleep 0.1; done
+  echo "node $name did not start; see $FED_DIR/$name.log" >&2
+  return 1
+}
+
+fed_stop_all() {
+  local p
+  for p in "${FED_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${FED_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
+fed_api() { echo "https://$(cat "$FED_DIR/$1/api.addr")"; }
+fed_curl() { local name=$1; shift; curl -sS --fail-with-body --cacert "$FED_DIR/$name/tls/api.crt" "$@"; }
+fed_login() {
+  fed_curl "$1" -H 'content-type: application/json' -d "{\"username\":\"$2\",\"password\":\"$3\"}" \
+    "$(fed_api "$1")/api/v1/auth/login" | fed_json "['access_token']"
+}
+
+# Waits until node NAME's catalog lists COUNT reachable (panel, host) pairs.
+fed_wait_catalog() {
+  local name=$1 count=$2 token n
+  token=$(fed_login "$name" admin "$(cat "$FED_DIR/admin-password")")
+  for _ in $(seq 1 240); do
+    n=$(fed_curl "$name" -H "Authorization: Bearer $token" "$(fed_api "$name")/api/v1/catalog/panels" |
+      python3 -c 'import json,sys; print(sum(1 for p in json.load(sys.stdin) for h in p["hosts"] if h["reachable"]))')
+    [ "$n" = "$count" ] && return 0
+    sleep 0.5
+  done
+  echo "node $name's catalog did not reach $count hosts" >&2
+  return 1
+}
