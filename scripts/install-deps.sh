@@ -2,10 +2,11 @@
 # Installs what fedimpute's build, tests and demo need on a Debian machine, skipping what is
 # already there. Safe to run repeatedly. Run as root (or with sudo available).
 #
-#   scripts/install-deps.sh            # build + test dependencies
+#   scripts/install-deps.sh            # build, test, demo and benchmark dependencies
 #
-# Later layers add the imputation engines (beagle, minimac4, bcftools, tabix) and the browser
-# for UI tests here, so that test.sh and demo.sh stay one command each.
+# Debian packages: build tools, the imputation engines (Beagle 5.4, Minimac4) with bcftools and
+# tabix and a Java runtime, Python's venv (for scripts/simulate.sh), Chromium for the browser
+# tests, and Node.js with npm to drive it (playwright-core); then rustfmt and clippy.
 set -euo pipefail
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -16,8 +17,13 @@ if [ "$(id -u)" -ne 0 ]; then
     log "not root and no sudo: install these Debian packages yourself: $*"; fi
 fi
 
-# Debian packages: build tools for C parts of crates (SQLite, aws-lc), and what the scripts use.
-APT_PACKAGES=(ca-certificates curl python3 gcc g++ make cmake pkg-config)
+# Debian packages: build tools for C parts of crates (SQLite, aws-lc), the engines and tools
+# jobs run, and what the scripts and browser tests use.
+APT_PACKAGES=(ca-certificates curl python3 python3-venv gcc g++ make cmake pkg-config
+  beagle minimac4 bcftools tabix default-jre-headless chromium)
+# Node.js may come from elsewhere (e.g. NodeSource, whose nodejs bundles npm); only if there is
+# none, Debian's.
+command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -7,6 +7,7 @@
 # build. Prints a Markdown table.
 #
 #   scripts/bench/transfer.sh [SIZE_MIB]     (default 1024)
+#   CHUNK_BYTES=... PARALLEL_CHUNKS=... scripts/bench/transfer.sh   (the host's [transfer] settings)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -20,18 +21,20 @@ FED_DIR=$(mktemp -d)
 source scripts/lib/federation.sh
 trap 'fed_stop_all; rm -rf "$FED_DIR"' EXIT
 
-# A valid, sorted, one-chromosome VCF of about SIZE_MIB compressed: random IDs do not compress.
+# A valid, sorted, one-chromosome VCF of 20 samples and about SIZE_MIB compressed: random IDs
+# do not compress.
 python3 - "$FED_DIR/big.vcf" "$SIZE_MIB" <<'PY'
 import os, sys, base64
 path, mib = sys.argv[1], int(sys.argv[2])
-target = mib * 1024 * 1024 * 100 // 73   # base64 text compresses to about 73%
+target = mib * 1024 * 1024 * 100 // 69   # this text compresses to about 70%
 with open(path, "w") as f:
     f.write("##fileformat=VCFv4.2\n##contig=<ID=20>\n##FORMAT=<ID=GT,Number=1,Type=String,Description=\"Genotype\">\n")
-    f.write("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\n")
+    f.write("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(f"s{i}" for i in range(20)) + "\n")
+    genotypes = "\t0|1" * 20
     written, pos = 0, 0
     while written < target:
         pos += 1
-        line = "20\t%d\t%s\tA\tG\t.\tPASS\t.\tGT\t0|1\n" % (pos, base64.b64encode(os.urandom(768)).decode())
+        line = "20\t%d\t%s\tA\tG\t.\tPASS\t.\tGT%s\n" % (pos, base64.b64encode(os.urandom(768)).decode(), genotypes)
         f.write(line)
         written += len(line)
 PY
@@ -42,6 +45,8 @@ BYTES=$(stat -c %s "$BIG")
 fed_init a "Bench A"
 fed_init b "Bench B"
 fed_sign_config bench a b
+[ -z "${CHUNK_BYTES:-}" ] || fed_set b chunk_bytes "$CHUNK_BYTES"
+[ -z "${PARALLEL_CHUNKS:-}" ] || fed_set b parallel_chunks "$PARALLEL_CHUNKS"
 "$BIN" panel add --config "$FED_DIR/b/node.toml" --id sim --name Sim --build hg19 --population AFR \
   --vcf tests/data/panel.vcf.gz --map tests/data/map.txt >/dev/null 2>&1
 RUST_LOG=warn fed_start a
@@ -49,7 +54,7 @@ RUST_LOG=warn fed_start b
 fed_wait_catalog a 1
 TOKEN=$(fed_login a admin "$(cat "$FED_DIR/admin-password")")
 JOB=$("$BIN" job submit --node "$(fed_api a)" --token "$TOKEN" --ca-cert "$FED_DIR/a/tls/api.crt" \
-  --panel sim --build hg19 --mode qc_only "$BIG" 2>/dev/null | head -n 1)
+  --panel sim --build hg19 --mode qc_only "$BIG" | head -n 1)
 
 python3 - "$(fed_api b)/metrics" "$FED_DIR/b/tls/api.crt" "$BYTES" "${FED_PID[a]}" "${FED_PID[b]}" > "$FED_DIR/p2p.txt" <<'PY'
 import ssl, sys, time, urllib.request
@@ -66,8 +71,10 @@ def rss(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 deadline = time.time() + 900
-while received() == 0 and time.time() < deadline:
+first = received()
+while first == 0 and time.time() < deadline:
     time.sleep(0.05)
+    first = received()
 start = time.time()
 samples = {p: [] for p in pids}
 while time.time() < deadline:
@@ -77,7 +84,8 @@ while time.time() < deadline:
         break
     time.sleep(0.2)
 secs = time.time() - start
-print(secs, *[f"{min(s):.0f}-{max(s):.0f}" for s in samples.values()])
+# Timed from the first byte seen: scale to the whole file.
+print(secs * size / max(size - first, 1), *[f"{min(s):.0f}-{max(s):.0f}" for s in samples.values()])
 PY
 read -r P2P_SECS RSS_A RSS_B < "$FED_DIR/p2p.txt"
 fed_curl a -X POST -H "Authorization: Bearer $TOKEN" "$(fed_api a)/api/v1/jobs/$JOB/cancel" >/dev/null || true

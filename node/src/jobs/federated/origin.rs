@@ -111,11 +111,24 @@ impl Federated {
     async fn fail(&self, job: &JobRow, reason: String) -> Step {
         tracing::info!(job = %job.id, %reason, "forwarded job failed");
         let update = TransitionUpdate { error: Some(reason), ..Default::default() };
-        if let Err(e) = self.jobs.transition(&job.id, &LIVE_STATES, JobState::Failed, update).await {
-            tracing::error!(job = %job.id, error = %e, "cannot record a failure");
-            return Step::Wait(RETRY);
+        match self.jobs.transition(&job.id, &LIVE_STATES, JobState::Failed, update).await {
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "cannot record a failure");
+                return Step::Wait(RETRY);
+            }
+            Ok(true) => self.drop_inputs(&job.id).await,
+            Ok(false) => {}
         }
         Step::Again
+    }
+
+    /// As for a job run here: an ended job's inputs go, unless the node is set to keep them.
+    async fn drop_inputs(&self, id: &str) {
+        if self.jobs.config.jobs.delete_inputs_when_done
+            && let Err(e) = self.jobs.delete_inputs(id).await
+        {
+            tracing::warn!(job = %id, error = %e, "could not delete the job's inputs");
+        }
     }
 
     async fn forward(&self, job: &JobRow) -> Step {
@@ -293,7 +306,10 @@ impl Federated {
                             qc_report,
                             ..Default::default()
                         };
-                        let _ = self.jobs.transition(&job.id, &LIVE_STATES, JobState::Failed, update).await;
+                        let failed = self.jobs.transition(&job.id, &LIVE_STATES, JobState::Failed, update).await;
+                        if matches!(failed, Ok(true)) {
+                            self.drop_inputs(&job.id).await;
+                        }
                     }
                     "cancelled" if state.is_live() => {
                         let update =
@@ -395,13 +411,9 @@ impl Federated {
             qc_report: read("qc_report.json"),
             ..Default::default()
         };
-        if matches!(
-            self.jobs.transition(&job.id, &[JobState::FetchingResults], JobState::Completed, update).await,
-            Ok(true)
-        ) && self.jobs.config.jobs.delete_inputs_when_done
-            && let Err(e) = self.jobs.delete_inputs(&job.id).await
-        {
-            tracing::warn!(job = %job.id, error = %e, "could not delete the job's inputs");
+        let completed = self.jobs.transition(&job.id, &[JobState::FetchingResults], JobState::Completed, update).await;
+        if matches!(completed, Ok(true)) {
+            self.drop_inputs(&job.id).await;
         }
         Step::Again
     }
