@@ -22,6 +22,7 @@ use crate::store::audit::{AuditEvent, Outcome};
 /// Runs the node until a shutdown signal, then stops accepting, lets in-flight requests finish
 /// (up to `api.shutdown_grace_secs`), records the stop and closes the database.
 pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::install()?;
     let NodeHandle { store, identity, auth, .. } = NodeHandle::from_config(config.clone()).await?;
     let peer_id = identity.peer_id().to_string();
     let metrics = Metrics::new();
@@ -113,7 +114,7 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         .await?;
     tracing::info!(%peer_id, api = %format!("https://{bound}"), institution = %config.node.institution, "node started");
 
-    let signal = shutdown_signal().await;
+    let signal = signals.wait().await;
     tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
     handle.graceful_shutdown(Some(Duration::from_secs(config.api.shutdown_grace_secs)));
     match server.await {
@@ -134,18 +135,26 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
     Ok(())
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT will stop the node");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+/// SIGINT and SIGTERM, registered as soon as this is made: a signal that arrives before the
+/// node waits for it (e.g. right after `api.addr` appears) still stops it cleanly.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
+    }
+
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
     }
 }
