@@ -233,7 +233,7 @@ async fn a_host_gone_past_the_timeout_fails_the_job_or_moves_it_when_allowed() {
     assert!(error.contains(fed.nodes[doomed].institution()), "{failed}");
 
     let moved = wait_state(a, &ta, &movable, &["completed", "failed"], Duration::from_secs(300)).await;
-    assert_eq!(moved["state"], "completed", "{moved}");
+    assert_eq!(moved["state"], "completed", "{moved}\nA's log:\n{}", a.log());
     assert_eq!(moved["peer"], fed.nodes[other].peer_id(), "{moved}");
     assert_eq!(a.audit("job.host_unreachable").await.unwrap().len(), 2);
 }

@@ -375,6 +375,11 @@ impl Federated {
             let partial = staging.join(format!("{}.part", input.sha256));
             match pull.run(&partial).await {
                 Ok(()) => {}
+                Err(PullError::Unreachable(e)) if self.federation.peers.get(&origin).connected => {
+                    tracing::debug!(job = %job.id, error = %e, "origin connected but slow; will resume the upload");
+                    let _ = self.jobs.store.touch_peer(&job.id).await;
+                    return Ok(false);
+                }
                 Err(PullError::Unreachable(e)) => {
                     let silent = now_ms() - job.peer_seen_at.unwrap_or(job.created_at);
                     let timeout = self.jobs.config.transfer.peer_timeout_secs;

@@ -212,9 +212,16 @@ impl Federated {
         }
     }
 
-    /// The host did not answer. Within the timeout: try again later. Beyond it: another host
-    /// if the researcher allowed it, else fail with the reason.
+    /// The host did not answer. While it is connected, or within the timeout since it last
+    /// was: try again later. Beyond it: another host if the researcher allowed it, else fail
+    /// with the reason.
     async fn unreachable(&self, job: &JobRow, host: &str, error: &str) -> Step {
+        // Connected (a slow answer, on a busy host): not gone. Only silence counts.
+        if self.federation.peers.get(host).connected {
+            tracing::debug!(job = %job.id, %host, %error, "host connected but did not answer; will retry");
+            let _ = self.jobs.store.touch_peer(&job.id).await;
+            return Step::Wait(RETRY);
+        }
         let seen = job.peer_seen_at.unwrap_or(job.updated_at);
         let silent_ms = now_ms() - seen;
         if silent_ms < self.timeout_ms() {
