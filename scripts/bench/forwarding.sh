@@ -19,11 +19,7 @@ FED_DIR=$(mktemp -d)
 source scripts/lib/federation.sh
 trap 'fed_stop_all; rm -rf "$FED_DIR"' EXIT
 
-fed_init a "Bench A"
-fed_init b "Bench B"
-fed_sign_config bench a b
-"$BIN" panel add --config "$FED_DIR/b/node.toml" --id sim --name Sim --build hg19 --population AFR \
-  --vcf tests/data/panel.vcf.gz --map tests/data/map.txt >/dev/null 2>&1
+fed_origin_and_host Bench bench sim
 RUST_LOG=warn fed_start a
 RUST_LOG=warn fed_start b
 fed_wait_catalog a 1

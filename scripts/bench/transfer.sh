@@ -42,13 +42,9 @@ bgzip -@2 -f "$FED_DIR/big.vcf"
 BIG="$FED_DIR/big.vcf.gz"
 BYTES=$(stat -c %s "$BIG")
 
-fed_init a "Bench A"
-fed_init b "Bench B"
-fed_sign_config bench a b
+fed_origin_and_host Bench bench sim
 [ -z "${CHUNK_BYTES:-}" ] || fed_set b chunk_bytes "$CHUNK_BYTES"
 [ -z "${PARALLEL_CHUNKS:-}" ] || fed_set b parallel_chunks "$PARALLEL_CHUNKS"
-"$BIN" panel add --config "$FED_DIR/b/node.toml" --id sim --name Sim --build hg19 --population AFR \
-  --vcf tests/data/panel.vcf.gz --map tests/data/map.txt >/dev/null 2>&1
 RUST_LOG=warn fed_start a
 RUST_LOG=warn fed_start b
 fed_wait_catalog a 1

@@ -9,6 +9,8 @@
 #   fed_curl NAME ARGS...                curl trusting that node's certificate
 #   fed_login NAME USER PASSWORD         prints an access token
 #   fed_set NAME KEY VALUE               sets KEY = VALUE in the node's node.toml (KEY must be there)
+#   fed_origin_and_host LABEL ID PANEL   nodes a ("LABEL Origin A", no panel) and b ("LABEL Host B",
+#                                        the committed test panel as PANEL) in federation ID
 
 : "${BIN:?set BIN to the fedimpute binary}" "${FED_DIR:?set FED_DIR to a working folder}"
 FED_PIDS=()
@@ -84,4 +86,13 @@ fed_wait_catalog() {
   done
   echo "node $name's catalog did not reach $count hosts" >&2
   return 1
+}
+
+fed_origin_and_host() {
+  local label=$1 id=$2 panel=$3
+  fed_init a "$label Origin A"
+  fed_init b "$label Host B"
+  fed_sign_config "$id" a b
+  "$BIN" panel add --config "$FED_DIR/b/node.toml" --id "$panel" --name "Simulated panel (chr20)" --build hg19 \
+    --population AFR --vcf tests/data/panel.vcf.gz --map tests/data/map.txt >/dev/null
 }
