@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check fedimpute's CI runs: formatting, lints, and the whole test suite (unit tests
-# and multi-process tests that start real nodes on 127.0.0.1). Installs what is missing first.
+# and multi-process tests that start real nodes on 127.0.0.1), then the web UI in a real browser.
+# Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +14,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== browser tests (Chromium + playwright-core; screenshots in docs/screenshots/)"
+tests/browser/run.sh

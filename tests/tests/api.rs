@@ -129,3 +129,41 @@ async fn json_logs_are_one_object_per_line() {
         assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
     }
 }
+
+#[tokio::test]
+async fn the_web_ui_is_served_from_the_binary_under_a_strict_content_security_policy() {
+    let node = running_node().await;
+    let client = node.client();
+    let index = client.get(format!("{}/", node.base_url())).send().await.unwrap();
+    assert_eq!(index.status(), StatusCode::OK);
+    let csp = index.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(index.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = index.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/ui/app.js">"#), "{html}");
+    let app = client.get(format!("{}/ui/app.js", node.base_url())).send().await.unwrap();
+    assert_eq!(app.status(), StatusCode::OK);
+    assert!(app.headers()["content-type"].to_str().unwrap().contains("javascript"));
+    let missing = client.get(format!("{}/ui/../node.toml", node.base_url())).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let missing = client.get(format!("{}/ui/nope.js", node.base_url())).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_node_view_shows_its_policy_to_admins_only() {
+    let node = running_node().await;
+    let admin = node.admin_token().await.unwrap();
+    let (status, view) = node.get("/node", &admin).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["institution"], "Inst A");
+    assert_eq!(view["peer_id"], node.peer_id());
+    assert_eq!(view["policy"]["accept_from"], serde_json::json!([]));
+    assert!(view["transfer"]["peer_timeout_secs"].as_u64().unwrap() > 0);
+    let (_, user) = node
+        .send(reqwest::Method::POST, "/users", &admin, &serde_json::json!({"username": "rosa", "role": "researcher"}))
+        .await
+        .unwrap();
+    let rosa = node.token_for("rosa", user["generated_password"].as_str().unwrap()).await.unwrap();
+    assert_eq!(node.get("/node", &rosa).await.unwrap().0, StatusCode::FORBIDDEN);
+}

@@ -11,8 +11,10 @@ pub mod federation;
 pub mod health;
 pub mod jobs;
 pub mod me;
+pub mod node;
 pub mod openapi;
 pub mod panels;
+pub mod ui;
 pub mod users;
 
 use std::sync::Arc;
@@ -69,6 +71,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(federation::router())
         .merge(panels::router())
         .merge(jobs::router(state.config.jobs.max_upload_bytes))
+        .merge(node::router())
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }));
 
     let layers = ServiceBuilder::new()
@@ -86,6 +89,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .merge(health::router())
+        .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), track_metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -1,0 +1,88 @@
+// The fedimpute web UI: a hash-routed single page served by the node itself.
+
+import { login, logout, me, restore } from './api.js';
+import { errorBox, field, h, mount } from './dom.js';
+import { federationPage } from './federation.js';
+import { jobPage, jobsPage, newJobPage } from './jobs.js';
+import { auditPage, panelsPage, policyPage, tokensPage, usersPage } from './admin.js';
+
+const main = document.getElementById('main');
+let leave = null; // cleanup of the current page (live streams)
+
+const routes = [
+  { path: /^#\/federation$/, title: 'Federation', view: federationPage, nav: 'Federation' },
+  { path: /^#\/jobs$/, title: 'Jobs', view: jobsPage, nav: 'Jobs' },
+  { path: /^#\/jobs\/new$/, title: 'New job', view: newJobPage, nav: 'New job', roles: ['admin', 'researcher'] },
+  { path: /^#\/jobs\/([0-9a-f]+)$/, title: 'Job', view: jobPage },
+  { path: /^#\/tokens$/, title: 'API tokens', view: tokensPage, nav: 'API tokens' },
+  { path: /^#\/admin\/users$/, title: 'Users', view: usersPage, nav: 'Users', roles: ['admin'] },
+  { path: /^#\/admin\/panels$/, title: 'Panels and services', view: panelsPage, nav: 'Panels', roles: ['admin'] },
+  { path: /^#\/admin\/policy$/, title: 'Data policy', view: policyPage, nav: 'Policy', roles: ['admin'] },
+  { path: /^#\/admin\/audit$/, title: 'Audit log', view: auditPage, nav: 'Audit', roles: ['admin', 'auditor'] },
+];
+
+function navigation(user) {
+  const nav = document.getElementById('nav');
+  const current = location.hash;
+  mount(nav, h('ul', {}, routes.filter((r) => r.nav && (!r.roles || r.roles.includes(user.role))).map((r) => {
+    const href = r.path.source.replace(/^\^/, '').replace(/\$$/, '').replace(/\\\//g, '/');
+    return h('li', {}, h('a', { href, 'aria-current': current === href ? 'page' : undefined }, r.nav));
+  })));
+  mount(document.getElementById('who'),
+    h('span', {}, `${user.username} (${user.role})`),
+    h('button.link', { type: 'button', on: { click: async () => { await logout(); location.hash = '#/login'; render(); } } }, 'Log out'));
+}
+
+function loginPage() {
+  const user = h('input', { name: 'username', autocomplete: 'username', required: true });
+  const pass = h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+  const status = h('div', { 'aria-live': 'polite' });
+  const form = h('form.card.narrow', {
+    on: {
+      submit: async (e) => {
+        e.preventDefault();
+        mount(status);
+        try {
+          await login(user.value.trim(), pass.value);
+          pass.value = '';
+          location.hash = '#/federation';
+        } catch (err) {
+          mount(status, errorBox(err.status === 401 ? 'Wrong user name or password.' : err));
+        }
+      },
+    },
+  }, h('h1', {}, 'Log in'), field('User name', user), field('Password', pass), status,
+  h('button', { type: 'submit' }, 'Log in'));
+  mount(document.getElementById('nav'));
+  mount(document.getElementById('who'));
+  mount(main, form);
+  user.focus();
+}
+
+async function render(event) {
+  if (leave) { leave(); leave = null; }
+  const user = me();
+  if (!user) return loginPage();
+  if (!location.hash || location.hash === '#/login') { location.hash = '#/federation'; return; }
+  navigation(user);
+  const route = routes.find((r) => r.path.test(location.hash));
+  if (!route) { mount(main, h('h1', {}, 'Not found'), h('p', {}, 'There is no such page.')); return; }
+  document.title = `${route.title} · fedimpute`;
+  if (route.roles && !route.roles.includes(user.role)) {
+    mount(main, h('h1', {}, 'Not allowed'), h('p.error', { role: 'alert' }, `${route.title} is for ${route.roles.join(' and ')} accounts only.`));
+    return;
+  }
+  const params = location.hash.match(route.path).slice(1);
+  mount(main, h('p', {}, 'Loading…'));
+  try {
+    leave = (await route.view(main, ...params)) || null;
+  } catch (err) {
+    mount(main, h('h1', {}, route.title), errorBox(err));
+  }
+  // After a move within the app, focus goes to the new content (screen readers announce it);
+  // on first load it stays at the top, where the skip link is.
+  if (event) main.focus({ preventScroll: true });
+}
+
+window.addEventListener('hashchange', render);
+restore().catch(() => null).finally(() => render());

@@ -1,0 +1,54 @@
+// The federation: members and their connections, the config, and the panel catalog.
+
+import { api } from './api.js';
+import { badge, field, h, mount, table, when } from './dom.js';
+
+export async function federationPage(main) {
+  const fed = await api('/federation');
+  const members = (fed.members || []).map((m) => h('tr', {},
+    h('td', {}, m.institution, m.connection === 'self' ? ' (this node)' : ''),
+    h('td', {}, badge(m.connection === 'self' ? 'this node' : m.connection)),
+    h('td', {}, when(m.last_seen)),
+    h('td', {}, m.rtt_ms == null ? '—' : `${Number(m.rtt_ms).toFixed(1)} ms`),
+    h('td', {}, m.reachable ? 'yes' : 'no'),
+    h('td.mono', {}, m.peer_id.slice(0, 16) + '…')));
+
+  const build = h('select', {}, h('option', { value: '' }, 'any'), h('option', {}, 'hg19'), h('option', {}, 'hg38'));
+  const population = h('input', { placeholder: 'e.g. AFR' });
+  const host = h('input', { placeholder: 'node or PeerId' });
+  const results = h('div', { 'aria-live': 'polite' });
+  const load = async () => {
+    const q = new URLSearchParams();
+    if (build.value) q.set('build', build.value);
+    if (population.value.trim()) q.set('population', population.value.trim());
+    if (host.value.trim()) q.set('node', host.value.trim());
+    const panels = await api(`/catalog/panels?${q}`);
+    const rows = panels.flatMap((p) => p.hosts.map((hst) => h('tr', {},
+      h('td', {}, h('strong', {}, p.id), h('br'), p.name),
+      h('td', {}, p.build),
+      h('td', {}, (p.populations || []).join(', ')),
+      h('td', {}, Number(p.samples).toLocaleString()),
+      h('td', {}, Number(p.sites).toLocaleString()),
+      h('td', {}, (p.chromosomes || []).join(', ')),
+      h('td', {}, hst.institution || hst.node_name),
+      h('td', {}, badge(hst.reachable ? 'reachable' : 'unreachable')))));
+    mount(results, table(['Panel', 'Build', 'Populations', 'Samples', 'Sites', 'Chromosomes', 'Host', 'Host health'], rows, 'Reference panels in the federation'));
+  };
+  for (const el of [build, population, host]) el.addEventListener('change', load);
+  const filters = h('form.filters', { on: { submit: (e) => { e.preventDefault(); load(); } } },
+    field('Build', build), field('Population', population), field('Host', host), h('button', { type: 'submit' }, 'Filter'));
+
+  mount(main,
+    h('h1', {}, 'Federation'),
+    h('section.card', {},
+      h('h2', {}, 'Config'),
+      h('dl.facts', {},
+        h('dt', {}, 'Status'), h('dd', {}, badge(fed.status || 'unknown'), fed.reason ? ` ${fed.reason}` : ''),
+        h('dt', {}, 'Federation'), h('dd', {}, fed.federation_id || '—'),
+        h('dt', {}, 'Version'), h('dd', {}, fed.version ?? '—'),
+        h('dt', {}, 'Expires'), h('dd', {}, when(fed.expires_at)))),
+    h('section', {}, h('h2', {}, 'Members'),
+      table(['Institution', 'Connection', 'Last seen', 'Round trip', 'Reachable', 'PeerId'], members, 'Members of the federation')),
+    h('section', {}, h('h2', {}, 'Panel catalog'), filters, results));
+  await load();
+}

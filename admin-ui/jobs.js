@@ -1,0 +1,238 @@
+// Jobs: the list, a new submission, and one job followed live.
+
+import { api, download, events, me, upload } from './api.js';
+import { badge, bytes, duration, errorBox, field, fieldError, h, mount, table, when } from './dom.js';
+
+const LIVE = ['pending', 'validating', 'received', 'queued', 'transferring', 'running', 'fetching_results'];
+
+export async function jobsPage(main) {
+  const jobs = await api('/jobs?limit=500');
+  const state = h('select', {}, h('option', { value: '' }, 'any'),
+    ['queued', 'transferring', 'running', 'fetching_results', 'completed', 'failed', 'cancelled', 'purged'].map((s) => h('option', { value: s }, s.replace('_', ' '))));
+  const text = h('input', { type: 'search', placeholder: 'name, panel or id' });
+  const list = h('div', { 'aria-live': 'polite' });
+  const show = () => {
+    const q = text.value.trim().toLowerCase();
+    const rows = jobs
+      .filter((j) => !state.value || j.state === state.value)
+      .filter((j) => !q || [j.name, j.params.panel_id, j.id].some((x) => String(x).toLowerCase().includes(q)))
+      .map((j) => h('tr', {},
+        h('td', {}, h('a', { href: `#/jobs/${j.id}` }, j.name)),
+        h('td', {}, badge(j.state)),
+        h('td', {}, j.params.panel_id),
+        h('td', {}, j.role === 'origin' ? (j.peer_institution || 'another node') : j.role === 'host' ? `for ${j.peer_institution || 'another node'}` : j.role === 'parent' ? 'several' : 'this node'),
+        h('td', {}, when(j.created_at)),
+        h('td', {}, duration(j.started_at || j.created_at, j.finished_at))));
+    mount(list, table(['Job', 'State', 'Panel(s)', 'Runs at', 'Submitted', 'Duration'], rows, `${rows.length} of ${jobs.length} jobs`));
+  };
+  state.addEventListener('change', show);
+  text.addEventListener('input', show);
+  const canSubmit = ['admin', 'researcher'].includes(me().role);
+  mount(main, h('h1', {}, 'Jobs'),
+    canSubmit ? h('p', {}, h('a.button', { href: '#/jobs/new' }, 'New job')) : null,
+    h('form.filters', { on: { submit: (e) => e.preventDefault() } }, field('State', state), field('Search', text)), list);
+  show();
+}
+
+export async function newJobPage(main) {
+  const panels = await api('/catalog/panels');
+  const files = h('input', { type: 'file', multiple: true, accept: '.vcf.gz,.gz', name: 'files' });
+  const chosen = h('ul.files', { 'aria-live': 'polite' });
+  let picked = [];
+  const showFiles = () => mount(chosen, picked.map((f) => h('li', {}, `${f.name} (${bytes(f.size)})`)));
+  files.addEventListener('change', () => { picked = [...files.files]; showFiles(); fieldError(files, ''); });
+  const drop = h('div.drop', {
+    tabindex: '0', role: 'button', 'aria-label': 'Drop .vcf.gz files here, or press Enter to pick them',
+    on: {
+      click: () => files.click(),
+      keydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); files.click(); } },
+      dragover: (e) => { e.preventDefault(); drop.classList.add('over'); },
+      dragleave: () => drop.classList.remove('over'),
+      drop: (e) => { e.preventDefault(); drop.classList.remove('over'); picked = [...e.dataTransfer.files]; showFiles(); },
+    },
+  }, 'Drop bgzipped VCF files here (one chromosome each), or click to choose.');
+
+  // Every (panel, host) pair of the catalog; the value names the host so the job goes there.
+  const choices = panels.flatMap((p) => p.hosts.map((hst) => ({ value: `${hst.peer_id}/${p.id}`, panel: p, host: hst })));
+  const panelBox = h('fieldset.panels', {}, h('legend', {}, 'Reference panel(s)'),
+    choices.length ? choices.map((c, i) => h('label.check', {},
+      h('input', { type: 'checkbox', name: 'panel', value: c.value, id: `panel-${i}`, 'data-build': c.panel.build }),
+      ` ${c.panel.id} — ${c.panel.name} (${c.panel.build}, ${Number(c.panel.samples).toLocaleString()} samples) at ${c.host.institution}${c.host.reachable ? '' : ' (unreachable)'}`))
+      : h('p', {}, 'No panel in the federation catalog yet.'),
+    h('span.field-error', { id: 'panel-error', role: 'alert' }));
+  const build = h('select', { name: 'build' }, h('option', {}, 'hg19'), h('option', {}, 'hg38'));
+  const engine = h('select', { name: 'engine' }, h('option', { value: 'beagle' }, 'Beagle 5.4'), h('option', { value: 'minimac4' }, 'Minimac4'));
+  const phasing = h('select', { name: 'phasing' }, h('option', { value: 'beagle' }, 'Beagle'), h('option', { value: 'no_phasing' }, 'none (input is phased)'));
+  const population = h('input', { name: 'population', placeholder: 'e.g. AFR (optional)' });
+  const r2 = h('select', { name: 'r2_filter' }, ['0', '0.001', '0.1', '0.2', '0.3'].map((v) => h('option', { value: v }, v === '0' ? 'keep all' : `r2 ≥ ${v}`)));
+  const mode = h('select', { name: 'mode' }, h('option', { value: 'imputation' }, 'QC and imputation'), h('option', { value: 'qc_only' }, 'QC only'));
+  const name = h('input', { name: 'name', placeholder: 'optional' });
+  const resubmit = h('input', { type: 'checkbox', name: 'allow_resubmit' });
+  const progress = h('progress', { max: 1, value: 0, hidden: true, 'aria-label': 'Upload progress' });
+  const status = h('div', { 'aria-live': 'polite' });
+  const submit = h('button', { type: 'submit' }, 'Submit');
+
+  const form = h('form.card', {
+    on: {
+      submit: async (e) => {
+        e.preventDefault();
+        mount(status);
+        const panelsChosen = [...panelBox.querySelectorAll('input[name=panel]:checked')];
+        let ok = true;
+        fieldError(files, picked.length ? '' : 'Choose at least one .vcf.gz file.');
+        if (!picked.length) ok = false;
+        const bad = picked.find((f) => !f.name.endsWith('.gz'));
+        if (bad) { fieldError(files, `${bad.name} is not bgzipped (.vcf.gz).`); ok = false; }
+        const panelError = document.getElementById('panel-error');
+        panelError.textContent = panelsChosen.length ? '' : 'Choose at least one panel.';
+        if (!panelsChosen.length) ok = false;
+        const wrongBuild = panelsChosen.find((p) => p.dataset.build !== build.value);
+        fieldError(build, wrongBuild ? `A chosen panel is ${wrongBuild.dataset.build}; the input must match it.` : '');
+        if (wrongBuild) ok = false;
+        if (!ok) return;
+        const data = new FormData();
+        for (const f of picked) data.append('files', f, f.name);
+        data.append('panel', panelsChosen.map((p) => p.value).join(','));
+        for (const el of [build, engine, phasing, population, r2, mode, name]) if (el.value.trim()) data.append(el.name, el.value.trim());
+        data.append('allow_resubmit', resubmit.checked ? 'true' : 'false');
+        submit.disabled = true;
+        progress.hidden = false;
+        try {
+          const job = await upload('/jobs', data, (p) => { progress.value = p; });
+          location.hash = `#/jobs/${job.id}`;
+        } catch (err) {
+          mount(status, h('p.error', { role: 'alert' }, `Refused: ${err.message}`));
+        } finally {
+          submit.disabled = false;
+          progress.hidden = true;
+        }
+      },
+    },
+  },
+  h('div.field', {}, h('span.label', {}, 'Input files'), drop, files, chosen, h('span.field-error', { id: `${files.id || 'files'}-error` })),
+  panelBox,
+  h('div.grid', {}, field('Genome build', build), field('Engine', engine), field('Phasing', phasing),
+    field('Population', population), field('r2 filter', r2), field('Mode', mode), field('Job name', name)),
+  h('label.check', {}, resubmit, ' If the host becomes unreachable, move the job to another host of the panel'),
+  progress, status, submit);
+  // The file input's message slot is tied to its id.
+  files.id = 'files';
+  form.querySelector('.field-error').id = 'files-error';
+  files.setAttribute('aria-describedby', 'files-error');
+  mount(main, h('h1', {}, 'New job'), form);
+}
+
+function r2Chart(summary) {
+  const bins = ['<1%', '1-5%', '>5%'].filter((b) => summary.imputed_by_maf?.[b]);
+  if (!bins.length) return null;
+  const w = 320, barH = 28, gap = 12, left = 60;
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('viewBox', `0 0 ${w} ${bins.length * (barH + gap) + 20}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', 'Mean estimated r2 by minor allele frequency: ' + bins.map((b) => `${b} ${(summary.imputed_by_maf[b].mean_r2 ?? 0).toFixed(2)}`).join(', '));
+  svg.classList.add('chart');
+  bins.forEach((b, i) => {
+    const r2 = summary.imputed_by_maf[b].mean_r2 ?? 0;
+    const y = i * (barH + gap) + 10;
+    const mk = (tag, attrs, text) => {
+      const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+      for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+      if (text) el.textContent = text;
+      svg.append(el);
+    };
+    mk('text', { x: 0, y: y + barH * 0.7 }, `MAF ${b}`);
+    mk('rect', { x: left, y, width: (w - left - 50) * r2, height: barH, class: 'bar' });
+    mk('text', { x: left + (w - left - 50) * r2 + 6, y: y + barH * 0.7 }, r2.toFixed(2));
+  });
+  return h('figure', {}, svg, h('figcaption', {}, 'Mean estimated r2 of imputed variants, by minor allele frequency'));
+}
+
+function qcSection(job, results) {
+  const qc = job.qc_report;
+  if (!qc) return null;
+  const rows = Object.entries(qc.excluded || {}).map(([reason, n]) => h('tr', {}, h('td', {}, reason.replace(/_/g, ' ')), h('td', {}, n)));
+  const excluded = results.find((r) => r.name === 'excluded.tsv');
+  return h('section.card', {}, h('h2', {}, 'Input QC'),
+    h('p', {}, badge(qc.status), ` ${qc.variants_kept} of ${qc.variants_total} variants kept, ${qc.samples} samples`,
+      qc.panel_overlap != null ? `, ${(qc.panel_overlap * 100).toFixed(1)}% found in the panel` : ''),
+    qc.message ? h('p.error', {}, qc.message) : null,
+    table(['Reason excluded', 'Variants'], rows, 'Excluded variants by reason'),
+    excluded ? h('button', { type: 'button', on: { click: () => download(`/jobs/${job.id}/results/excluded.tsv`, 'excluded.tsv') } }, 'Download the excluded variants') : null);
+}
+
+export async function jobPage(main, id) {
+  const head = h('div');
+  const body = h('div');
+  const log = h('ol.log', { 'aria-label': 'Job log' });
+  const bar = h('progress', { max: 1, value: 0, 'aria-label': 'Job progress' });
+  const stateLine = h('p', { 'aria-live': 'polite' });
+  mount(main, head, h('section.card', {}, h('h2', {}, 'Progress'), stateLine, bar, h('h3', {}, 'Log'), log), body);
+
+  const draw = async () => {
+    const job = await api(`/jobs/${id}`);
+    const results = LIVE.includes(job.state) ? [] : await api(`/jobs/${id}/results`).catch(() => []);
+    const actions = [];
+    if (LIVE.includes(job.state) && job.role !== 'host') {
+      actions.push(h('button.danger', { type: 'button', on: { click: async () => { await act('cancel'); } } }, 'Cancel'));
+    }
+    if (['failed', 'cancelled'].includes(job.state) && ['local', 'origin'].includes(job.role)) {
+      actions.push(h('button', { type: 'button', on: { click: async () => { await act('retry'); } } }, 'Retry'));
+    }
+    const actionStatus = h('span', { 'aria-live': 'polite' });
+    async function act(what) {
+      try { await api(`/jobs/${id}/${what}`, { method: 'POST' }); await draw(); } catch (err) { mount(actionStatus, errorBox(err)); }
+    }
+    mount(head, h('h1', {}, job.name),
+      h('dl.facts', {},
+        h('dt', {}, 'State'), h('dd', {}, badge(job.state), job.stage ? ` (${job.stage.replace(/_/g, ' ')})` : ''),
+        h('dt', {}, 'Panel(s)'), h('dd', {}, job.params.panel_id),
+        h('dt', {}, 'Runs at'), h('dd', {}, job.role === 'origin' ? job.peer_institution || job.peer : job.role === 'parent' ? 'one job per panel (below)' : 'this node'),
+        h('dt', {}, 'Engine'), h('dd', {}, `${job.params.engine}, build ${job.params.build}, ${job.params.mode.replace('_', ' ')}`),
+        h('dt', {}, 'Submitted'), h('dd', {}, when(job.created_at)),
+        h('dt', {}, 'Duration'), h('dd', {}, duration(job.started_at || job.created_at, job.finished_at)),
+        h('dt', {}, 'Id'), h('dd.mono', {}, job.id)),
+      job.error ? h('p.error', { role: 'alert' }, job.error) : null,
+      h('p.actions', {}, actions, actionStatus));
+    bar.value = job.progress;
+    stateLine.textContent = `${job.state.replace(/_/g, ' ')}${job.stage ? ` — ${job.stage.replace(/_/g, ' ')}` : ''}: ${Math.round(job.progress * 100)}%`;
+    const parts = [qcSection(job, results)];
+    if (job.summary) {
+      parts.push(h('section.card', {}, h('h2', {}, 'Imputation quality'),
+        h('p', {}, `${job.summary.variants_imputed.toLocaleString()} variants imputed, ${job.summary.variants_typed.toLocaleString()} typed`),
+        r2Chart(job.summary)));
+    }
+    if (job.children?.length) {
+      parts.push(h('section.card', {}, h('h2', {}, 'Panels'), table(['Panel', 'State', 'Progress', 'Job'], job.children.map((c) => h('tr', {},
+        h('td', {}, c.panel), h('td', {}, badge(c.state), c.error ? ` ${c.error}` : ''), h('td', {}, `${Math.round(c.progress * 100)}%`),
+        h('td', {}, h('a', { href: `#/jobs/${c.id}` }, c.id.slice(0, 8))))), 'One job per panel')));
+    }
+    if (job.merge_report) {
+      const r = job.merge_report;
+      const rows = ['<1%', '1-5%', '>5%'].map((bin) => h('tr', {}, h('th', { scope: 'row' }, bin), r.panels.map((p) => h('td', {}, r.wins_by_maf?.[bin]?.[p] ?? 0))));
+      rows.push(h('tr', {}, h('th', { scope: 'row' }, 'all'), r.panels.map((p) => h('td', {}, r.wins?.[p] ?? 0))));
+      parts.push(h('section.card', {}, h('h2', {}, 'Merged result'),
+        h('p', {}, `${r.variants.toLocaleString()} variants; each keeps the call of the panel with the highest estimated r2.`),
+        table(['MAF bin', ...r.panels], rows, 'Variants won by each panel')));
+    }
+    if (results.length) {
+      parts.push(h('section.card', {}, h('h2', {}, 'Results'), table(['File', 'Size', 'SHA-256', ''], results.map((r) => h('tr', {},
+        h('td', {}, r.name), h('td', {}, bytes(r.size)), h('td.mono', {}, r.sha256.slice(0, 16) + '…'),
+        h('td', {}, h('button', { type: 'button', 'aria-label': `Download ${r.name}`, on: { click: () => download(`/jobs/${id}/results/${encodeURIComponent(r.name)}`, r.name) } }, 'Download')))), 'Result files')));
+    }
+    mount(body, parts);
+    return job;
+  };
+
+  const job = await draw();
+  const controller = new AbortController();
+  // The event stream replays the job's history, then follows it live until it ends.
+  let last = job.state;
+  events(`/jobs/${id}/events`, (e) => {
+    const at = new Date(e.at).toLocaleTimeString();
+    log.append(h('li', {}, `${at} ${e.state.replace(/_/g, ' ')}${e.stage ? ` / ${e.stage}` : ''} ${Math.round(e.progress * 100)}%${e.message ? ` — ${e.message}` : ''}`));
+    bar.value = e.progress;
+    stateLine.textContent = `${e.state.replace(/_/g, ' ')}${e.stage ? ` — ${e.stage.replace(/_/g, ' ')}` : ''}: ${Math.round(e.progress * 100)}%`;
+      if (e.state !== last) { last = e.state; draw().catch(() => {}); }
+  }, controller.signal).then(() => (LIVE.includes(last) ? null : draw())).catch(() => {});
+  return () => controller.abort();
+}

@@ -1,0 +1,212 @@
+// The web UI in a real browser against a real two-node federation (see run.sh): a researcher
+// flow (log in, find the peer's panel, submit, watch the job finish live, download a result),
+// the admin pages and their guard, the audit log, keyboard access and a narrow screen.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const { A_URL, A_CA, ADMIN_PASSWORD, TARGETS, SCREENSHOTS, CHROMIUM } = process.env;
+let browser;
+let page;
+const pageErrors = [];
+
+/** The node's API, trusting only its certificate, as a script would use it. */
+function request(method, url, { token, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, {
+      method, ca: fs.readFileSync(A_CA),
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+    }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', reject);
+    if (body) req.write(JSON.stringify(body));
+    req.end();
+  });
+}
+
+async function apiToken() {
+  const res = await request('POST', `${A_URL}/api/v1/auth/login`, { body: { username: 'admin', password: ADMIN_PASSWORD } });
+  return JSON.parse(res.body).access_token;
+}
+
+/** Runs a test body; on failure, saves a screenshot of the page as it was. */
+function withScreenshot(name, body) {
+  return async () => {
+    try {
+      await body();
+    } catch (err) {
+      await page?.screenshot({ path: path.join(SCREENSHOTS, `failed-${name}.png`), fullPage: true }).catch(() => {});
+      throw err;
+    }
+  };
+}
+
+async function shot(name) {
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+async function logIn(username, password) {
+  await page.goto(`${A_URL}/#/login`);
+  await page.getByLabel('User name').fill(username);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('button', { name: 'Log out' }).waitFor();
+}
+
+async function logOut() {
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('heading', { name: 'Log in' }).waitFor();
+}
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  page = await context.newPage();
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  page.on('console', (msg) => { if (msg.type() === 'error') pageErrors.push(msg.text()); });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test('a researcher flow: log in, find the peer panel, submit, watch it finish live, download', { timeout: 420_000 }, withScreenshot('researcher', async () => {
+  await logIn('admin', ADMIN_PASSWORD);
+  await page.getByRole('heading', { name: 'Federation' }).waitFor();
+  // Both members, and B's panel in the catalog.
+  await page.getByRole('cell', { name: 'Browser Host B', exact: true }).first().waitFor();
+  const catalog = page.getByRole('table', { name: 'Reference panels in the federation' });
+  await catalog.getByText('sim-afr').waitFor();
+  assert.ok(await catalog.getByText('reachable', { exact: true }).isVisible());
+  await shot('federation');
+
+  await page.getByRole('link', { name: 'New job' }).click();
+  await page.getByRole('heading', { name: 'New job' }).waitFor();
+  // Validation next to the fields before anything is sent.
+  await page.getByRole('button', { name: 'Submit' }).click();
+  await page.getByText('Choose at least one .vcf.gz file.').waitFor();
+  await page.getByText('Choose at least one panel.').waitFor();
+  await page.locator('#files').setInputFiles(TARGETS);
+  await page.getByLabel(/sim-afr .* at Browser Host B/).check();
+  await page.getByLabel('Genome build').selectOption('hg19');
+  await page.getByLabel('Job name').fill('browser test chr20');
+  await shot('new-job');
+  await page.getByRole('button', { name: 'Submit' }).click();
+
+  // The job page follows the job live: no reload until it completes.
+  await page.waitForURL(/#\/jobs\/[0-9a-f]+$/);
+  const jobId = page.url().split('/').pop();
+  await page.getByRole('heading', { name: 'browser test chr20' }).waitFor();
+  await page.locator('dl.facts .badge.state-completed').waitFor({ timeout: 360_000 });
+  await page.getByRole('table', { name: 'Result files' }).waitFor();
+  await page.getByText('Runs at').waitFor();
+  assert.ok(await page.getByText('Browser Host B').first().isVisible());
+  await page.getByRole('img', { name: /Mean estimated r2 by minor allele frequency/ }).waitFor();
+  await shot('job');
+
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('button', { name: 'Download chr20.dose.vcf.gz' }).click(),
+  ]);
+  const saved = path.join(os.tmpdir(), `ui-${jobId}.vcf.gz`);
+  await download.saveAs(saved);
+  const token = await apiToken();
+  const viaApi = await request('GET', `${A_URL}/api/v1/jobs/${jobId}/results/chr20.dose.vcf.gz`, { token });
+  assert.equal(viaApi.status, 200);
+  assert.ok(viaApi.body.length > 100_000);
+  assert.ok(fs.readFileSync(saved).equals(viaApi.body), 'the browser download has the bytes the API serves');
+
+  await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+  await page.getByRole('link', { name: 'browser test chr20' }).waitFor();
+  await shot('jobs');
+}));
+
+test('an admin creates a researcher, who cannot open the admin pages; the audit page lists it all', { timeout: 120_000 }, withScreenshot('admin', async () => {
+  await page.getByRole('link', { name: 'Users' }).click();
+  await page.getByRole('heading', { name: 'Users' }).waitFor();
+  await page.getByLabel('User name').fill('rita');
+  await page.getByLabel('Role', { exact: true }).selectOption('researcher');
+  await page.getByRole('button', { name: 'Create user' }).click();
+  const password = await page.locator('code.password').textContent();
+  assert.ok(password && password.length >= 12, 'a generated password is shown once');
+  await page.getByRole('cell', { name: 'rita', exact: true }).waitFor();
+  await shot('users');
+  await logOut();
+
+  await logIn('rita', password);
+  const nav = page.getByRole('navigation', { name: 'Main' });
+  assert.equal(await nav.getByRole('link', { name: 'Users' }).count(), 0, 'no admin links for a researcher');
+  assert.equal(await nav.getByRole('link', { name: 'Audit' }).count(), 0);
+  for (const hash of ['#/admin/users', '#/admin/audit', '#/admin/policy']) {
+    await page.goto(`${A_URL}/${hash}`);
+    await page.getByRole('heading', { name: 'Not allowed' }).waitFor();
+  }
+  // The API refuses too, whatever the page shows.
+  const ritaToken = JSON.parse((await request('POST', `${A_URL}/api/v1/auth/login`, { body: { username: 'rita', password } })).body).access_token;
+  assert.equal((await request('GET', `${A_URL}/api/v1/users`, { token: ritaToken })).status, 403);
+  await logOut();
+
+  await logIn('admin', ADMIN_PASSWORD);
+  await page.goto(`${A_URL}/#/admin/audit`);
+  await page.getByText(/Chain intact: \d+ entries verified/).waitFor();
+  const log = page.getByRole('table', { name: 'Audit log, newest first' });
+  for (const action of ['user.create', 'job.submit', 'job.forwarded', 'auth.login']) {
+    await log.getByRole('cell', { name: action, exact: true }).first().waitFor();
+  }
+  await page.getByLabel('Action').fill('auth.login');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  // The filtered list has rita's login and no longer the user creation.
+  await log.getByRole('cell', { name: 'user.create', exact: true }).first().waitFor({ state: 'detached' });
+  await log.getByText('user:rita').first().waitFor();
+  await shot('audit');
+
+  await page.goto(`${A_URL}/#/admin/policy`);
+  await page.getByText('Accepts jobs from').waitFor();
+  await shot('policy');
+}));
+
+test('keyboard access and a 400 px screen', { timeout: 60_000 }, withScreenshot('keyboard', async () => {
+  await page.goto(`${A_URL}/#/jobs`);
+  await page.reload();
+  await page.getByRole('heading', { name: 'Jobs' }).waitFor();
+  // The first Tab reaches the skip link; Enter moves focus to the content.
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Skip to content');
+  // Every control of the new-job form is reachable by Tab.
+  await page.goto(`${A_URL}/#/jobs/new`);
+  await page.getByRole('heading', { name: 'New job' }).waitFor();
+  const reached = new Set();
+  for (let i = 0; i < 40; i++) {
+    await page.keyboard.press('Tab');
+    reached.add(await page.evaluate(() => document.activeElement?.getAttribute('name') || document.activeElement?.textContent?.trim().slice(0, 20)));
+  }
+  for (const name of ['panel', 'build', 'engine', 'phasing', 'population', 'r2_filter', 'mode', 'name', 'allow_resubmit', 'Submit']) {
+    assert.ok(reached.has(name), `${name} is reachable by keyboard (reached: ${[...reached].join(', ')})`);
+  }
+  // Inputs have labels.
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select')]
+    .filter((el) => el.type !== 'file' && !el.labels?.length && !el.getAttribute('aria-label')).map((el) => el.name));
+  assert.deepEqual(unlabelled, []);
+
+  await page.setViewportSize({ width: 400, height: 860 });
+  for (const [hash, name] of [['#/jobs', 'jobs-400px'], ['#/federation', 'federation-400px']]) {
+    await page.goto(`${A_URL}/${hash}`);
+    await page.locator('main h1').waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 1, `${hash} scrolls sideways by ${overflow} px at 400 px`);
+    await shot(name);
+  }
+  assert.deepEqual(pageErrors, [], 'no script errors in the pages');
+}));
