@@ -35,7 +35,10 @@ export async function jobsPage(main) {
 }
 
 export async function newJobPage(main) {
-  const panels = await api('/catalog/panels');
+  const [panels, services] = await Promise.all([api('/catalog/panels'), api('/catalog/services').catch(() => [])]);
+  // Imputation servers wrapped by members (Cloudgene) are engines too, named by their id.
+  const external = [...new Map(services.filter((s) => !['beagle', 'minimac4'].includes(s.kind))
+    .map((s) => [s.id, s])).values()];
   const files = h('input', { type: 'file', multiple: true, accept: '.vcf.gz,.gz', name: 'files' });
   const chosen = h('ul.files', { 'aria-live': 'polite' });
   let picked = [];
@@ -61,7 +64,8 @@ export async function newJobPage(main) {
       : h('p', {}, 'No panel in the federation catalog yet.'),
     h('span.field-error', { id: 'panel-error', role: 'alert' }));
   const build = h('select', { name: 'build' }, h('option', {}, 'hg19'), h('option', {}, 'hg38'));
-  const engine = h('select', { name: 'engine' }, h('option', { value: 'beagle' }, 'Beagle 5.4'), h('option', { value: 'minimac4' }, 'Minimac4'));
+  const engine = h('select', { name: 'engine' }, h('option', { value: 'beagle' }, 'Beagle 5.4'), h('option', { value: 'minimac4' }, 'Minimac4'),
+    external.map((s) => h('option', { value: s.id }, `${s.id} (${s.kind} server at ${s.host?.institution || 'a member'})`)));
   const phasing = h('select', { name: 'phasing' }, h('option', { value: 'beagle' }, 'Beagle'), h('option', { value: 'no_phasing' }, 'none (input is phased)'));
   const population = h('input', { name: 'population', placeholder: 'e.g. AFR (optional)' });
   const r2 = h('select', { name: 'r2_filter' }, ['0', '0.001', '0.1', '0.2', '0.3'].map((v) => h('option', { value: v }, v === '0' ? 'keep all' : `r2 ≥ ${v}`)));

@@ -128,6 +128,8 @@ pub struct EnginesSection {
     pub threads: u32,
     /// Engine runs at once on this node.
     pub max_concurrent_jobs: u32,
+    /// Seconds between health checks of the external services this node wraps.
+    pub service_check_secs: u64,
 }
 
 impl Default for EnginesSection {
@@ -142,6 +144,7 @@ impl Default for EnginesSection {
             java_heap: "2g".into(),
             threads: 2,
             max_concurrent_jobs: 1,
+            service_check_secs: 60,
         }
     }
 }

@@ -74,6 +74,13 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         metrics.clone(),
     );
     federated.start(events.jobs);
+    tokio::spawn(crate::imputation::external::health_loop(
+        store.clone(),
+        identity.clone(),
+        Duration::from_secs(config.engines.service_check_secs.max(1)),
+        Arc::default(),
+        handle.republish.clone(),
+    ));
     let state = AppState {
         store: store.clone(),
         auth,

@@ -1,13 +1,15 @@
 //! `fedimpute-node`: the fedimpute node daemon and its command-line interface.
 //!
 //! One node serves one institution: its users, audit log and files, an HTTPS API for its
-//! researchers, and (in later layers) a libp2p presence in the federation. The binary
+//! researchers, and a libp2p presence in the federation through which jobs travel to the node
+//! that hosts their panel. The binary
 //! `fedimpute` is a thin shell over this library; the library is what the tests drive.
 
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod federation;
 pub mod files;

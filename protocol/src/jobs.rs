@@ -49,7 +49,8 @@ pub struct JobRequestParams {
     pub panel_id: String,
     /// `hg19` or `hg38`.
     pub build: String,
-    /// `beagle` or `minimac4`.
+    /// `beagle`, `minimac4`, or the id of an external service the host wraps (lowercase
+    /// letters, digits and dashes).
     pub engine: String,
     /// `beagle` or `no_phasing`.
     pub phasing: String,
@@ -71,7 +72,11 @@ impl JobRequestParams {
             }
         };
         one_of("build", &self.build, &["hg19", "hg38"])?;
-        one_of("engine", &self.engine, &["beagle", "minimac4"])?;
+        let service_id = (1..=32).contains(&self.engine.len())
+            && self.engine.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !service_id {
+            return Err(format!("engine must be beagle, minimac4 or a service id, got {:?}", self.engine));
+        }
         one_of("phasing", &self.phasing, &["beagle", "no_phasing"])?;
         one_of("r2_filter", &self.r2_filter, &R2_FILTERS)?;
         one_of("mode", &self.mode, &["imputation", "qc_only"])?;
@@ -295,7 +300,9 @@ mod tests {
         params.r2_filter = "0.25".into();
         assert!(params.validate().unwrap_err().contains("r2_filter"));
         params.r2_filter = "0".into();
-        params.engine = "impute5".into();
+        params.engine = "Impute5/../x".into();
         assert!(params.validate().unwrap_err().contains("engine"));
+        params.engine = "michigan".into();
+        assert_eq!(params.validate(), Ok(()), "an external service's id");
     }
 }

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod cloudgene_double;
 pub mod jobs;
 
 use anyhow::{Context, bail};

@@ -176,6 +176,18 @@ fn display_name(raw: Option<&str>, index: usize) -> Result<String, ApiError> {
     Ok(name.to_string())
 }
 
+/// `beagle` (the default), `minimac4`, or the id of an external service (here or at a host).
+fn engine_field(value: Option<String>) -> Result<String, ApiError> {
+    let engine = value.unwrap_or_else(|| "beagle".into());
+    if matches!(engine.as_str(), "beagle" | "minimac4") || crate::imputation::external::valid_service_id(&engine) {
+        Ok(engine)
+    } else {
+        Err(ApiError::Unprocessable(format!(
+            "engine must be beagle, minimac4 or the id of an imputation service in the catalog, got {engine:?}"
+        )))
+    }
+}
+
 fn choice(field: &str, value: &str, allowed: &[&str]) -> Result<String, ApiError> {
     if allowed.contains(&value) {
         Ok(value.to_string())
@@ -285,7 +297,7 @@ async fn submit(
         let params = JobParams {
             name: field("name").unwrap_or_else(|| format!("job {}", &job_id[..8])),
             build: build.as_str().to_string(),
-            engine: choice("engine", &field("engine").unwrap_or_else(|| "beagle".into()), &["beagle", "minimac4"])?,
+            engine: engine_field(field("engine"))?,
             phasing: choice(
                 "phasing",
                 &field("phasing").unwrap_or_else(|| "beagle".into()),
@@ -385,12 +397,21 @@ async fn place(
     upload: u64,
     allow_resubmit: bool,
 ) -> Result<JobPlacement, ApiError> {
-    let local_panel = state.store.panel(&panel_ref.panel_id).await?.filter(|p| p.status == "ready");
     let pinned_here = panel_ref.host.as_deref().is_none_or(|h| {
         h == state.identity.peer_id().to_string()
             || h == state.config.node.name
             || h.eq_ignore_ascii_case(&state.config.node.institution)
     });
+    // An external service this node wraps: the job runs here, through it.
+    if let Some(service) = state.store.service(&params.engine).await?
+        && pinned_here
+    {
+        return match crate::jobs::federated::external_offer(&service, &panel_ref.panel_id, &params.build) {
+            Ok(()) => Ok(JobPlacement::default()),
+            Err(reason) => Err(ApiError::Unprocessable(reason)),
+        };
+    }
+    let local_panel = state.store.panel(&panel_ref.panel_id).await?.filter(|p| p.status == "ready");
     match local_panel {
         Some(panel) if pinned_here => {
             if panel.build != params.build {

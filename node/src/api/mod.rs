@@ -14,6 +14,7 @@ pub mod me;
 pub mod node;
 pub mod openapi;
 pub mod panels;
+pub mod services;
 pub mod ui;
 pub mod users;
 
@@ -72,6 +73,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(panels::router())
         .merge(jobs::router(state.config.jobs.max_upload_bytes))
         .merge(node::router())
+        .merge(services::router())
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }));
 
     let layers = ServiceBuilder::new()

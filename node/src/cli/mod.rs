@@ -7,6 +7,7 @@ pub mod job;
 pub mod panel;
 pub mod qc;
 pub mod run;
+pub mod service;
 pub mod user;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,9 @@ pub enum Command {
     /// Reference panels hosted by this node.
     #[command(subcommand)]
     Panel(panel::PanelCommand),
+    /// External imputation services this node wraps (Cloudgene servers).
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Inspect this node's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -85,6 +89,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Panel(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(panel::run(cmd))
+        }
+        Command::Service(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(service::run(cmd))
         }
         Command::Audit(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");

@@ -335,7 +335,15 @@ impl Runtime {
         };
         // Jobs waiting for an engine here: origins prefer the shorter queue.
         let queue = self.store.queue_length().await.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
-        let services = self.node.services.iter().map(|s| ServiceAdvert { queue_length: queue, ..s.clone() }).collect();
+        let mut services: Vec<ServiceAdvert> =
+            self.node.services.iter().map(|s| ServiceAdvert { queue_length: queue, ..s.clone() }).collect();
+        let mut panels = panels;
+        // External services this node wraps, with their own health, queue and panels.
+        for service in self.store.services().await.unwrap_or_default() {
+            let (advert, service_panels) = crate::imputation::catalog_entry::external_service(&service);
+            services.push(advert);
+            panels.extend(service_panels);
+        }
         Advert {
             federation_id: config.doc().federation_id.clone(),
             peer_id: self.identity.peer_id().to_string(),

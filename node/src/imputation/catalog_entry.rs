@@ -51,3 +51,39 @@ pub async fn local_panels(store: &Store) -> Result<Vec<PanelAdvert>, StoreError>
     }
     Ok(out)
 }
+
+/// How an external service and its panels are advertised: the service under its own id and
+/// kind, with the status of its last health check; each panel once per build it takes, naming
+/// the service as its engine.
+pub fn external_service(service: &crate::store::services::ServiceRow) -> (ServiceAdvert, Vec<PanelAdvert>) {
+    let status = match service.status.as_str() {
+        "available" => ServiceStatus::Available,
+        "degraded" => ServiceStatus::Degraded,
+        _ => ServiceStatus::Unavailable,
+    };
+    let advert = ServiceAdvert {
+        id: service.id.clone(),
+        kind: service.kind.clone(),
+        status,
+        queue_length: service.queue_length.clamp(0, i64::from(u32::MAX)) as u32,
+        capacity: 0,
+    };
+    let panels = service
+        .panels()
+        .into_iter()
+        .flat_map(|p| {
+            let builds = if p.builds.is_empty() { vec!["hg19".to_string()] } else { p.builds.clone() };
+            builds.into_iter().map(move |build| PanelAdvert {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                build,
+                populations: p.populations.clone(),
+                samples: 0,
+                sites: 0,
+                chromosomes: vec![],
+                engines: vec![service.id.clone()],
+            })
+        })
+        .collect();
+    (advert, panels)
+}

@@ -2,6 +2,7 @@
 
 pub mod catalog_entry;
 pub mod engines;
+pub mod external;
 pub mod panels;
 pub mod qc;
 pub mod tools;

@@ -5,6 +5,7 @@
 //! engine died with the node, see `imputation::engines`): it goes back to `queued` and runs
 //! again from the start, so no job is lost and none runs twice at once.
 
+mod external;
 pub mod federated;
 pub mod merge;
 pub mod multi_panel;
@@ -33,7 +34,7 @@ pub struct JobsService {
     pub store: Store,
     pub files: FileStore,
     pub config: Arc<NodeConfig>,
-    identity: NodeIdentity,
+    pub(crate) identity: NodeIdentity,
     events: broadcast::Sender<JobEvent>,
     wake: Arc<Notify>,
     running: Arc<Mutex<HashMap<String, KillSwitch>>>,

@@ -249,6 +249,7 @@ mod tests {
             peer_closed_at: None,
             remote_results: None,
             parent_id: Some("p".into()),
+            external_id: None,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::store::jobs::{JobResult, JobRow, JobState, TransitionUpdate};
 use crate::tool_args;
 
 /// A failure to report on the job, in words for the researcher.
-struct JobFailure(String);
+pub(super) struct JobFailure(pub(super) String);
 
 impl<E: std::fmt::Display> From<E> for JobFailure {
     fn from(e: E) -> Self {
@@ -80,7 +80,7 @@ pub(super) async fn run(svc: &JobsService, id: &str, kill: &KillSwitch) {
     }
 }
 
-async fn progress(svc: &JobsService, id: &str, stage: &str, p: f64, message: Option<&str>) {
+pub(super) async fn progress(svc: &JobsService, id: &str, stage: &str, p: f64, message: Option<&str>) {
     match svc.store.job_progress(id, stage, p, message).await {
         Ok(event) => svc.publish(event),
         Err(e) => tracing::warn!(job = %id, error = %e, "could not record progress"),
@@ -88,7 +88,7 @@ async fn progress(svc: &JobsService, id: &str, stage: &str, p: f64, message: Opt
 }
 
 /// Hashes a result file and records it.
-async fn add_result(svc: &JobsService, id: &str, path: &Path) -> Result<(), JobFailure> {
+pub(super) async fn add_result(svc: &JobsService, id: &str, path: &Path) -> Result<(), JobFailure> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     let file = crate::files::hash_file(path).await?;
     svc.store.add_job_result(id, &JobResult { name, size: file.size as i64, sha256: file.sha256 }).await?;
@@ -96,7 +96,7 @@ async fn add_result(svc: &JobsService, id: &str, path: &Path) -> Result<(), JobF
 }
 
 /// The result-file prefix of a chromosome: `chr20` whether it was named `20` or `chr20`.
-fn chrom_prefix(chrom: &str) -> String {
+pub(super) fn chrom_prefix(chrom: &str) -> String {
     format!("chr{}", chrom.strip_prefix("chr").unwrap_or(chrom))
 }
 
@@ -113,6 +113,10 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     tokio::fs::create_dir_all(&results).await?;
     let log = results.join("job.log");
 
+    // A job for an external service this node wraps runs there.
+    if let Some(service) = svc.store.service(&job.engine).await? {
+        return super::external::execute(svc, job, &service, kill, &work, &results).await;
+    }
     let panel = svc.store.panel(&job.panel_id).await?.filter(|p| p.status == "ready");
     let Some(panel) = panel else {
         return Err(JobFailure(format!("panel {} is not available on this node", job.panel_id)));
@@ -226,15 +230,8 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
             tokio::fs::rename(&imputed, &dose).await?;
         }
         let info = results.join(format!("{prefix}.info.tsv"));
-        let format = if job.engine == "beagle" {
-            "%CHROM\t%POS\t%REF\t%ALT\t%INFO/AF\t%INFO/DR2\t%INFO/IMP\n"
-        } else {
-            "%CHROM\t%POS\t%REF\t%ALT\t%INFO/MAF\t%INFO/R2\t%INFO/IMPUTED\n"
-        };
-        let body = work.join(format!("{prefix}.info.body"));
-        tools::run(&e.bcftools, &tool_args!("query", "-f", format, dose.as_os_str()), Some(&body)).await?;
-        let text = format!("{INFO_HEADER}\n{}", tokio::fs::read_to_string(&body).await?);
-        tokio::fs::write(&info, text).await?;
+        let engine = if job.engine == "beagle" { InfoFormat::Beagle } else { InfoFormat::Minimac };
+        write_info_table(svc, &dose, &info, &work.join(format!("{prefix}.info.body")), engine).await?;
         add_info_table(&mut summary, &info)?;
         tracing::debug!(job = %job.id, chrom, r2_tag, "chromosome done");
         for f in [&dose, &info] {
@@ -245,6 +242,33 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     add_result(svc, &job.id, &results.join("summary.json")).await?;
     add_result(svc, &job.id, &log).await?;
     Ok(Some(summary))
+}
+
+/// Which engine wrote a dosage VCF: their INFO fields differ.
+pub(super) enum InfoFormat {
+    /// Beagle: AF, DR2, IMP.
+    Beagle,
+    /// Minimac4 (also what Cloudgene servers return): MAF, R2, IMPUTED.
+    Minimac,
+}
+
+/// Writes the info table (`INFO_HEADER` columns) of a dosage VCF, using `scratch` on the way.
+pub(super) async fn write_info_table(
+    svc: &JobsService,
+    dose: &Path,
+    info: &Path,
+    scratch: &Path,
+    format: InfoFormat,
+) -> Result<(), JobFailure> {
+    let query = match format {
+        InfoFormat::Beagle => "%CHROM\t%POS\t%REF\t%ALT\t%INFO/AF\t%INFO/DR2\t%INFO/IMP\n",
+        InfoFormat::Minimac => "%CHROM\t%POS\t%REF\t%ALT\t%INFO/MAF\t%INFO/R2\t%INFO/IMPUTED\n",
+    };
+    tools::run(&svc.config.engines.bcftools, &tool_args!("query", "-f", query, dose.as_os_str()), Some(scratch))
+        .await?;
+    let text = format!("{INFO_HEADER}\n{}", tokio::fs::read_to_string(scratch).await?);
+    tokio::fs::write(info, text).await?;
+    Ok(())
 }
 
 fn engine_failure(e: EngineError) -> JobFailure {

@@ -155,6 +155,8 @@ pub struct JobRow {
     pub peer_closed_at: Option<i64>,
     pub remote_results: Option<String>,
     pub parent_id: Option<String>,
+    /// The job's id at the external service that runs it, if one does.
+    pub external_id: Option<String>,
 }
 
 impl JobRow {

@@ -9,6 +9,7 @@ pub mod federated_jobs;
 pub mod federation;
 pub mod jobs;
 pub mod panels;
+pub mod services;
 pub mod sessions;
 pub mod users;
 

@@ -139,19 +139,25 @@ impl Federated {
                 ));
             }
         }
-        let panel = self.jobs.store.panel(&params.panel_id).await.map_err(|e| e.to_string())?;
-        let Some(panel) = panel.filter(|p| p.status == "ready") else {
-            return Err(format!("panel {} is not available here", params.panel_id));
-        };
-        if panel.build != params.build {
-            return Err(format!("panel {} is {}, the job is {}", panel.id, panel.build, params.build));
-        }
-        let engines = crate::imputation::catalog_entry::local_services(&config.engines);
-        if !engines
-            .iter()
-            .any(|s| s.kind == params.engine && s.status != fedimpute_protocol::advert::ServiceStatus::Unavailable)
-        {
-            return Err(format!("{} is not available here", params.engine));
+        match self.jobs.store.service(&params.engine).await.map_err(|e| e.to_string())? {
+            // Through an external service this node wraps.
+            Some(service) => super::external_offer(&service, &params.panel_id, &params.build)?,
+            None => {
+                let panel = self.jobs.store.panel(&params.panel_id).await.map_err(|e| e.to_string())?;
+                let Some(panel) = panel.filter(|p| p.status == "ready") else {
+                    return Err(format!("panel {} is not available here", params.panel_id));
+                };
+                if panel.build != params.build {
+                    return Err(format!("panel {} is {}, the job is {}", panel.id, panel.build, params.build));
+                }
+                let engines = crate::imputation::catalog_entry::local_services(&config.engines);
+                let available = engines.iter().any(|s| {
+                    s.kind == params.engine && s.status != fedimpute_protocol::advert::ServiceStatus::Unavailable
+                });
+                if !available {
+                    return Err(format!("{} is not available here", params.engine));
+                }
+            }
         }
         let owner = self.jobs.store.peer_principal(peer).await.map_err(|e| e.to_string())?;
         let per_month = config.policy.max_jobs_per_origin_per_month;

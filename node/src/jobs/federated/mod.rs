@@ -206,6 +206,27 @@ impl Federated {
     }
 }
 
+/// Whether the external `service` can take a job on `panel_id` for `build` now; the error is
+/// the reason the researcher sees.
+pub fn external_offer(service: &crate::store::services::ServiceRow, panel_id: &str, build: &str) -> Result<(), String> {
+    if service.status != "available" {
+        return Err(format!(
+            "service {} is {} ({})",
+            service.id,
+            service.status,
+            service.last_error.as_deref().unwrap_or("not checked yet")
+        ));
+    }
+    let panels = service.panels();
+    let Some(panel) = panels.iter().find(|p| p.id == panel_id || p.key == panel_id) else {
+        return Err(format!("service {} does not offer panel {panel_id}", service.id));
+    };
+    if !panel.builds.is_empty() && !panel.builds.iter().any(|b| b == build) {
+        return Err(format!("service {} takes panel {panel_id} only for {}", service.id, panel.builds.join(", ")));
+    }
+    Ok(())
+}
+
 /// A stable pseudonym of a local user for other nodes: derived from the node key (an ed25519
 /// signature is deterministic), so it cannot be traced back to the user without that key.
 pub fn pseudonym(identity: &NodeIdentity, user_id: i64) -> String {

@@ -90,7 +90,7 @@ pub fn choose_host<'a>(
     for c in hosting {
         let who = &c.member.institution;
         let panel = c.advert.panels.iter().find(|p| &p.id == panel_id);
-        let service = c.advert.services.iter().find(|s| s.kind == needs.engine);
+        let service = c.advert.services.iter().find(|s| s.id == needs.engine);
         let reason = if needs.excluded.contains(&c.member.peer_id) {
             Some(format!("{who}: already tried for this job"))
         } else if let Err(r) = origin_may_send(policy, c.member) {

@@ -1,0 +1,212 @@
+//! Running a job through an external service this node wraps (a Cloudgene server): submit the
+//! inputs, follow the job there (queue position, steps), fetch and unpack the results into our
+//! layout, and write the info tables and summary as for a local run.
+//!
+//! The job's id at the service is stored before it is followed, so after a restart the node
+//! carries on with the same remote job instead of submitting it twice. The archives'
+//! password is derived from the node key and the job id, so it never has to be stored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::JobsService;
+use super::results::JobSummary;
+use super::runner::{InfoFormat, JobFailure, add_result, progress, write_info_table};
+use crate::credentials::Secret;
+use crate::imputation::engines::KillSwitch;
+use crate::imputation::external::cloudgene::{State, Submission};
+use crate::imputation::external::cloudgene_client;
+use crate::store::jobs::JobRow;
+use crate::store::services::ServiceRow;
+
+/// The password protecting a job's result archives at the service.
+fn archive_password(svc: &JobsService, job_id: &str) -> Secret {
+    let mut message = b"fedimpute/cloudgene-password/v1\0".to_vec();
+    message.extend(job_id.as_bytes());
+    Secret::new(hex::encode(&Sha256::digest(svc.identity.sign(&message))[..16]))
+}
+
+/// A population the service accepts for the job: the job's own if the service lists it (any
+/// case), else `mixed` where offered, else the service's first.
+fn population_for(job: &JobRow, offered: &[String]) -> Option<String> {
+    if let Some(p) = &job.population
+        && let Some(found) = offered.iter().find(|o| o.eq_ignore_ascii_case(p))
+    {
+        return Some(found.clone());
+    }
+    offered.iter().find(|o| o.as_str() == "mixed").or(offered.first()).cloned()
+}
+
+pub(super) async fn execute(
+    svc: &JobsService,
+    job: &JobRow,
+    service: &ServiceRow,
+    kill: &KillSwitch,
+    work: &Path,
+    results: &Path,
+) -> Result<Option<JobSummary>, JobFailure> {
+    let client = cloudgene_client(&svc.identity, service)?;
+    let password = archive_password(svc, &job.id);
+    let external_id = match &job.external_id {
+        Some(id) => id.clone(),
+        None => {
+            let app = client.app().await?;
+            let panel = app
+                .panels
+                .iter()
+                .find(|p| p.id == job.panel_id || p.key == job.panel_id)
+                .ok_or_else(|| JobFailure(format!("{} no longer offers panel {}", service.id, job.panel_id)))?;
+            let inputs: Vec<(String, PathBuf)> =
+                svc.store.job_inputs(&job.id).await?.into_iter().map(|i| (i.name, svc.files.path(&i.sha256))).collect();
+            let population = population_for(job, &app.populations).unwrap_or_else(|| "mixed".into());
+            let r2 = fedimpute_protocol::jobs::R2_FILTERS
+                .iter()
+                .find(|f| f.parse::<f64>().is_ok_and(|v| (v - job.r2_filter).abs() < 1e-9))
+                .unwrap_or(&"0");
+            progress(svc, &job.id, "submitting", 0.03, Some(&format!("submitting to {}", service.id))).await;
+            let id = client
+                .submit(&Submission {
+                    files: &inputs,
+                    refpanel: &panel.key,
+                    build: &job.build,
+                    phasing: if job.phasing == "no_phasing" { "no_phasing" } else { "eagle" },
+                    population: &population,
+                    mode: if job.mode == "qc_only" { "qconly" } else { "imputation" },
+                    r2_filter: r2,
+                    password: &password,
+                })
+                .await?;
+            svc.store.set_external_id(&job.id, Some(&id)).await?;
+            tracing::info!(job = %job.id, service = %service.id, external = %id, "submitted to an external service");
+            id
+        }
+    };
+
+    let poll = Duration::from_secs(svc.config.transfer.poll_secs.max(1));
+    let mut last_note = String::new();
+    loop {
+        if kill.is_killed() {
+            if let Err(e) = client.cancel(&external_id).await {
+                tracing::warn!(job = %job.id, error = %e, "could not cancel the job at the external service");
+            }
+            return Err(JobFailure("cancelled".into()));
+        }
+        let status = client.status(&external_id).await?;
+        let (stage, share, note) = match status.state {
+            State::Waiting => (
+                "queued_at_service",
+                0.05,
+                format!("waiting at {}: position {} in its queue", service.id, status.position_in_queue),
+            ),
+            State::Running | State::Exporting => {
+                let details = client.details(&external_id).await?;
+                let step = details.current_step().unwrap_or("running").to_string();
+                let share = if status.state == State::Exporting { 0.85 } else { 0.5 };
+                ("running_at_service", share, format!("{}: {step}", service.id))
+            }
+            s if s.is_success() => break,
+            State::Failed | State::FailedNotified => {
+                let details = client.details(&external_id).await?;
+                return Err(JobFailure(
+                    details
+                        .error_message()
+                        .unwrap_or_else(|| format!("{} reports the job failed, without a message", service.id)),
+                ));
+            }
+            State::Canceled => return Err(JobFailure(format!("cancelled at {}", service.id))),
+            State::Retired => {
+                return Err(JobFailure(format!(
+                    "{} retired the job: its results were deleted there before they were fetched",
+                    service.id
+                )));
+            }
+            State::Dead => return Err(JobFailure(format!("{} lost the job (state dead)", service.id))),
+            State::Deleted => return Err(JobFailure(format!("the job was deleted at {}", service.id))),
+            State::Unknown(code) => {
+                return Err(JobFailure(format!("{} reports an unknown job state {code}", service.id)));
+            }
+            _ => unreachable!("success states are handled above"),
+        };
+        if note != last_note {
+            progress(svc, &job.id, stage, share, Some(&note)).await;
+            last_note = note;
+        }
+        tokio::time::sleep(poll).await;
+    }
+
+    // Results: download every output file; unpack the encrypted archives.
+    progress(svc, &job.id, "fetching_results", 0.9, Some(&format!("fetching the results from {}", service.id))).await;
+    let details = client.details(&external_id).await?;
+    let downloads = work.join("downloads");
+    tokio::fs::create_dir_all(&downloads).await?;
+    for file in details.output_params.iter().flat_map(|p| p.files.iter()) {
+        let name = Path::new(&file.name).file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if name.is_empty() || name.starts_with('.') {
+            return Err(JobFailure(format!("{} listed an unusable file name {:?}", service.id, file.name)));
+        }
+        let local = downloads.join(&name);
+        client.download(file, &local).await?;
+        if name.ends_with(".zip") {
+            let (archive, into, password) = (local.clone(), results.to_path_buf(), password.clone());
+            tokio::task::spawn_blocking(move || unzip(&archive, &into, &password))
+                .await
+                .map_err(|e| JobFailure(e.to_string()))??;
+        } else {
+            tokio::fs::rename(&local, results.join(&name)).await?;
+        }
+    }
+
+    let mut summary = JobSummary { r2_filter: job.r2_filter, ..Default::default() };
+    let mut names = Vec::new();
+    let mut entries = tokio::fs::read_dir(results).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    for name in names.iter().filter(|n| n.ends_with(".dose.vcf.gz")) {
+        let prefix = name.trim_end_matches(".dose.vcf.gz");
+        let info = results.join(format!("{prefix}.info.tsv"));
+        write_info_table(
+            svc,
+            &results.join(name),
+            &info,
+            &work.join(format!("{prefix}.info.body")),
+            InfoFormat::Minimac,
+        )
+        .await?;
+        super::results::add_info_table(&mut summary, &info)?;
+    }
+    tokio::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&summary)?).await?;
+    let mut entries = tokio::fs::read_dir(results).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        add_result(svc, &job.id, &entry.path()).await?;
+    }
+    Ok(if job.mode == "qc_only" { None } else { Some(summary) })
+}
+
+/// Unpacks a (possibly AES-encrypted) zip archive's files into `into`, flat: only file names are
+/// kept, never the archive's folders, so no entry can land outside `into`.
+fn unzip(archive: &Path, into: &Path, password: &Secret) -> Result<(), JobFailure> {
+    let file = std::fs::File::open(archive)?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| JobFailure(format!("result archive: {e}")))?;
+    for i in 0..zip.len() {
+        let encrypted = zip.by_index_raw(i).map(|f| f.encrypted()).unwrap_or(false);
+        let mut entry = if encrypted {
+            zip.by_index_decrypt(i, password.expose().as_bytes())
+                .map_err(|e| JobFailure(format!("result archive does not open with the job's password: {e}")))?
+        } else {
+            zip.by_index(i).map_err(|e| JobFailure(format!("result archive: {e}")))?
+        };
+        if entry.is_dir() {
+            continue;
+        }
+        let Some(name) = entry.enclosed_name().and_then(|p| p.file_name().map(|n| n.to_os_string())) else {
+            continue;
+        };
+        let mut out = std::fs::File::create(into.join(name))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| JobFailure(format!("result archive: {e}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! External services: a node wraps a Cloudgene server (here the test double of
+//! `fedimpute_tests::cloudgene_double`, written from Cloudgene's published API) and runs jobs
+//! through it: queue positions, QC failures reported only in step logs, retirement, malformed
+//! answers, cancel, encrypted result archives; credentials sealed and never shown or logged.
+
+use std::time::Duration;
+
+use fedimpute_tests::cloudgene_double::CloudgeneDouble;
+use fedimpute_tests::jobs::{edit_config, submit, wait_state};
+use fedimpute_tests::{FederationAdmins, TestNode, free_port, install_crypto_provider, test_data, wait_for};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "cg-secret-token-4242-do-not-log";
+
+/// A node in a federation of its own (so it publishes adverts), polling fast.
+async fn node() -> (FederationAdmins, TestNode) {
+    install_crypto_provider();
+    let admins = FederationAdmins::new(1).unwrap();
+    let mut node = TestNode::init("Wraps Michigan").unwrap();
+    let fed = admins.new_config("fed.json", "external-test", 1, &[&node], &[]).unwrap();
+    admins.sign(&fed, &[0]).unwrap();
+    assert!(node.apply(&[&fed]).status.success());
+    edit_config(&node, |c| {
+        c.replace("poll_secs = 10", "poll_secs = 1").replace("service_check_secs = 60", "service_check_secs = 2")
+    });
+    node.start().await.unwrap();
+    (admins, node)
+}
+
+async fn register(node: &TestNode, admin: &str, id: &str, url: &str, token: &str) -> (StatusCode, Value) {
+    node.send(Method::POST, "/services", admin, &json!({"kind": "cloudgene", "id": id, "url": url, "token": token}))
+        .await
+        .unwrap()
+}
+
+async fn job_on(node: &TestNode, admin: &str, panel: &str) -> String {
+    let (status, job) = submit(
+        node,
+        admin,
+        &[(&test_data("targets.vcf.gz"), "targets.vcf.gz")],
+        &[("panel", panel), ("engine", "michigan"), ("build", "hg19"), ("population", "AFR")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_through_a_cloudgene_server_and_its_failures_read_clearly() {
+    let double = CloudgeneDouble::start(TOKEN).await;
+    let (_admins, node) = node().await;
+    let admin = node.admin_token().await.unwrap();
+
+    // Registration: checked at once; the token never comes back.
+    let (status, service) = register(&node, &admin, "michigan", &double.url, TOKEN).await;
+    assert_eq!(status, StatusCode::CREATED, "{service}");
+    assert_eq!(service["status"], "available", "{service}");
+    let panels: Vec<&str> = service["panels"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert!(panels.contains(&"1000g-phase-3-v5") && panels.contains(&"hapmap-2"), "{service}");
+    let (_, listed) = node.get("/services", &admin).await.unwrap();
+    assert!(!listed.to_string().contains(TOKEN) && !service.to_string().contains(TOKEN));
+    assert_eq!(listed[0]["has_token"], true);
+    let (status, _) = register(&node, &admin, "michigan", &double.url, TOKEN).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // It is advertised like a local engine, with its panels.
+    wait_for("the service in the node's advert", Duration::from_secs(30), || async {
+        let (_, services) = node.get("/catalog/services?kind=cloudgene", &admin).await?;
+        Ok(services[0]["id"] == "michigan" && services[0]["status"] == "available")
+    })
+    .await
+    .unwrap();
+    let (_, catalog) = node.get("/catalog/panels", &admin).await.unwrap();
+    assert!(catalog.as_array().unwrap().iter().any(|p| p["id"] == "1000g-phase-3-v5"), "{catalog}");
+
+    // A job that waits in the queue, runs and returns an encrypted archive.
+    let id = job_on(&node, &admin, "1000g-phase-3-v5").await;
+    let done = wait_state(&node, &admin, &id, &["completed", "failed"], Duration::from_secs(90)).await;
+    assert_eq!(done["state"], "completed", "{done}\n{}", node.log());
+    assert_eq!(done["summary"]["variants_imputed"], 2, "{done}");
+    assert_eq!(done["summary"]["variants_typed"], 1, "{done}");
+    let (_, results) = node.get(&format!("/jobs/{id}/results"), &admin).await.unwrap();
+    let names: Vec<&str> = results.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    for expected in ["chr20.dose.vcf.gz", "chr20.info.tsv", "qcreport.html", "summary.json"] {
+        assert!(names.contains(&expected), "{expected} missing: {names:?}");
+    }
+    let (_, events) = node.get(&format!("/jobs/{id}"), &admin).await.unwrap();
+    assert_eq!(events["state"], "completed");
+    let history = history(&node, &admin, &id).await;
+    assert!(history.iter().any(|m| m.contains("position 2 in its queue")), "{history:?}");
+    assert!(history.iter().any(|m| m.contains("Quality Control")), "{history:?}");
+
+    // What the client sent, as the API documents it.
+    let sent = double.jobs().into_values().next().unwrap();
+    assert_eq!(sent.refpanel, "apps@1000g-phase-3-v5@2.0.0");
+    assert_eq!(sent.fields["population"], "afr");
+    assert_eq!(sent.fields["phasing"], "eagle");
+    assert_eq!(sent.fields["mode"], "imputation");
+    assert_eq!(sent.fields["r2Filter"], "0");
+    assert_eq!(sent.files, vec![("targets.vcf.gz".to_string(), 14235)]);
+
+    // QC failure known only from the step log; retirement; malformed answers; cancel.
+    let qc = job_on(&node, &admin, "hapmap-2").await;
+    let retired = job_on(&node, &admin, "retired-panel").await;
+    let garbled = job_on(&node, &admin, "garbled").await;
+    let slow = job_on(&node, &admin, "slow").await;
+    let failed = wait_state(&node, &admin, &qc, &["failed", "completed"], Duration::from_secs(60)).await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("Quality Control") && error.contains("obvious strand flips"), "{failed}");
+    let failed = wait_state(&node, &admin, &retired, &["failed", "completed"], Duration::from_secs(60)).await;
+    assert!(failed["error"].as_str().unwrap_or_default().contains("retired the job"), "{failed}");
+    let failed = wait_state(&node, &admin, &garbled, &["failed", "completed"], Duration::from_secs(60)).await;
+    assert!(failed["error"].as_str().unwrap_or_default().contains("does not parse"), "{failed}");
+    wait_state(&node, &admin, &slow, &["running"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = node.send(Method::POST, &format!("/jobs/{slow}/cancel"), &admin, &Value::Null).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let cancelled = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if double.jobs().values().any(|j| j.refpanel == "apps@slow@1.0.0" && j.cancelled) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(cancelled.is_ok(), "the node did not cancel the job at the service: {:?}", double.requests());
+
+    assert_eq!(double.violations(), Vec::<String>::new(), "requests the real server would refuse");
+    assert!(double.requests().iter().all(|r| !r.contains(TOKEN)));
+
+    // A wrong token and an unreachable server: clear states and job refusals.
+    let (_, bad) = register(&node, &admin, "bad-token", &double.url, "not-the-token").await;
+    assert_eq!(bad["status"], "unavailable");
+    assert!(bad["last_error"].as_str().unwrap().contains("refused the credentials"), "{bad}");
+    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
+    let (_, gone) = register(&node, &admin, "gone", &closed, TOKEN).await;
+    assert!(gone["last_error"].as_str().unwrap().contains("cannot be reached"), "{gone}");
+    let (status, refused) = submit(
+        &node,
+        &admin,
+        &[(&test_data("targets.vcf.gz"), "targets.vcf.gz")],
+        &[("panel", "1000g-phase-3-v5"), ("engine", "bad-token"), ("build", "hg19")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused["error"]["message"].as_str().unwrap().contains("bad-token is unavailable"), "{refused}");
+
+    // The token is stored sealed and never logged.
+    let mut stored = std::fs::read(node.db_path()).unwrap();
+    stored.extend(std::fs::read(format!("{}-wal", node.db_path().display())).unwrap_or_default());
+    assert!(!stored.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()), "the token is in the database in clear");
+    assert!(!node.log().contains(TOKEN), "the token is in the node's log");
+}
+
+async fn history(node: &TestNode, token: &str, id: &str) -> Vec<String> {
+    let resp = node.client().get(node.api(&format!("/jobs/{id}/events"))).bearer_auth(token).send().await.unwrap();
+    let text = resp.text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect()
+}
