@@ -163,3 +163,42 @@ async fn history(node: &TestNode, token: &str, id: &str) -> Vec<String> {
         .filter_map(|e| e["message"].as_str().map(String::from))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_forwarded_by_a_peer_runs_through_the_hosts_cloudgene_service() {
+    install_crypto_provider();
+    let double = CloudgeneDouble::start(TOKEN).await;
+    let admins = FederationAdmins::new(1).unwrap();
+    let mut origin = TestNode::init("Origin A").unwrap();
+    let mut host = TestNode::init("Wraps Michigan").unwrap();
+    let fed = admins.new_config("fed.json", "external-forward", 1, &[&origin, &host], &[]).unwrap();
+    admins.sign(&fed, &[0]).unwrap();
+    for node in [&mut origin, &mut host] {
+        assert!(node.apply(&[&fed]).status.success());
+        edit_config(node, |c| {
+            c.replace("poll_secs = 10", "poll_secs = 1").replace("service_check_secs = 60", "service_check_secs = 2")
+        });
+        node.start().await.unwrap();
+    }
+    let host_admin = host.admin_token().await.unwrap();
+    let (status, _) = register(&host, &host_admin, "michigan", &double.url, TOKEN).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let admin = origin.admin_token().await.unwrap();
+    wait_for("the host's service in the origin's catalog", Duration::from_secs(60), || async {
+        let (_, panels) = origin.get("/catalog/panels", &admin).await?;
+        Ok(panels.as_array().is_some_and(|p| p.iter().any(|p| p["id"] == "1000g-phase-3-v5")))
+    })
+    .await
+    .unwrap();
+    let id = job_on(&origin, &admin, "1000g-phase-3-v5").await;
+    let done = wait_state(&origin, &admin, &id, &["completed", "failed"], Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "completed", "{done}\nhost log:\n{}", host.log());
+    assert_eq!(done["peer"], host.peer_id());
+    assert_eq!(done["summary"]["variants_imputed"], 2);
+    let (_, results) = origin.get(&format!("/jobs/{id}/results"), &admin).await.unwrap();
+    assert!(results.as_array().unwrap().iter().any(|r| r["name"] == "chr20.dose.vcf.gz"), "{results}");
+    wait_state(&host, &host_admin, &id, &["purged"], Duration::from_secs(30)).await;
+    assert_eq!(double.violations(), Vec::<String>::new());
+    assert!(!host.log().contains(TOKEN) && !origin.log().contains(TOKEN));
+}
