@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+scripts/install-wes.sh    # the GA4GH WES reference server and cwltool, for the external-service tests
 export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== cargo fmt --check"

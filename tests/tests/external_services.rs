@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use fedimpute_tests::cloudgene_double::CloudgeneDouble;
-use fedimpute_tests::jobs::{edit_config, submit, wait_state};
-use fedimpute_tests::{FederationAdmins, TestNode, free_port, install_crypto_provider, test_data, wait_for};
+use fedimpute_tests::jobs::{add_panel, download, edit_config, submit, vcf_body, wait_state};
+use fedimpute_tests::{
+    FederationAdmins, TestNode, free_port, install_crypto_provider, test_data, wait_for, workspace_root,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -201,4 +203,127 @@ async fn a_job_forwarded_by_a_peer_runs_through_the_hosts_cloudgene_service() {
     wait_state(&host, &host_admin, &id, &["purged"], Duration::from_secs(30)).await;
     assert_eq!(double.violations(), Vec::<String>::new());
     assert!(!host.log().contains(TOKEN) && !origin.log().contains(TOKEN));
+}
+
+/// The GA4GH WES reference server, stopped when dropped.
+struct WesServer(std::process::Child);
+
+impl Drop for WesServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_forwarded_to_a_wes_service_matches_a_local_beagle_run() {
+    install_crypto_provider();
+    let root = workspace_root();
+    let venv = root.join(".venv-wes/bin");
+    assert!(
+        venv.join("wes-server").exists() && venv.join("cwltool").exists(),
+        "the WES reference server is missing: run scripts/install-wes.sh (scripts/test.sh does)"
+    );
+    // A is the origin; B hosts panel `sim` and wraps a WES server that runs Beagle on it.
+    let admins = FederationAdmins::new(1).unwrap();
+    let mut origin = TestNode::init("Origin A").unwrap();
+    let mut host = TestNode::init("Wraps WES").unwrap();
+    add_panel(&host, "sim");
+    let fed = admins.new_config("fed.json", "wes-test", 1, &[&origin, &host], &[]).unwrap();
+    admins.sign(&fed, &[0]).unwrap();
+    for node in [&mut origin, &mut host] {
+        assert!(node.apply(&[&fed]).status.success());
+        edit_config(node, |c| {
+            c.replace("poll_secs = 10", "poll_secs = 1").replace("service_check_secs = 60", "service_check_secs = 2")
+        });
+        node.start().await.unwrap();
+    }
+
+    // The reference server (wes-service, cwl_runner backend), with the runner wrapper that
+    // records each run's exit code so finished runs keep their state.
+    let wes_dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let _server = WesServer(
+        std::process::Command::new(venv.join("wes-server"))
+            .args(["--backend=wes_service.cwl_runner", "--port", &port.to_string()])
+            .arg(format!("--opt=runner={}", root.join("scripts/wes/cwltool-runner.sh").display()))
+            .env("CWLTOOL", venv.join("cwltool"))
+            .current_dir(wes_dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(wes_dir.path().join("server.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for("the WES server", Duration::from_secs(60), || async {
+        Ok(reqwest::get(format!("{url}/ga4gh/wes/v1/service-info")).await.is_ok_and(|r| r.status().is_success()))
+    })
+    .await
+    .unwrap();
+
+    // Registered with the workflow and the panel's files where the server reads them.
+    let host_admin = host.admin_token().await.unwrap();
+    let bref3 = host.data_dir().join("panels/sim/20.bref3");
+    let (status, service) = host
+        .send(
+            Method::POST,
+            "/services",
+            &host_admin,
+            &json!({
+                "kind": "wes", "id": "wes-beagle", "url": url,
+                "workflow_url": root.join("configs/wes/beagle-impute.cwl").display().to_string(),
+                "panels": [{"key": format!("file://{}", bref3.display()), "id": "sim-wes", "name": "Simulated, through WES",
+                            "populations": [], "builds": ["hg19"],
+                            "map": format!("file://{}", test_data("map.txt").display())}]
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, service["status"].as_str()), (StatusCode::CREATED, Some("available")), "{service}");
+
+    let admin = origin.admin_token().await.unwrap();
+    wait_for("the WES panel in the origin's catalog", Duration::from_secs(60), || async {
+        let (_, panels) = origin.get("/catalog/panels", &admin).await?;
+        Ok(panels.as_array().is_some_and(|p| p.iter().any(|p| p["id"] == "sim-wes")))
+    })
+    .await
+    .unwrap();
+    let targets = [(test_data("targets.vcf.gz"), "targets.vcf.gz")];
+    let files: Vec<(&std::path::Path, &str)> = targets.iter().map(|(p, n)| (p.as_path(), *n)).collect();
+    let (status, job) =
+        submit(&origin, &admin, &files, &[("panel", "sim-wes"), ("engine", "wes-beagle"), ("build", "hg19")]).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = wait_state(&origin, &admin, &id, &["completed", "failed"], Duration::from_secs(300)).await;
+    assert_eq!(done["state"], "completed", "{done}\nhost log:\n{}", host.log());
+    assert_eq!(done["peer"], host.peer_id());
+
+    // The same job as a local Beagle job at the host gives the same imputed VCF.
+    let (status, local) =
+        submit(&host, &host_admin, &files, &[("panel", "sim"), ("engine", "beagle"), ("build", "hg19")]).await;
+    assert_eq!(status, StatusCode::CREATED, "{local}");
+    let local_id = local["id"].as_str().unwrap().to_string();
+    let local_done =
+        wait_state(&host, &host_admin, &local_id, &["completed", "failed"], Duration::from_secs(300)).await;
+    assert_eq!(local_done["state"], "completed", "{local_done}");
+    let dir = tempfile::tempdir().unwrap();
+    let (via_wes, direct) = (dir.path().join("wes.vcf.gz"), dir.path().join("local.vcf.gz"));
+    download(&origin, &admin, &id, "targets.dose.vcf.gz", &via_wes).await;
+    download(&host, &host_admin, &local_id, "chr20.dose.vcf.gz", &direct).await;
+    assert_eq!(vcf_body(&via_wes), vcf_body(&direct));
+    assert_eq!(done["summary"]["variants_imputed"], local_done["summary"]["variants_imputed"]);
+
+    // Cancel: the reference server ignores it, and the job says so rather than claim it stopped.
+    let (_, job) =
+        submit(&host, &host_admin, &files, &[("panel", "sim-wes"), ("engine", "wes-beagle"), ("build", "hg19")]).await;
+    let cancel_id = job["id"].as_str().unwrap().to_string();
+    wait_state(&host, &host_admin, &cancel_id, &["running"], Duration::from_secs(60)).await;
+    let (status, _) =
+        host.send(Method::POST, &format!("/jobs/{cancel_id}/cancel"), &host_admin, &Value::Null).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    wait_for("the cancel request to be reported", Duration::from_secs(20), || async {
+        Ok(history(&host, &host_admin, &cancel_id).await.iter().any(|m| m.contains("cancel requested at wes-beagle")))
+    })
+    .await
+    .unwrap();
 }

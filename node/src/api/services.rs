@@ -60,11 +60,16 @@ pub struct AddServiceRequest {
     kind: String,
     id: String,
     url: String,
-    /// The service's API token; stored encrypted, never returned.
-    token: String,
+    /// The service's API token (required for Cloudgene, optional for WES); stored encrypted,
+    /// never returned.
+    token: Option<String>,
     /// Cloudgene application id (default `imputationserver2`).
     app: Option<String>,
+    /// WES: the CWL workflow (a file on the node, or an http(s) URL).
     workflow_url: Option<String>,
+    /// WES: the panels the workflow can use.
+    #[serde(default)]
+    panels: Vec<ServicePanel>,
 }
 
 /// The registered services with their last health check.
@@ -88,9 +93,10 @@ async fn add(
         kind: &req.kind,
         id: &req.id,
         url: &req.url,
-        token: Secret::new(req.token),
+        token: req.token.map(Secret::new),
         app: req.app.as_deref(),
         workflow_url: req.workflow_url.as_deref(),
+        panels: req.panels,
     };
     external::register(&state.store, &state.identity, &registration).await.map_err(|e| match e {
         RegisterError::Invalid(m) => ApiError::Unprocessable(m),

@@ -28,15 +28,19 @@ pub enum ServiceCommand {
         /// Base URL, e.g. https://imputationserver.sph.umich.edu
         #[arg(long)]
         url: String,
-        /// File holding the API token (`-` for standard input).
+        /// File holding the API token (`-` for standard input); optional for WES.
         #[arg(long)]
-        token_file: PathBuf,
+        token_file: Option<PathBuf>,
         /// Cloudgene application id.
         #[arg(long, default_value = "imputationserver2")]
         app: String,
-        /// Workflow to run (WES).
+        /// WES: the CWL workflow to run, a local file (attached to each run) or an http(s) URL.
         #[arg(long)]
         workflow_url: Option<String>,
+        /// WES: a panel the workflow can use, `id=ID,build=hg19,ref=LOCATION[,map=LOCATION]`,
+        /// with locations as the WES server reads them (repeatable).
+        #[arg(long = "panel")]
+        panels: Vec<String>,
     },
     /// List the services with their last health check (never their tokens).
     List {
@@ -59,16 +63,21 @@ pub enum ServiceCommand {
 
 pub async fn run(cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ServiceCommand::Add { config, kind, id, url, token_file, app, workflow_url } => {
+        ServiceCommand::Add { config, kind, id, url, token_file, app, workflow_url, panels } => {
             let node = NodeHandle::open(&config.config).await?;
-            let token = super::read_password_file(&token_file).context("reading the token")?;
+            let token = token_file
+                .map(|f| super::read_password_file(&f).context("reading the token"))
+                .transpose()?
+                .map(Secret::new);
+            let panels = panels.iter().map(|p| external::parse_panel(p)).collect::<Result<Vec<_>, _>>()?;
             let registration = Registration {
                 kind: &kind,
                 id: &id,
                 url: &url,
-                token: Secret::new(token),
+                token,
                 app: Some(&app),
                 workflow_url: workflow_url.as_deref(),
+                panels,
             };
             external::register(&node.store, &node.identity, &registration).await?;
             node.store

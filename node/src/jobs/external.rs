@@ -1,6 +1,7 @@
-//! Running a job through an external service this node wraps (a Cloudgene server): submit the
-//! inputs, follow the job there (queue position, steps), fetch and unpack the results into our
-//! layout, and write the info tables and summary as for a local run.
+//! Running a job through an external service this node wraps (a Cloudgene server, or a GA4GH
+//! WES server running our CWL workflow): submit the inputs, follow the job there (queue
+//! position, steps), fetch (and unpack) the results into our layout, and write the info tables
+//! and summary as for a local run.
 //!
 //! The job's id at the service is stored before it is followed, so after a restart the node
 //! carries on with the same remote job instead of submitting it twice. The archives'
@@ -17,9 +18,12 @@ use super::runner::{InfoFormat, JobFailure, add_result, progress, write_info_tab
 use crate::credentials::Secret;
 use crate::imputation::engines::KillSwitch;
 use crate::imputation::external::cloudgene::{State, Submission};
-use crate::imputation::external::cloudgene_client;
+use crate::imputation::external::wes::{RunRequest, RunState};
+use crate::imputation::external::{cloudgene_client, wes_client};
+use crate::imputation::tools;
 use crate::store::jobs::JobRow;
 use crate::store::services::ServiceRow;
+use crate::tool_args;
 
 /// The password protecting a job's result archives at the service.
 fn archive_password(svc: &JobsService, job_id: &str) -> Secret {
@@ -209,4 +213,147 @@ fn unzip(archive: &Path, into: &Path, password: &Secret) -> Result<(), JobFailur
         std::io::copy(&mut entry, &mut out).map_err(|e| JobFailure(format!("result archive: {e}")))?;
     }
     Ok(())
+}
+
+/// Running a job through a GA4GH WES service: one run of the service's CWL workflow on the
+/// job's input, with the panel's files where the server reads them; the imputed VCF comes back
+/// as the job's dosage VCF (r2-filtered here, as for a local Beagle job).
+pub(super) async fn execute_wes(
+    svc: &JobsService,
+    job: &JobRow,
+    service: &ServiceRow,
+    kill: &KillSwitch,
+    work: &Path,
+    results: &Path,
+) -> Result<Option<JobSummary>, JobFailure> {
+    if job.mode == "qc_only" {
+        return Err(JobFailure(format!("{} runs imputation only; a QC-only job cannot run there", service.id)));
+    }
+    let client = wes_client(&svc.identity, service)?;
+    let inputs = svc.store.job_inputs(&job.id).await?;
+    let [input] = inputs.as_slice() else {
+        return Err(JobFailure(format!(
+            "{} takes one VCF (one chromosome) per job; this job has {}",
+            service.id,
+            inputs.len()
+        )));
+    };
+    let panels = service.panels();
+    let panel = panels
+        .iter()
+        .find(|p| p.id == job.panel_id)
+        .ok_or_else(|| JobFailure(format!("{} does not offer panel {}", service.id, job.panel_id)))?;
+    let stem: String = input
+        .name
+        .trim_end_matches(".gz")
+        .trim_end_matches(".vcf")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    let run_id = match &job.external_id {
+        Some(id) => id.clone(),
+        None => {
+            let e = &svc.config.engines;
+            let mut params = serde_json::json!({
+                "gt": {"class": "File", "path": input.name},
+                "ref": {"class": "File", "location": panel.key},
+                "out": "imputed",
+                "nthreads": e.threads,
+                "java_heap": e.java_heap,
+            });
+            if let Some(map) = &panel.map {
+                params["map"] = serde_json::json!({"class": "File", "location": map});
+            }
+            progress(svc, &job.id, "submitting", 0.03, Some(&format!("submitting to {}", service.id))).await;
+            let id = client
+                .run(&RunRequest {
+                    workflow: service.workflow_url.as_deref().unwrap_or_default(),
+                    params,
+                    attachments: &[(input.name.clone(), svc.files.path(&input.sha256))],
+                })
+                .await?;
+            svc.store.set_external_id(&job.id, Some(&id)).await?;
+            tracing::info!(job = %job.id, service = %service.id, run = %id, "submitted to a WES service");
+            id
+        }
+    };
+
+    let poll = Duration::from_secs(svc.config.transfer.poll_secs.max(1));
+    let mut last_note = String::new();
+    loop {
+        if kill.is_killed() {
+            // The reference server accepts a cancel but does nothing with it: say what we know.
+            let note = match client.cancel(&run_id).await {
+                Ok(()) => {
+                    format!("cancel requested at {}; the service does not confirm that the run stopped", service.id)
+                }
+                Err(e) => format!("could not ask {} to cancel: {e}", service.id),
+            };
+            progress(svc, &job.id, "cancelling", 0.0, Some(&note)).await;
+            return Err(JobFailure("cancelled".into()));
+        }
+        let (stage, share, note) = match client.status(&run_id).await? {
+            RunState::Queued | RunState::Initializing => {
+                ("queued_at_service", 0.05, format!("queued at {}", service.id))
+            }
+            RunState::Running | RunState::Paused => ("running_at_service", 0.5, format!("running at {}", service.id)),
+            RunState::Complete => break,
+            RunState::ExecutorError | RunState::SystemError => {
+                let log = client.log(&run_id).await?;
+                let run =
+                    log.run_log.unwrap_or(crate::imputation::external::wes::Log { stderr: None, exit_code: None });
+                let stderr = run.stderr.unwrap_or_default();
+                let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).rev().take(3).collect();
+                return Err(JobFailure(format!(
+                    "the run at {} failed (exit code {}): {}",
+                    service.id,
+                    run.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                )));
+            }
+            RunState::Canceled | RunState::Canceling => return Err(JobFailure(format!("cancelled at {}", service.id))),
+            RunState::Preempted => return Err(JobFailure(format!("{} preempted the run", service.id))),
+            RunState::Unknown => return Err(JobFailure(format!("{} reports the run in an unknown state", service.id))),
+        };
+        if note != last_note {
+            progress(svc, &job.id, stage, share, Some(&note)).await;
+            last_note = note;
+        }
+        tokio::time::sleep(poll).await;
+    }
+
+    progress(svc, &job.id, "fetching_results", 0.9, Some(&format!("fetching the results from {}", service.id))).await;
+    let log = client.log(&run_id).await?;
+    let location = log.outputs["imputed"]["location"]
+        .as_str()
+        .ok_or_else(|| JobFailure(format!("{} finished the run without an `imputed` output", service.id)))?;
+    let fetched = work.join("imputed.vcf.gz");
+    client.fetch(location, &fetched).await?;
+    if let Some(engine_log) = log.outputs["log"]["location"].as_str()
+        && let Err(e) = client.fetch(engine_log, &results.join("job.log")).await
+    {
+        tracing::warn!(job = %job.id, error = %e, "could not fetch the engine log");
+    }
+    let dose = results.join(format!("{stem}.dose.vcf.gz"));
+    if job.r2_filter > 0.0 {
+        let expr = format!("INFO/DR2>={}", job.r2_filter);
+        tools::run(
+            &svc.config.engines.bcftools,
+            &tool_args!("view", "-i", &expr, "-Oz", "-o", dose.as_os_str(), fetched.as_os_str()),
+            None,
+        )
+        .await?;
+    } else {
+        tokio::fs::rename(&fetched, &dose).await?;
+    }
+    let info = results.join(format!("{stem}.info.tsv"));
+    write_info_table(svc, &dose, &info, &work.join("info.body"), InfoFormat::Beagle).await?;
+    let mut summary = JobSummary { r2_filter: job.r2_filter, ..Default::default() };
+    super::results::add_info_table(&mut summary, &info)?;
+    tokio::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&summary)?).await?;
+    let mut entries = tokio::fs::read_dir(results).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        add_result(svc, &job.id, &entry.path()).await?;
+    }
+    Ok(Some(summary))
 }

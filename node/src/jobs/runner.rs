@@ -115,7 +115,11 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
 
     // A job for an external service this node wraps runs there.
     if let Some(service) = svc.store.service(&job.engine).await? {
-        return super::external::execute(svc, job, &service, kill, &work, &results).await;
+        return if service.kind == "wes" {
+            super::external::execute_wes(svc, job, &service, kill, &work, &results).await
+        } else {
+            super::external::execute(svc, job, &service, kill, &work, &results).await
+        };
     }
     let panel = svc.store.panel(&job.panel_id).await?.filter(|p| p.status == "ready");
     let Some(panel) = panel else {

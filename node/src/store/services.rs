@@ -32,6 +32,9 @@ pub struct ServicePanel {
     pub name: String,
     pub populations: Vec<String>,
     pub builds: Vec<String>,
+    /// WES: where the server reads the panel's genetic map, if any.
+    #[serde(default)]
+    pub map: Option<String>,
 }
 
 impl ServiceRow {
@@ -48,13 +51,15 @@ pub struct NewService<'a> {
     pub app: Option<&'a str>,
     pub workflow_url: Option<&'a str>,
     pub sealed_token: Option<&'a [u8]>,
+    /// The panels, as JSON, when the registration names them (WES has no panel discovery).
+    pub panels: Option<&'a str>,
 }
 
 impl Store {
     pub async fn add_service(&self, s: &NewService<'_>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO external_services (id, kind, url, app, workflow_url, sealed_token, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO external_services (id, kind, url, app, workflow_url, sealed_token, panels, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, COALESCE(?, '[]'), ?)",
         )
         .bind(s.id)
         .bind(s.kind)
@@ -62,6 +67,7 @@ impl Store {
         .bind(s.app)
         .bind(s.workflow_url)
         .bind(s.sealed_token)
+        .bind(s.panels)
         .bind(now_ms())
         .execute(self.pool())
         .await

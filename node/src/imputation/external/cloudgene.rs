@@ -269,6 +269,7 @@ impl Client {
                 key,
                 populations: populations.clone(),
                 builds: builds.clone(),
+                map: None,
             })
             .collect();
         Ok(AppInfo { panels, populations, builds })

@@ -1,11 +1,13 @@
 //! External imputation services a node wraps and advertises like its own engines: Cloudgene
-//! servers (Michigan, TOPMed, AfriGen-D) through their published REST API.
+//! servers (Michigan, TOPMed, AfriGen-D) through their published REST API, and GA4GH WES
+//! servers running a CWL workflow (`configs/wes/beagle-impute.cwl`).
 //!
 //! A registered service is health-checked on a schedule; its status, queue length and panels
 //! go into the node's advert, and an unhealthy service is advertised as such (and so not chosen
 //! as a host). Jobs for it are run by `jobs::external`.
 
 pub mod cloudgene;
+pub mod wes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +36,7 @@ pub enum ServiceError {
 }
 
 /// The kinds of service this node can wrap.
-pub const KINDS: [&str; 1] = ["cloudgene"];
+pub const KINDS: [&str; 2] = ["cloudgene", "wes"];
 
 /// A service's id: what jobs name as their engine. Lowercase letters, digits and dashes.
 pub fn valid_service_id(id: &str) -> bool {
@@ -60,9 +62,22 @@ pub fn cloudgene_client(identity: &NodeIdentity, service: &ServiceRow) -> Result
     cloudgene::Client::new(&service.id, &service.url, service.app.as_deref().unwrap_or("imputationserver2"), token)
 }
 
+/// A client for a registered WES service.
+pub fn wes_client(identity: &NodeIdentity, service: &ServiceRow) -> Result<wes::Client, ServiceError> {
+    wes::Client::new(&service.id, &service.url, token_of(identity, service)?)
+}
+
 /// Checks one service now and records the outcome; returns whether its status changed.
 pub async fn check(store: &Store, identity: &NodeIdentity, service: &ServiceRow) -> bool {
     let outcome = async {
+        if service.kind == "wes" {
+            let client = wes_client(identity, service)?;
+            client.service_info().await?;
+            // The reference server reports no state counts; its run list has the states.
+            let runs = client.list_runs().await?;
+            let busy = runs.iter().filter(|(_, s)| matches!(s.as_str(), "QUEUED" | "INITIALIZING" | "RUNNING")).count();
+            return Ok::<_, ServiceError>((busy as i64, service.panels()));
+        }
         let client = cloudgene_client(identity, service)?;
         let queue = client.queue_size().await?;
         let panels = client.app().await?.panels;
@@ -111,9 +126,12 @@ pub struct Registration<'a> {
     pub kind: &'a str,
     pub id: &'a str,
     pub url: &'a str,
-    pub token: Secret,
+    /// Required for Cloudgene; optional for WES (sent as a bearer token).
+    pub token: Option<Secret>,
     pub app: Option<&'a str>,
     pub workflow_url: Option<&'a str>,
+    /// WES: the panels the workflow can use (Cloudgene lists its own).
+    pub panels: Vec<crate::store::services::ServicePanel>,
 }
 
 /// Why a registration was refused, in words for the admin.
@@ -131,11 +149,6 @@ pub enum RegisterError {
 
 /// Checks and stores a registration, with the token sealed.
 pub async fn register(store: &Store, identity: &NodeIdentity, r: &Registration<'_>) -> Result<(), RegisterError> {
-    if r.kind == "wes" {
-        return Err(RegisterError::Invalid(
-            "GA4GH WES services cannot be wrapped yet; only kind cloudgene is supported".into(),
-        ));
-    }
     if !KINDS.contains(&r.kind) {
         return Err(RegisterError::Invalid(format!("kind must be one of {}, got {:?}", KINDS.join(", "), r.kind)));
     }
@@ -149,20 +162,57 @@ pub async fn register(store: &Store, identity: &NodeIdentity, r: &Registration<'
     if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
         return Err(RegisterError::Invalid(format!("url {:?} must be http(s)://host[:port][/path]", r.url)));
     }
-    if r.token.expose().trim().is_empty() {
-        return Err(RegisterError::Invalid("the token is empty".into()));
+    let token = r.token.as_ref().filter(|t| !t.expose().trim().is_empty());
+    if r.kind == "cloudgene" && token.is_none() {
+        return Err(RegisterError::Invalid("a Cloudgene service needs its API token".into()));
     }
-    let sealed = credentials::seal(identity, r.id, &r.token)?;
+    if r.kind == "wes" {
+        if r.workflow_url.is_none_or(|w| w.trim().is_empty()) {
+            return Err(RegisterError::Invalid("a WES service needs --workflow-url (the CWL workflow to run)".into()));
+        }
+        if r.panels.is_empty() {
+            return Err(RegisterError::Invalid("a WES service needs at least one --panel".into()));
+        }
+    }
+    let sealed = token.map(|t| credentials::seal(identity, r.id, t)).transpose()?;
+    let panels = (r.kind == "wes").then(|| serde_json::to_string(&r.panels).unwrap_or_else(|_| "[]".into()));
     let new = crate::store::services::NewService {
         id: r.id,
         kind: r.kind,
         url: r.url,
-        app: r.app.or(Some("imputationserver2")),
+        app: if r.kind == "cloudgene" { r.app.or(Some("imputationserver2")) } else { None },
         workflow_url: r.workflow_url,
-        sealed_token: Some(&sealed.0),
+        sealed_token: sealed.as_ref().map(|s| s.0.as_slice()),
+        panels: panels.as_deref(),
     };
     store.add_service(&new).await.map_err(|e| match e {
         crate::store::StoreError::Conflict(_) => RegisterError::Exists(r.id.to_string()),
         other => RegisterError::Store(other),
+    })
+}
+
+/// A WES panel as given on the command line: `id=ID,build=hg19,ref=LOCATION[,map=LOCATION]`.
+pub fn parse_panel(text: &str) -> Result<crate::store::services::ServicePanel, RegisterError> {
+    let mut fields = std::collections::HashMap::new();
+    for part in text.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| RegisterError::Invalid(format!("panel {text:?}: {part:?} is not key=value")))?;
+        fields.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let get = |k: &str| fields.get(k).cloned().filter(|v| !v.is_empty());
+    let id = get("id").ok_or_else(|| RegisterError::Invalid(format!("panel {text:?} has no id=")))?;
+    let build = get("build").unwrap_or_else(|| "hg19".into());
+    if !matches!(build.as_str(), "hg19" | "hg38") {
+        return Err(RegisterError::Invalid(format!("panel {id}: build must be hg19 or hg38")));
+    }
+    let reference = get("ref").ok_or_else(|| RegisterError::Invalid(format!("panel {id} has no ref=")))?;
+    Ok(crate::store::services::ServicePanel {
+        key: reference,
+        name: get("name").unwrap_or_else(|| id.clone()),
+        id,
+        populations: get("population").map(|p| vec![p]).unwrap_or_default(),
+        builds: vec![build],
+        map: get("map"),
     })
 }
