@@ -56,8 +56,8 @@ pub struct TransferSection {
 impl Default for TransferSection {
     fn default() -> Self {
         Self {
-            chunk_bytes: 1024 * 1024,
-            parallel_chunks: 8,
+            chunk_bytes: 256 * 1024,
+            parallel_chunks: 32,
             max_bytes_per_sec: 0,
             peer_timeout_secs: 30 * 60,
             poll_secs: 10,

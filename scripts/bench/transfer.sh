@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Transfer throughput and memory (issue 5): a 1 GiB input pulled by the host (B) from the
-# origin (A) over the file protocol (libp2p TLS 1.3 + yamux, 1 MiB chunks, 8 in flight,
+# origin (A) over the file protocol (libp2p TLS 1.3 + yamux, 256 KiB chunks, 32 in flight by default,
 # SHA-256 checked, written to disk), vs a plain TCP copy of the same file over loopback
 # (Python sockets, written to disk, no hashing). The transfer is timed from B's metrics (first
 # byte received to the last), and both nodes' RSS is sampled every 0.2 s meanwhile. Release
