@@ -110,7 +110,7 @@ pub(super) async fn execute(
                 let share = if status.state == State::Exporting { 0.85 } else { 0.5 };
                 ("running_at_service", share, format!("{}: {step}", service.id))
             }
-            s if s.is_success() => break,
+            State::Success | State::SuccessNotified => break,
             State::Failed | State::FailedNotified => {
                 let details = client.details(&external_id).await?;
                 return Err(JobFailure(
@@ -131,7 +131,6 @@ pub(super) async fn execute(
             State::Unknown(code) => {
                 return Err(JobFailure(format!("{} reports an unknown job state {code}", service.id)));
             }
-            _ => unreachable!("success states are handled above"),
         };
         if note != last_note {
             progress(svc, &job.id, stage, share, Some(&note)).await;
