@@ -393,3 +393,22 @@ async fn a_two_panel_job_merges_the_best_call_per_variant() {
         .sum();
     assert_eq!(by_bin, wins[0] + wins[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_larger_than_the_researchers_quota_are_not_fetched_and_the_host_purges() {
+    // At A a researcher may hold 200 kB: the 14 kB input fits, the 1.5 MB of results do not.
+    let fed = federation(1, |i, c| {
+        if i == 0 { set(c, "max_stored_bytes_per_user = 53687091200", "max_stored_bytes_per_user = 200000") } else { c }
+    })
+    .await;
+    let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
+    let (ta, tb) = (a.admin_token().await.unwrap(), b.admin_token().await.unwrap());
+    let id = submit_targets(a, &ta, &[("panel", "sim"), ("build", "hg19")]).await;
+    let failed = wait_state(a, &ta, &id, &["failed", "completed"], Duration::from_secs(300)).await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("over your quota of 200000"), "{failed}");
+    assert_eq!(metric(b, SENT_RESULT).await, 0, "no result byte was sent");
+    // A told B the job ended; B deletes what it had.
+    wait_state(b, &tb, &id, &["purged"], Duration::from_secs(30)).await;
+    assert!(!b.data_dir().join("jobs").join(&id).exists());
+}

@@ -334,6 +334,23 @@ impl Federated {
                     self.fail(job, format!("{label} offered a result file with an unusable name {:?}", bad.name)).await;
                     return;
                 }
+                // The host decides the sizes: hold them to the researcher's storage quota here, as
+                // an upload would be, so no peer can fill this node's disk.
+                let total: u64 = files.iter().map(|f| f.size).sum();
+                let held = self.jobs.store.stored_bytes_of(job.owner_id).await.unwrap_or(0).max(0) as u64;
+                let quota = self.jobs.config.jobs.max_stored_bytes_per_user;
+                if held.saturating_add(total) > quota {
+                    self.fail(
+                        job,
+                        format!(
+                            "the results at {label} ({total} bytes) would bring your stored data to {} bytes, \
+                             over your quota of {quota}; free space and retry",
+                            held.saturating_add(total)
+                        ),
+                    )
+                    .await;
+                    return;
+                }
                 let manifest = serde_json::to_string(&files).unwrap_or_default();
                 if let Err(e) = self.jobs.store.set_remote_results(&job.id, &manifest).await {
                     tracing::error!(job = %job.id, error = %e, "cannot record the result manifest");
