@@ -236,6 +236,15 @@ async fn a_host_gone_past_the_timeout_fails_the_job_or_moves_it_when_allowed() {
     assert_eq!(moved["state"], "completed", "{moved}\nA's log:\n{}", a.log());
     assert_eq!(moved["peer"], fed.nodes[other].peer_id(), "{moved}");
     assert_eq!(a.audit("job.host_unreachable").await.unwrap().len(), 2);
+
+    // When the lost host comes back, it is told to delete both jobs' inputs: neither runs there.
+    fed.nodes[doomed].start().await.unwrap();
+    let back = &fed.nodes[doomed];
+    let tb = back.admin_token().await.unwrap();
+    for id in [&movable, &pinned] {
+        wait_state(back, &tb, id, &["purged"], Duration::from_secs(60)).await;
+        assert!(!back.data_dir().join("transfers").join(id).exists());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,4 +146,19 @@ impl Store {
         sqlx::query("DELETE FROM jobs WHERE id = ?").bind(id).execute(self.pool()).await?;
         Ok(())
     }
+
+    /// Origin jobs that `peer` may still hold although this node is done with it there: jobs
+    /// moved away from it, and jobs that ended here while it was unreachable. Created since
+    /// `since_ms`.
+    pub async fn jobs_left_at(&self, peer: &str, since_ms: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE role = 'origin' AND created_at >= ? AND \
+             ((peer = ? AND state IN ('failed', 'cancelled')) OR (' ' || excluded_hosts || ' ') LIKE ?)",
+        )
+        .bind(since_ms)
+        .bind(peer)
+        .bind(format!("% {peer} %"))
+        .fetch_all(self.pool())
+        .await?)
+    }
 }

@@ -148,6 +148,11 @@ impl Federated {
                     });
                 }
                 JobNetworkEvent::Connected { peer } => {
+                    // A host that was given up on may still hold inputs of jobs that moved away
+                    // or ended here meanwhile: tell it, so it deletes them.
+                    let this = self.clone();
+                    let host = peer.to_string();
+                    tokio::spawn(async move { this.tell_about_jobs_left(&host).await });
                     // Jobs waiting on this peer can go on now rather than at their next retry.
                     let peer = peer.to_string();
                     let drivers: Vec<Arc<Notify>> =
@@ -189,6 +194,22 @@ impl Federated {
         let peer: PeerId = peer.parse().map_err(|_| AskError::Protocol(format!("{peer:?} is not a PeerId")))?;
         let answer = self.network.job_request(peer, self.sign(body)?).await?;
         answer.open::<JobReply>(&peer).map_err(|e| AskError::Protocol(e.to_string()))
+    }
+
+    /// Sends a cancel for every job `host` may still hold although this node is done with it
+    /// there; the host purges what it has (or answers that it has nothing).
+    async fn tell_about_jobs_left(&self, host: &str) {
+        let keep_ms = i64::from(self.jobs.config.jobs.results_retention_days.max(1)) * 86_400_000;
+        let jobs = self.jobs.store.jobs_left_at(host, crate::time::now_ms() - keep_ms).await.unwrap_or_default();
+        for job_id in jobs {
+            match self.ask(host, &fedimpute_protocol::jobs::JobRequest::Cancel { job_id: job_id.clone() }).await {
+                Ok(JobReply::Ack { .. }) => {
+                    tracing::info!(job = %job_id, %host, "told a returning host to delete a job it no longer runs")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(job = %job_id, %host, error = %e, "could not reach a returning host"),
+            }
+        }
     }
 
     /// The member with this PeerId in the current federation config.
