@@ -33,6 +33,12 @@ pub const JOB_SIGNING_CONTEXT: &[u8] = b"fedimpute/job-message/v1\0";
 /// The r2 filters a job may ask for, as they travel.
 pub const R2_FILTERS: [&str; 5] = ["0", "0.001", "0.1", "0.2", "0.3"];
 
+/// The travelling form of an r2 filter stored as a number: the entry of [`R2_FILTERS`] it
+/// equals, or `"0"` (keep all) for any other value.
+pub fn r2_filter_text(value: f64) -> &'static str {
+    R2_FILTERS.iter().find(|f| f.parse::<f64>().is_ok_and(|v| (v - value).abs() < 1e-9)).copied().unwrap_or("0")
+}
+
 /// A file as announced before it is sent: the receiver checks size and hash on arrival.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileManifest {
@@ -291,6 +297,14 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(serde_json::from_value(status).unwrap(), JobMessage::Reply(JobReply::Status { .. })));
+    }
+
+    #[test]
+    fn stored_r2_filters_travel_as_their_listed_text() {
+        assert_eq!(r2_filter_text(0.3), "0.3");
+        assert_eq!(r2_filter_text(0.001), "0.001");
+        assert_eq!(r2_filter_text(0.0), "0");
+        assert_eq!(r2_filter_text(0.25), "0");
     }
 
     #[test]

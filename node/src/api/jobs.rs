@@ -292,7 +292,7 @@ async fn submit(
         let r2_filter = choice(
             "r2_filter",
             &field("r2_filter").unwrap_or_else(|| "0".into()),
-            &["0", "0.001", "0.1", "0.2", "0.3"],
+            &fedimpute_protocol::jobs::R2_FILTERS,
         )?;
         let params = JobParams {
             name: field("name").unwrap_or_else(|| format!("job {}", &job_id[..8])),

@@ -65,10 +65,6 @@ pub(super) async fn execute(
             let inputs: Vec<(String, PathBuf)> =
                 svc.store.job_inputs(&job.id).await?.into_iter().map(|i| (i.name, svc.files.path(&i.sha256))).collect();
             let population = population_for(job, &app.populations).unwrap_or_else(|| "mixed".into());
-            let r2 = fedimpute_protocol::jobs::R2_FILTERS
-                .iter()
-                .find(|f| f.parse::<f64>().is_ok_and(|v| (v - job.r2_filter).abs() < 1e-9))
-                .unwrap_or(&"0");
             progress(svc, &job.id, "submitting", 0.03, Some(&format!("submitting to {}", service.id))).await;
             let id = client
                 .submit(&Submission {
@@ -78,7 +74,7 @@ pub(super) async fn execute(
                     phasing: if job.phasing == "no_phasing" { "no_phasing" } else { "eagle" },
                     population: &population,
                     mode: if job.mode == "qc_only" { "qconly" } else { "imputation" },
-                    r2_filter: r2,
+                    r2_filter: fedimpute_protocol::jobs::r2_filter_text(job.r2_filter),
                     password: &password,
                 })
                 .await?;

@@ -34,17 +34,13 @@ const RETRY: Duration = Duration::from_secs(2);
 
 /// The job's parameters as they travel.
 pub(super) fn request_params(job: &JobRow) -> JobRequestParams {
-    let r2 = fedimpute_protocol::jobs::R2_FILTERS
-        .iter()
-        .find(|f| f.parse::<f64>().is_ok_and(|v| (v - job.r2_filter).abs() < 1e-9))
-        .unwrap_or(&"0");
     JobRequestParams {
         panel_id: job.panel_id.clone(),
         build: job.build.clone(),
         engine: job.engine.clone(),
         phasing: job.phasing.clone(),
         population: job.population.clone(),
-        r2_filter: r2.to_string(),
+        r2_filter: fedimpute_protocol::jobs::r2_filter_text(job.r2_filter).to_string(),
         mode: job.mode.clone(),
     }
 }
