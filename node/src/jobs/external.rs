@@ -14,16 +14,14 @@ use sha2::{Digest, Sha256};
 
 use super::JobsService;
 use super::results::JobSummary;
-use super::runner::{InfoFormat, JobFailure, add_result, progress, write_info_table};
+use super::runner::{InfoFormat, JobFailure, add_result, progress, write_beagle_dose, write_info_table};
 use crate::credentials::Secret;
 use crate::imputation::engines::KillSwitch;
 use crate::imputation::external::cloudgene::{State, Submission};
 use crate::imputation::external::wes::{RunRequest, RunState};
 use crate::imputation::external::{cloudgene_client, wes_client};
-use crate::imputation::tools;
 use crate::store::jobs::JobRow;
 use crate::store::services::ServiceRow;
-use crate::tool_args;
 
 /// The password protecting a job's result archives at the service.
 fn archive_password(svc: &JobsService, job_id: &str) -> Secret {
@@ -178,11 +176,17 @@ pub(super) async fn execute(
         super::results::add_info_table(&mut summary, &info)?;
     }
     tokio::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&summary)?).await?;
+    record_results_folder(svc, &job.id, results).await?;
+    Ok(if job.mode == "qc_only" { None } else { Some(summary) })
+}
+
+/// Hashes and records every file of the results folder (a service's output names vary).
+async fn record_results_folder(svc: &JobsService, job_id: &str, results: &Path) -> Result<(), JobFailure> {
     let mut entries = tokio::fs::read_dir(results).await?;
     while let Some(entry) = entries.next_entry().await? {
-        add_result(svc, &job.id, &entry.path()).await?;
+        add_result(svc, job_id, &entry.path()).await?;
     }
-    Ok(if job.mode == "qc_only" { None } else { Some(summary) })
+    Ok(())
 }
 
 /// Unpacks a (possibly AES-encrypted) zip archive's files into `into`, flat: only file names are
@@ -330,25 +334,12 @@ pub(super) async fn execute_wes(
         tracing::warn!(job = %job.id, error = %e, "could not fetch the engine log");
     }
     let dose = results.join(format!("{stem}.dose.vcf.gz"));
-    if job.r2_filter > 0.0 {
-        let expr = format!("INFO/DR2>={}", job.r2_filter);
-        tools::run(
-            &svc.config.engines.bcftools,
-            &tool_args!("view", "-i", &expr, "-Oz", "-o", dose.as_os_str(), fetched.as_os_str()),
-            None,
-        )
-        .await?;
-    } else {
-        tokio::fs::rename(&fetched, &dose).await?;
-    }
+    write_beagle_dose(svc, &fetched, &dose, job.r2_filter).await?;
     let info = results.join(format!("{stem}.info.tsv"));
     write_info_table(svc, &dose, &info, &work.join("info.body"), InfoFormat::Beagle).await?;
     let mut summary = JobSummary { r2_filter: job.r2_filter, ..Default::default() };
     super::results::add_info_table(&mut summary, &info)?;
     tokio::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&summary)?).await?;
-    let mut entries = tokio::fs::read_dir(results).await?;
-    while let Some(entry) = entries.next_entry().await? {
-        add_result(svc, &job.id, &entry.path()).await?;
-    }
+    record_results_folder(svc, &job.id, results).await?;
     Ok(Some(summary))
 }

@@ -221,16 +221,10 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
         progress(svc, &job.id, "writing", base + share * 0.95, Some(&format!("{chrom}: writing results"))).await;
         let dose = results.join(format!("{prefix}.dose.vcf.gz"));
         let r2_tag = if job.engine == "beagle" { "DR2" } else { "R2" };
-        if job.engine == "beagle" && job.r2_filter > 0.0 {
-            let expr = format!("INFO/DR2>={}", job.r2_filter);
-            tools::run(
-                &e.bcftools,
-                &tool_args!("view", "-i", &expr, "-Oz", "-o", dose.as_os_str(), imputed.as_os_str()),
-                None,
-            )
-            .await?;
+        if job.engine == "beagle" {
+            write_beagle_dose(svc, &imputed, &dose, job.r2_filter).await?;
         } else {
-            // Same file system (both under the job's folder): a rename, not a copy.
+            // Minimac4 applied the filter itself (`--min-r2`).
             tokio::fs::rename(&imputed, &dose).await?;
         }
         let info = results.join(format!("{prefix}.info.tsv"));
@@ -246,6 +240,29 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     add_result(svc, &job.id, &results.join("summary.json")).await?;
     add_result(svc, &job.id, &log).await?;
     Ok(Some(summary))
+}
+
+/// Makes Beagle's output `imputed` the dosage VCF `dose`, keeping only variants whose DR2 is at
+/// least `r2_filter` (Beagle has no such option; 0 keeps all).
+pub(super) async fn write_beagle_dose(
+    svc: &JobsService,
+    imputed: &Path,
+    dose: &Path,
+    r2_filter: f64,
+) -> Result<(), JobFailure> {
+    if r2_filter > 0.0 {
+        let expr = format!("INFO/DR2>={r2_filter}");
+        tools::run(
+            &svc.config.engines.bcftools,
+            &tool_args!("view", "-i", &expr, "-Oz", "-o", dose.as_os_str(), imputed.as_os_str()),
+            None,
+        )
+        .await?;
+    } else {
+        // Same file system (both under the job's folder): a rename, not a copy.
+        tokio::fs::rename(imputed, dose).await?;
+    }
+    Ok(())
 }
 
 /// Which engine wrote a dosage VCF: their INFO fields differ.
