@@ -196,12 +196,34 @@ pub struct JobInput {
     pub size: i64,
 }
 
+impl JobInput {
+    /// The input as a job message announces it.
+    pub fn manifest(&self) -> fedimpute_protocol::jobs::FileManifest {
+        fedimpute_protocol::jobs::FileManifest {
+            name: self.name.clone(),
+            size: self.size as u64,
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
 /// A result file of a job.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
 pub struct JobResult {
     pub name: String,
     pub size: i64,
     pub sha256: String,
+}
+
+impl JobResult {
+    /// The result file as a job message announces it.
+    pub fn manifest(&self) -> fedimpute_protocol::jobs::FileManifest {
+        fedimpute_protocol::jobs::FileManifest {
+            name: self.name.clone(),
+            size: self.size as u64,
+            sha256: self.sha256.clone(),
+        }
+    }
 }
 
 /// One recorded step of a job.
@@ -471,6 +493,16 @@ impl Store {
             .bind(after_id)
             .fetch_all(self.pool())
             .await?)
+    }
+
+    /// The message of a job's newest event (`None` if that event has none).
+    pub async fn last_job_message(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<Option<String>> =
+            sqlx::query_scalar("SELECT message FROM job_events WHERE job_id = ? ORDER BY id DESC LIMIT 1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.flatten())
     }
 
     /// Records progress within the current state (no state change).

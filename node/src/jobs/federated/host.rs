@@ -15,11 +15,13 @@ use libp2p::PeerId;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::transfer::{Pull, PullError, read_chunk};
+use super::transfer::{PullError, read_chunk};
 use super::{Federated, plain_file_name, valid_job_id};
 use crate::federation::policy::host_accepts;
 use crate::store::audit::{AuditEvent, Outcome};
-use crate::store::jobs::{JobInput, JobParams, JobPlacement, JobRole, JobRow, JobState, LIVE_STATES, TransitionUpdate};
+use crate::store::jobs::{
+    JobInput, JobParams, JobPlacement, JobResult, JobRole, JobRow, JobState, LIVE_STATES, TransitionUpdate,
+};
 use crate::time::now_ms;
 
 const RETRY: Duration = Duration::from_secs(2);
@@ -222,17 +224,13 @@ impl Federated {
             let files = self.jobs.store.job_results(&job.id).await.unwrap_or_default();
             return JobReply::ResultManifest {
                 job_id: job.id.clone(),
-                files: files
-                    .into_iter()
-                    .map(|f| FileManifest { name: f.name, size: f.size as u64, sha256: f.sha256 })
-                    .collect(),
+                files: files.iter().map(JobResult::manifest).collect(),
             };
         }
         let message = match job.state() {
             JobState::Failed => job.error.clone(),
-            _ => {
-                self.jobs.store.job_events(&job.id, 0).await.ok().and_then(|e| e.last().and_then(|e| e.message.clone()))
-            }
+            // Read on every status push: the newest event alone, not the job's whole history.
+            _ => self.jobs.store.last_job_message(&job.id).await.ok().flatten(),
         };
         JobReply::Status {
             job_id: job.id.clone(),
@@ -367,17 +365,8 @@ impl Federated {
             if dest.is_file() {
                 continue;
             }
-            let manifest =
-                FileManifest { name: input.name.clone(), size: input.size as u64, sha256: input.sha256.clone() };
-            let pull = Pull {
-                network: &self.network,
-                metrics: &self.metrics,
-                settings: &self.jobs.config.transfer,
-                peer,
-                job_id: &job.id,
-                file: &manifest,
-                kind: "input",
-            };
+            let manifest = input.manifest();
+            let pull = self.pull(peer, &job.id, &manifest, "input");
             let partial = staging.join(format!("{}.part", input.sha256));
             match pull.run(&partial).await {
                 Ok(()) => {}

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use fedimpute_protocol::federation::Member;
-use fedimpute_protocol::jobs::{JobMessage, JobReply, SignedJobMessage};
+use fedimpute_protocol::jobs::{FileManifest, JobMessage, JobReply, SignedJobMessage};
 use libp2p::PeerId;
 use libp2p::request_response::ResponseChannel;
 use serde::Serialize;
@@ -209,6 +209,20 @@ impl Federated {
                 Ok(_) => {}
                 Err(e) => tracing::debug!(job = %job_id, %host, error = %e, "could not reach a returning host"),
             }
+        }
+    }
+
+    /// A pull of `file` of job `job_id` from `peer`, with this node's transfer settings;
+    /// `kind` (`input` or `result`) labels its bytes in the metrics.
+    fn pull<'a>(&'a self, peer: PeerId, job_id: &'a str, file: &'a FileManifest, kind: &'a str) -> transfer::Pull<'a> {
+        transfer::Pull {
+            network: &self.network,
+            metrics: &self.metrics,
+            settings: &self.jobs.config.transfer,
+            peer,
+            job_id,
+            file,
+            kind,
         }
     }
 

@@ -14,10 +14,10 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::selection::{Candidate, Needs, PanelRef, choose_host};
-use super::transfer::{Pull, PullError};
+use super::transfer::PullError;
 use super::{Federated, plain_file_name, pseudonym};
 use crate::store::audit::{AuditEvent, Outcome};
-use crate::store::jobs::{JobResult, JobRow, JobState, LIVE_STATES, TransitionUpdate};
+use crate::store::jobs::{JobInput, JobResult, JobRow, JobState, LIVE_STATES, TransitionUpdate};
 use crate::time::now_ms;
 
 /// What a driver does after a step.
@@ -92,18 +92,6 @@ impl Federated {
         self.jobs.config.transfer.peer_timeout_secs as i64 * 1000
     }
 
-    /// The best host for the job now, by the catalog, the peers' state and both policies.
-    pub fn select_host(
-        &self,
-        panel: &PanelRef,
-        build: &str,
-        engine: &str,
-        input_bytes: u64,
-        excluded: &[String],
-    ) -> Result<String, String> {
-        select_host(&self.federation, &self.jobs.config, panel, build, engine, input_bytes, excluded)
-    }
-
     async fn fail(&self, job: &JobRow, reason: String) -> Step {
         tracing::info!(job = %job.id, %reason, "forwarded job failed");
         let update = TransitionUpdate { error: Some(reason), ..Default::default() };
@@ -138,7 +126,15 @@ impl Federated {
                 let panel = PanelRef { panel_id: job.panel_id.clone(), host: job.pinned_host.clone() };
                 let excluded: Vec<String> = job.excluded_hosts.split_whitespace().map(String::from).collect();
                 let bytes = inputs.iter().map(|i| i.size as u64).sum();
-                match self.select_host(&panel, &job.build, &job.engine, bytes, &excluded) {
+                match select_host(
+                    &self.federation,
+                    &self.jobs.config,
+                    &panel,
+                    &job.build,
+                    &job.engine,
+                    bytes,
+                    &excluded,
+                ) {
                     Ok(peer) => {
                         if let Err(e) = self.jobs.store.set_job_peer(&job.id, Some(&peer)).await {
                             tracing::error!(job = %job.id, error = %e, "cannot record the chosen host");
@@ -167,10 +163,7 @@ impl Federated {
         let submit = JobRequest::Submit {
             job_id: job.id.clone(),
             params: request_params(job),
-            inputs: inputs
-                .iter()
-                .map(|i| FileManifest { name: i.name.clone(), size: i.size as u64, sha256: i.sha256.clone() })
-                .collect(),
+            inputs: inputs.iter().map(JobInput::manifest).collect(),
             pseudonymous_user: pseudonym(&self.identity, job.owner_id),
         };
         match self.ask(&host, &submit).await {
@@ -388,15 +381,7 @@ impl Federated {
                 continue;
             }
             let partial = staging.join(format!("{}.part", file.name));
-            let pull = Pull {
-                network: &self.network,
-                metrics: &self.metrics,
-                settings: &self.jobs.config.transfer,
-                peer,
-                job_id: &job.id,
-                file,
-                kind: "result",
-            };
+            let pull = self.pull(peer, &job.id, file, "result");
             match pull.run(&partial).await {
                 Ok(()) => {}
                 Err(PullError::Unreachable(e)) => return self.unreachable(job, &host, &e.to_string()).await,
@@ -444,10 +429,7 @@ impl Federated {
         let files = self.jobs.store.job_results(&job.id).await.unwrap_or_default();
         let receipt = JobRequest::DeliveryReceipt {
             job_id: job.id.clone(),
-            files: files
-                .iter()
-                .map(|f| FileManifest { name: f.name.clone(), size: f.size as u64, sha256: f.sha256.clone() })
-                .collect(),
+            files: files.iter().map(JobResult::manifest).collect(),
         };
         match self.ask(&host, &receipt).await {
             Ok(_) => {
