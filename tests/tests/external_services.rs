@@ -15,19 +15,24 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "cg-secret-token-4242-do-not-log";
 
-/// A node in a federation of its own (so it publishes adverts), polling fast.
-async fn node() -> (FederationAdmins, TestNode) {
+/// Started nodes for `institutions`, in a federation of their own (so they publish adverts),
+/// polling services and hosts every second or two; `prepare` runs on each before it starts.
+async fn federation(institutions: &[&str], prepare: impl Fn(&TestNode)) -> (FederationAdmins, Vec<TestNode>) {
     install_crypto_provider();
     let admins = FederationAdmins::new(1).unwrap();
-    let mut node = TestNode::init("Wraps Michigan").unwrap();
-    let fed = admins.new_config("fed.json", "external-test", 1, &[&node], &[]).unwrap();
+    let mut nodes: Vec<TestNode> = institutions.iter().map(|i| TestNode::init(i).unwrap()).collect();
+    let members: Vec<&TestNode> = nodes.iter().collect();
+    let fed = admins.new_config("fed.json", "external-test", 1, &members, &[]).unwrap();
     admins.sign(&fed, &[0]).unwrap();
-    assert!(node.apply(&[&fed]).status.success());
-    edit_config(&node, |c| {
-        c.replace("poll_secs = 10", "poll_secs = 1").replace("service_check_secs = 60", "service_check_secs = 2")
-    });
-    node.start().await.unwrap();
-    (admins, node)
+    for node in &mut nodes {
+        assert!(node.apply(&[&fed]).status.success());
+        edit_config(node, |c| {
+            c.replace("poll_secs = 10", "poll_secs = 1").replace("service_check_secs = 60", "service_check_secs = 2")
+        });
+        prepare(node);
+        node.start().await.unwrap();
+    }
+    (admins, nodes)
 }
 
 async fn register(node: &TestNode, admin: &str, id: &str, url: &str, token: &str) -> (StatusCode, Value) {
@@ -51,11 +56,12 @@ async fn job_on(node: &TestNode, admin: &str, panel: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_through_a_cloudgene_server_and_its_failures_read_clearly() {
     let double = CloudgeneDouble::start(TOKEN).await;
-    let (_admins, node) = node().await;
+    let (_admins, nodes) = federation(&["Wraps Michigan"], |_| {}).await;
+    let node = &nodes[0];
     let admin = node.admin_token().await.unwrap();
 
     // Registration: checked at once; the token never comes back.
-    let (status, service) = register(&node, &admin, "michigan", &double.url, TOKEN).await;
+    let (status, service) = register(node, &admin, "michigan", &double.url, TOKEN).await;
     assert_eq!(status, StatusCode::CREATED, "{service}");
     assert_eq!(service["status"], "available", "{service}");
     let panels: Vec<&str> = service["panels"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
@@ -63,7 +69,7 @@ async fn jobs_run_through_a_cloudgene_server_and_its_failures_read_clearly() {
     let (_, listed) = node.get("/services", &admin).await.unwrap();
     assert!(!listed.to_string().contains(TOKEN) && !service.to_string().contains(TOKEN));
     assert_eq!(listed[0]["has_token"], true);
-    let (status, _) = register(&node, &admin, "michigan", &double.url, TOKEN).await;
+    let (status, _) = register(node, &admin, "michigan", &double.url, TOKEN).await;
     assert_eq!(status, StatusCode::CONFLICT);
 
     // It is advertised like a local engine, with its panels.
@@ -77,8 +83,8 @@ async fn jobs_run_through_a_cloudgene_server_and_its_failures_read_clearly() {
     assert!(catalog.as_array().unwrap().iter().any(|p| p["id"] == "1000g-phase-3-v5"), "{catalog}");
 
     // A job that waits in the queue, runs and returns an encrypted archive.
-    let id = job_on(&node, &admin, "1000g-phase-3-v5").await;
-    let done = wait_state(&node, &admin, &id, &["completed", "failed"], Duration::from_secs(90)).await;
+    let id = job_on(node, &admin, "1000g-phase-3-v5").await;
+    let done = wait_state(node, &admin, &id, &["completed", "failed"], Duration::from_secs(90)).await;
     assert_eq!(done["state"], "completed", "{done}\n{}", node.log());
     assert_eq!(done["summary"]["variants_imputed"], 2, "{done}");
     assert_eq!(done["summary"]["variants_typed"], 1, "{done}");
@@ -89,7 +95,7 @@ async fn jobs_run_through_a_cloudgene_server_and_its_failures_read_clearly() {
     }
     let (_, events) = node.get(&format!("/jobs/{id}"), &admin).await.unwrap();
     assert_eq!(events["state"], "completed");
-    let history = history(&node, &admin, &id).await;
+    let history = history(node, &admin, &id).await;
     assert!(history.iter().any(|m| m.contains("position 2 in its queue")), "{history:?}");
     assert!(history.iter().any(|m| m.contains("Quality Control")), "{history:?}");
 
@@ -103,18 +109,18 @@ async fn jobs_run_through_a_cloudgene_server_and_its_failures_read_clearly() {
     assert_eq!(sent.files, vec![("targets.vcf.gz".to_string(), 14235)]);
 
     // QC failure known only from the step log; retirement; malformed answers; cancel.
-    let qc = job_on(&node, &admin, "hapmap-2").await;
-    let retired = job_on(&node, &admin, "retired-panel").await;
-    let garbled = job_on(&node, &admin, "garbled").await;
-    let slow = job_on(&node, &admin, "slow").await;
-    let failed = wait_state(&node, &admin, &qc, &["failed", "completed"], Duration::from_secs(60)).await;
+    let qc = job_on(node, &admin, "hapmap-2").await;
+    let retired = job_on(node, &admin, "retired-panel").await;
+    let garbled = job_on(node, &admin, "garbled").await;
+    let slow = job_on(node, &admin, "slow").await;
+    let failed = wait_state(node, &admin, &qc, &["failed", "completed"], Duration::from_secs(60)).await;
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(error.contains("Quality Control") && error.contains("obvious strand flips"), "{failed}");
-    let failed = wait_state(&node, &admin, &retired, &["failed", "completed"], Duration::from_secs(60)).await;
+    let failed = wait_state(node, &admin, &retired, &["failed", "completed"], Duration::from_secs(60)).await;
     assert!(failed["error"].as_str().unwrap_or_default().contains("retired the job"), "{failed}");
-    let failed = wait_state(&node, &admin, &garbled, &["failed", "completed"], Duration::from_secs(60)).await;
+    let failed = wait_state(node, &admin, &garbled, &["failed", "completed"], Duration::from_secs(60)).await;
     assert!(failed["error"].as_str().unwrap_or_default().contains("does not parse"), "{failed}");
-    wait_state(&node, &admin, &slow, &["running"], Duration::from_secs(30)).await;
+    wait_state(node, &admin, &slow, &["running"], Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (status, _) = node.send(Method::POST, &format!("/jobs/{slow}/cancel"), &admin, &Value::Null).await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -133,14 +139,14 @@ async fn jobs_run_through_a_cloudgene_server_and_its_failures_read_clearly() {
     assert!(double.requests().iter().all(|r| !r.contains(TOKEN)));
 
     // A wrong token and an unreachable server: clear states and job refusals.
-    let (_, bad) = register(&node, &admin, "bad-token", &double.url, "not-the-token").await;
+    let (_, bad) = register(node, &admin, "bad-token", &double.url, "not-the-token").await;
     assert_eq!(bad["status"], "unavailable");
     assert!(bad["last_error"].as_str().unwrap().contains("refused the credentials"), "{bad}");
     let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
-    let (_, gone) = register(&node, &admin, "gone", &closed, TOKEN).await;
+    let (_, gone) = register(node, &admin, "gone", &closed, TOKEN).await;
     assert!(gone["last_error"].as_str().unwrap().contains("cannot be reached"), "{gone}");
     let (status, refused) = submit(
-        &node,
+        node,
         &admin,
         &[(&test_data("targets.vcf.gz"), "targets.vcf.gz")],
         &[("panel", "1000g-phase-3-v5"), ("engine", "bad-token"), ("build", "hg19")],
@@ -168,22 +174,11 @@ async fn history(node: &TestNode, token: &str, id: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_forwarded_by_a_peer_runs_through_the_hosts_cloudgene_service() {
-    install_crypto_provider();
     let double = CloudgeneDouble::start(TOKEN).await;
-    let admins = FederationAdmins::new(1).unwrap();
-    let mut origin = TestNode::init("Origin A").unwrap();
-    let mut host = TestNode::init("Wraps Michigan").unwrap();
-    let fed = admins.new_config("fed.json", "external-forward", 1, &[&origin, &host], &[]).unwrap();
-    admins.sign(&fed, &[0]).unwrap();
-    for node in [&mut origin, &mut host] {
-        assert!(node.apply(&[&fed]).status.success());
-        edit_config(node, |c| {
-            c.replace("poll_secs = 10", "poll_secs = 1").replace("service_check_secs = 60", "service_check_secs = 2")
-        });
-        node.start().await.unwrap();
-    }
+    let (_admins, nodes) = federation(&["Origin A", "Wraps Michigan"], |_| {}).await;
+    let (origin, host) = (&nodes[0], &nodes[1]);
     let host_admin = host.admin_token().await.unwrap();
-    let (status, _) = register(&host, &host_admin, "michigan", &double.url, TOKEN).await;
+    let (status, _) = register(host, &host_admin, "michigan", &double.url, TOKEN).await;
     assert_eq!(status, StatusCode::CREATED);
 
     let admin = origin.admin_token().await.unwrap();
@@ -193,14 +188,14 @@ async fn a_job_forwarded_by_a_peer_runs_through_the_hosts_cloudgene_service() {
     })
     .await
     .unwrap();
-    let id = job_on(&origin, &admin, "1000g-phase-3-v5").await;
-    let done = wait_state(&origin, &admin, &id, &["completed", "failed"], Duration::from_secs(120)).await;
+    let id = job_on(origin, &admin, "1000g-phase-3-v5").await;
+    let done = wait_state(origin, &admin, &id, &["completed", "failed"], Duration::from_secs(120)).await;
     assert_eq!(done["state"], "completed", "{done}\nhost log:\n{}", host.log());
     assert_eq!(done["peer"], host.peer_id());
     assert_eq!(done["summary"]["variants_imputed"], 2);
     let (_, results) = origin.get(&format!("/jobs/{id}/results"), &admin).await.unwrap();
     assert!(results.as_array().unwrap().iter().any(|r| r["name"] == "chr20.dose.vcf.gz"), "{results}");
-    wait_state(&host, &host_admin, &id, &["purged"], Duration::from_secs(30)).await;
+    wait_state(host, &host_admin, &id, &["purged"], Duration::from_secs(30)).await;
     assert_eq!(double.violations(), Vec::<String>::new());
     assert!(!host.log().contains(TOKEN) && !origin.log().contains(TOKEN));
 }
@@ -225,19 +220,13 @@ async fn a_job_forwarded_to_a_wes_service_matches_a_local_beagle_run() {
         "the WES reference server is missing: run scripts/install-wes.sh (scripts/test.sh does)"
     );
     // A is the origin; B hosts panel `sim` and wraps a WES server that runs Beagle on it.
-    let admins = FederationAdmins::new(1).unwrap();
-    let mut origin = TestNode::init("Origin A").unwrap();
-    let mut host = TestNode::init("Wraps WES").unwrap();
-    add_panel(&host, "sim");
-    let fed = admins.new_config("fed.json", "wes-test", 1, &[&origin, &host], &[]).unwrap();
-    admins.sign(&fed, &[0]).unwrap();
-    for node in [&mut origin, &mut host] {
-        assert!(node.apply(&[&fed]).status.success());
-        edit_config(node, |c| {
-            c.replace("poll_secs = 10", "poll_secs = 1").replace("service_check_secs = 60", "service_check_secs = 2")
-        });
-        node.start().await.unwrap();
-    }
+    let (_admins, nodes) = federation(&["Origin A", "Wraps WES"], |node| {
+        if node.institution() == "Wraps WES" {
+            add_panel(node, "sim");
+        }
+    })
+    .await;
+    let (origin, host) = (&nodes[0], &nodes[1]);
 
     // The reference server (wes-service, cwl_runner backend), with the runner wrapper that
     // records each run's exit code so finished runs keep their state.
@@ -291,38 +280,37 @@ async fn a_job_forwarded_to_a_wes_service_matches_a_local_beagle_run() {
     let targets = [(test_data("targets.vcf.gz"), "targets.vcf.gz")];
     let files: Vec<(&std::path::Path, &str)> = targets.iter().map(|(p, n)| (p.as_path(), *n)).collect();
     let (status, job) =
-        submit(&origin, &admin, &files, &[("panel", "sim-wes"), ("engine", "wes-beagle"), ("build", "hg19")]).await;
+        submit(origin, &admin, &files, &[("panel", "sim-wes"), ("engine", "wes-beagle"), ("build", "hg19")]).await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
-    let done = wait_state(&origin, &admin, &id, &["completed", "failed"], Duration::from_secs(300)).await;
+    let done = wait_state(origin, &admin, &id, &["completed", "failed"], Duration::from_secs(300)).await;
     assert_eq!(done["state"], "completed", "{done}\nhost log:\n{}", host.log());
     assert_eq!(done["peer"], host.peer_id());
 
     // The same job as a local Beagle job at the host gives the same imputed VCF.
     let (status, local) =
-        submit(&host, &host_admin, &files, &[("panel", "sim"), ("engine", "beagle"), ("build", "hg19")]).await;
+        submit(host, &host_admin, &files, &[("panel", "sim"), ("engine", "beagle"), ("build", "hg19")]).await;
     assert_eq!(status, StatusCode::CREATED, "{local}");
     let local_id = local["id"].as_str().unwrap().to_string();
-    let local_done =
-        wait_state(&host, &host_admin, &local_id, &["completed", "failed"], Duration::from_secs(300)).await;
+    let local_done = wait_state(host, &host_admin, &local_id, &["completed", "failed"], Duration::from_secs(300)).await;
     assert_eq!(local_done["state"], "completed", "{local_done}");
     let dir = tempfile::tempdir().unwrap();
     let (via_wes, direct) = (dir.path().join("wes.vcf.gz"), dir.path().join("local.vcf.gz"));
-    download(&origin, &admin, &id, "targets.dose.vcf.gz", &via_wes).await;
-    download(&host, &host_admin, &local_id, "chr20.dose.vcf.gz", &direct).await;
+    download(origin, &admin, &id, "targets.dose.vcf.gz", &via_wes).await;
+    download(host, &host_admin, &local_id, "chr20.dose.vcf.gz", &direct).await;
     assert_eq!(vcf_body(&via_wes), vcf_body(&direct));
     assert_eq!(done["summary"]["variants_imputed"], local_done["summary"]["variants_imputed"]);
 
     // Cancel: the reference server ignores it, and the job says so rather than claim it stopped.
     let (_, job) =
-        submit(&host, &host_admin, &files, &[("panel", "sim-wes"), ("engine", "wes-beagle"), ("build", "hg19")]).await;
+        submit(host, &host_admin, &files, &[("panel", "sim-wes"), ("engine", "wes-beagle"), ("build", "hg19")]).await;
     let cancel_id = job["id"].as_str().unwrap().to_string();
-    wait_state(&host, &host_admin, &cancel_id, &["running"], Duration::from_secs(60)).await;
+    wait_state(host, &host_admin, &cancel_id, &["running"], Duration::from_secs(60)).await;
     let (status, _) =
         host.send(Method::POST, &format!("/jobs/{cancel_id}/cancel"), &host_admin, &Value::Null).await.unwrap();
     assert_eq!(status, StatusCode::OK);
     wait_for("the cancel request to be reported", Duration::from_secs(20), || async {
-        Ok(history(&host, &host_admin, &cancel_id).await.iter().any(|m| m.contains("cancel requested at wes-beagle")))
+        Ok(history(host, &host_admin, &cancel_id).await.iter().any(|m| m.contains("cancel requested at wes-beagle")))
     })
     .await
     .unwrap();
