@@ -202,8 +202,7 @@ impl Client {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> ServiceError {
-        // reqwest's message names the URL but never the headers, so no token leaks here.
-        ServiceError::Unreachable { service: self.service.clone(), reason: e.without_url().to_string() }
+        super::unreachable(&self.service, e)
     }
 
     async fn checked(
@@ -211,19 +210,7 @@ impl Client {
         resp: Result<reqwest::Response, reqwest::Error>,
     ) -> Result<reqwest::Response, ServiceError> {
         let resp = resp.map_err(|e| self.unreachable(e))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(ServiceError::Unauthorized { service: self.service.clone(), status: status.as_u16() });
-        }
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(String::from))
-                .unwrap_or_else(|| body.chars().take(200).collect());
-            return Err(ServiceError::Http { service: self.service.clone(), status: status.as_u16(), message });
-        }
-        Ok(resp)
+        super::check_status(&self.service, resp, &["message"]).await
     }
 
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str, what: &str) -> Result<T, ServiceError> {

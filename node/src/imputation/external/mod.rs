@@ -35,6 +35,35 @@ pub enum ServiceError {
     Other(String),
 }
 
+/// A request that did not reach `service`. reqwest's message, without the URL (and never the
+/// headers, so no token).
+pub(crate) fn unreachable(service: &str, e: reqwest::Error) -> ServiceError {
+    ServiceError::Unreachable { service: service.to_string(), reason: e.without_url().to_string() }
+}
+
+/// Passes a successful response through; otherwise the error: refused credentials for 401 and
+/// 403, else the status with the service's own message (the first of `message_keys` in a JSON
+/// body) or the start of the body.
+pub(crate) async fn check_status(
+    service: &str,
+    resp: reqwest::Response,
+    message_keys: &[&str],
+) -> Result<reqwest::Response, ServiceError> {
+    let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        return Err(ServiceError::Unauthorized { service: service.to_string(), status: status.as_u16() });
+    }
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| message_keys.iter().find_map(|k| v[*k].as_str().map(String::from)))
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    Err(ServiceError::Http { service: service.to_string(), status: status.as_u16(), message })
+}
+
 /// The kinds of service this node can wrap.
 pub const KINDS: [&str; 2] = ["cloudgene", "wes"];
 

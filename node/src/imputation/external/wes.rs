@@ -103,22 +103,9 @@ impl Client {
     }
 
     async fn json(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value, ServiceError> {
-        let resp = req.send().await.map_err(|e| ServiceError::Unreachable {
-            service: self.service.clone(),
-            reason: e.without_url().to_string(),
-        })?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(ServiceError::Unauthorized { service: self.service.clone(), status: status.as_u16() });
-        }
+        let resp = req.send().await.map_err(|e| super::unreachable(&self.service, e))?;
+        let resp = super::check_status(&self.service, resp, &["msg", "detail"]).await?;
         let text = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["msg"].as_str().or(v["detail"].as_str()).map(String::from))
-                .unwrap_or_else(|| text.chars().take(200).collect());
-            return Err(ServiceError::Http { service: self.service.clone(), status: status.as_u16(), message });
-        }
         serde_json::from_str(&text).map_err(|e| ServiceError::Malformed {
             service: self.service.clone(),
             what: what.to_string(),
@@ -232,10 +219,7 @@ impl Client {
             Some(t) => req.bearer_auth(t.expose()),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| ServiceError::Unreachable {
-            service: self.service.clone(),
-            reason: e.without_url().to_string(),
-        })?;
+        let resp = req.send().await.map_err(|e| super::unreachable(&self.service, e))?;
         if !resp.status().is_success() {
             return Err(ServiceError::Http {
                 service: self.service.clone(),
@@ -243,10 +227,7 @@ impl Client {
                 message: format!("fetching an output of the run ({location})"),
             });
         }
-        let bytes = resp.bytes().await.map_err(|e| ServiceError::Unreachable {
-            service: self.service.clone(),
-            reason: e.without_url().to_string(),
-        })?;
+        let bytes = resp.bytes().await.map_err(|e| super::unreachable(&self.service, e))?;
         tokio::fs::write(dest, bytes).await.map_err(|e| ServiceError::Other(e.to_string()))
     }
 }
