@@ -409,11 +409,10 @@ impl Federated {
             })),
         )
         .await;
-        let read = |name: &str| std::fs::read_to_string(results_dir.join(name)).ok();
         let update = TransitionUpdate {
             message: Some(format!("results received from {label}")),
-            summary: read("summary.json"),
-            qc_report: read("qc_report.json"),
+            summary: tokio::fs::read_to_string(results_dir.join("summary.json")).await.ok(),
+            qc_report: tokio::fs::read_to_string(results_dir.join("qc_report.json")).await.ok(),
             ..Default::default()
         };
         let completed = self.jobs.transition(&job.id, &[JobState::FetchingResults], JobState::Completed, update).await;
