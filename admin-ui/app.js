@@ -9,24 +9,32 @@ import { auditPage, panelsPage, policyPage, tokensPage, usersPage } from './admi
 const main = document.getElementById('main');
 let leave = null; // cleanup of the current page (live streams)
 
+// A route is a fixed `hash` (linked from the navigation when it has `nav`), or a `pattern`
+// whose groups are the view's arguments.
 const routes = [
-  { path: /^#\/federation$/, title: 'Federation', view: federationPage, nav: 'Federation' },
-  { path: /^#\/jobs$/, title: 'Jobs', view: jobsPage, nav: 'Jobs' },
-  { path: /^#\/jobs\/new$/, title: 'New job', view: newJobPage, nav: 'New job', roles: ['admin', 'researcher'] },
-  { path: /^#\/jobs\/([0-9a-f]+)$/, title: 'Job', view: jobPage },
-  { path: /^#\/tokens$/, title: 'API tokens', view: tokensPage, nav: 'API tokens' },
-  { path: /^#\/admin\/users$/, title: 'Users', view: usersPage, nav: 'Users', roles: ['admin'] },
-  { path: /^#\/admin\/panels$/, title: 'Panels and services', view: panelsPage, nav: 'Panels', roles: ['admin'] },
-  { path: /^#\/admin\/policy$/, title: 'Data policy', view: policyPage, nav: 'Policy', roles: ['admin'] },
-  { path: /^#\/admin\/audit$/, title: 'Audit log', view: auditPage, nav: 'Audit', roles: ['admin', 'auditor'] },
+  { hash: '#/federation', title: 'Federation', view: federationPage, nav: 'Federation' },
+  { hash: '#/jobs', title: 'Jobs', view: jobsPage, nav: 'Jobs' },
+  { hash: '#/jobs/new', title: 'New job', view: newJobPage, nav: 'New job', roles: ['admin', 'researcher'] },
+  { pattern: /^#\/jobs\/([0-9a-f]+)$/, title: 'Job', view: jobPage },
+  { hash: '#/tokens', title: 'API tokens', view: tokensPage, nav: 'API tokens' },
+  { hash: '#/admin/users', title: 'Users', view: usersPage, nav: 'Users', roles: ['admin'] },
+  { hash: '#/admin/panels', title: 'Panels and services', view: panelsPage, nav: 'Panels', roles: ['admin'] },
+  { hash: '#/admin/policy', title: 'Data policy', view: policyPage, nav: 'Policy', roles: ['admin'] },
+  { hash: '#/admin/audit', title: 'Audit log', view: auditPage, nav: 'Audit', roles: ['admin', 'auditor'] },
 ];
+
+/** The view's arguments if `route` matches `hash`, else null. */
+function match(route, hash) {
+  if (route.hash) return route.hash === hash ? [] : null;
+  const m = hash.match(route.pattern);
+  return m ? m.slice(1) : null;
+}
 
 function navigation(user) {
   const nav = document.getElementById('nav');
   const current = location.hash;
   mount(nav, h('ul', {}, routes.filter((r) => r.nav && (!r.roles || r.roles.includes(user.role))).map((r) => {
-    const href = r.path.source.replace(/^\^/, '').replace(/\$$/, '').replace(/\\\//g, '/');
-    return h('li', {}, h('a', { href, 'aria-current': current === href ? 'page' : undefined }, r.nav));
+    return h('li', {}, h('a', { href: r.hash, 'aria-current': current === r.hash ? 'page' : undefined }, r.nav));
   })));
   mount(document.getElementById('who'),
     h('span', {}, `${user.username} (${user.role})`),
@@ -65,14 +73,14 @@ async function render(event) {
   if (!user) return loginPage();
   if (!location.hash || location.hash === '#/login') { location.hash = '#/federation'; return; }
   navigation(user);
-  const route = routes.find((r) => r.path.test(location.hash));
+  const route = routes.find((r) => match(r, location.hash));
   if (!route) { mount(main, h('h1', {}, 'Not found'), h('p', {}, 'There is no such page.')); return; }
   document.title = `${route.title} · fedimpute`;
   if (route.roles && !route.roles.includes(user.role)) {
     mount(main, h('h1', {}, 'Not allowed'), h('p.error', { role: 'alert' }, `${route.title} is for ${route.roles.join(' and ')} accounts only.`));
     return;
   }
-  const params = location.hash.match(route.path).slice(1);
+  const params = match(route, location.hash);
   mount(main, h('p', {}, 'Loading…'));
   try {
     leave = (await route.view(main, ...params)) || null;
