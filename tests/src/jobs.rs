@@ -85,6 +85,14 @@ pub async fn submit(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Submits the committed sample VCF (as `targets.vcf.gz`) with `fields`, asserts the node
+/// accepted it, and returns the job id.
+pub async fn submit_targets(node: &TestNode, token: &str, fields: &[(&str, &str)]) -> String {
+    let (status, job) = submit(node, token, &[(&test_data("targets.vcf.gz"), "targets.vcf.gz")], fields).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
 pub async fn wait_state(node: &TestNode, token: &str, id: &str, states: &[&str], timeout: Duration) -> Value {
     let result = wait_for(&format!("job {id} to reach {states:?}"), timeout, || async {
         let (_, job) = node.get(&format!("/jobs/{id}"), token).await?;

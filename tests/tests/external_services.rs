@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use fedimpute_tests::cloudgene_double::CloudgeneDouble;
-use fedimpute_tests::jobs::{add_panel, download, edit_config, submit, vcf_body, wait_state};
+use fedimpute_tests::jobs::{add_panel, download, edit_config, submit, submit_targets, vcf_body, wait_state};
 use fedimpute_tests::{
     FederationAdmins, TestNode, free_port, install_crypto_provider, test_data, wait_for, workspace_root,
 };
@@ -42,15 +42,8 @@ async fn register(node: &TestNode, admin: &str, id: &str, url: &str, token: &str
 }
 
 async fn job_on(node: &TestNode, admin: &str, panel: &str) -> String {
-    let (status, job) = submit(
-        node,
-        admin,
-        &[(&test_data("targets.vcf.gz"), "targets.vcf.gz")],
-        &[("panel", panel), ("engine", "michigan"), ("build", "hg19"), ("population", "AFR")],
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{job}");
-    job["id"].as_str().unwrap().to_string()
+    submit_targets(node, admin, &[("panel", panel), ("engine", "michigan"), ("build", "hg19"), ("population", "AFR")])
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,21 +270,15 @@ async fn a_job_forwarded_to_a_wes_service_matches_a_local_beagle_run() {
     })
     .await
     .unwrap();
-    let targets = [(test_data("targets.vcf.gz"), "targets.vcf.gz")];
-    let files: Vec<(&std::path::Path, &str)> = targets.iter().map(|(p, n)| (p.as_path(), *n)).collect();
-    let (status, job) =
-        submit(origin, &admin, &files, &[("panel", "sim-wes"), ("engine", "wes-beagle"), ("build", "hg19")]).await;
-    assert_eq!(status, StatusCode::CREATED, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
+    let through_wes = [("panel", "sim-wes"), ("engine", "wes-beagle"), ("build", "hg19")];
+    let id = submit_targets(origin, &admin, &through_wes).await;
     let done = wait_state(origin, &admin, &id, &["completed", "failed"], Duration::from_secs(300)).await;
     assert_eq!(done["state"], "completed", "{done}\nhost log:\n{}", host.log());
     assert_eq!(done["peer"], host.peer_id());
 
     // The same job as a local Beagle job at the host gives the same imputed VCF.
-    let (status, local) =
-        submit(host, &host_admin, &files, &[("panel", "sim"), ("engine", "beagle"), ("build", "hg19")]).await;
-    assert_eq!(status, StatusCode::CREATED, "{local}");
-    let local_id = local["id"].as_str().unwrap().to_string();
+    let local_id =
+        submit_targets(host, &host_admin, &[("panel", "sim"), ("engine", "beagle"), ("build", "hg19")]).await;
     let local_done = wait_state(host, &host_admin, &local_id, &["completed", "failed"], Duration::from_secs(300)).await;
     assert_eq!(local_done["state"], "completed", "{local_done}");
     let dir = tempfile::tempdir().unwrap();
@@ -302,9 +289,7 @@ async fn a_job_forwarded_to_a_wes_service_matches_a_local_beagle_run() {
     assert_eq!(done["summary"]["variants_imputed"], local_done["summary"]["variants_imputed"]);
 
     // Cancel: the reference server ignores it, and the job says so rather than claim it stopped.
-    let (_, job) =
-        submit(host, &host_admin, &files, &[("panel", "sim-wes"), ("engine", "wes-beagle"), ("build", "hg19")]).await;
-    let cancel_id = job["id"].as_str().unwrap().to_string();
+    let cancel_id = submit_targets(host, &host_admin, &through_wes).await;
     wait_state(host, &host_admin, &cancel_id, &["running"], Duration::from_secs(60)).await;
     let (status, _) =
         host.send(Method::POST, &format!("/jobs/{cancel_id}/cancel"), &host_admin, &Value::Null).await.unwrap();

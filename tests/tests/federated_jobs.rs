@@ -81,12 +81,6 @@ async fn metric(node: &TestNode, name_and_labels: &str) -> u64 {
 const SENT_INPUT: &str = r#"fedimpute_transfer_bytes_total{direction="sent",kind="input"}"#;
 const SENT_RESULT: &str = r#"fedimpute_transfer_bytes_total{direction="sent",kind="result"}"#;
 
-async fn submit_targets(node: &TestNode, token: &str, fields: &[(&str, &str)]) -> String {
-    let (status, job) = submit(node, token, &[(&test_data("targets.vcf.gz"), "targets.vcf.gz")], fields).await;
-    assert_eq!(status, StatusCode::CREATED, "{job}");
-    job["id"].as_str().unwrap().to_string()
-}
-
 fn size(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }

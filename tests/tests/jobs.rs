@@ -15,15 +15,8 @@ use serde_json::Value;
 async fn a_beagle_job_is_accurate_and_identical_to_a_direct_beagle_run() {
     let node = node_with_panel().await;
     let token = node.admin_token().await.unwrap();
-    let (status, job) = submit(
-        &node,
-        &token,
-        &[(&test_data("targets.vcf.gz"), "targets.vcf.gz")],
-        &[("panel", "sim"), ("build", "hg19"), ("engine", "beagle")],
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{job}");
-    let id = job["id"].as_str().unwrap();
+    let id = submit_targets(&node, &token, &[("panel", "sim"), ("build", "hg19"), ("engine", "beagle")]).await;
+    let id = id.as_str();
     let done = wait_state(&node, &token, id, &["completed", "failed"], Duration::from_secs(300)).await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["qc_report"]["status"], "passed");
@@ -265,15 +258,8 @@ async fn a_qc_only_job_stops_after_qc_and_others_cannot_see_it() {
         submit(&node, &viewer, &[(&test_data("targets.vcf.gz"), "t.vcf.gz")], &[("panel", "sim"), ("build", "hg19")])
             .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "viewers cannot submit");
-    let (status, job) = submit(
-        &node,
-        &rita,
-        &[(&test_data("targets.vcf.gz"), "t.vcf.gz")],
-        &[("panel", "sim"), ("build", "hg19"), ("mode", "qc_only")],
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{job}");
-    let id = job["id"].as_str().unwrap();
+    let id = submit_targets(&node, &rita, &[("panel", "sim"), ("build", "hg19"), ("mode", "qc_only")]).await;
+    let id = id.as_str();
     let done = wait_state(&node, &rita, id, &["completed", "failed"], Duration::from_secs(120)).await;
     assert_eq!(done["state"], "completed");
     assert_eq!(done["qc_report"]["variants_total"], 345);
