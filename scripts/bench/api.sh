@@ -8,16 +8,11 @@
 # docs/BENCHMARKS.md. Traffic goes only to 127.0.0.1; every phase ends by itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$PWD
 SECS=${1:-20}
-
-scripts/install-deps.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+# shellcheck source=scripts/bench/release.sh
+source scripts/bench/release.sh
 command -v oha >/dev/null || cargo install oha --locked
 command -v python3 >/dev/null
-
-cargo build --release --locked -p fedimpute-node --bin fedimpute
-BIN="$ROOT/target/release/fedimpute"
 WORK=$(mktemp -d)
 trap 'kill -TERM "$NODE_PID" 2>/dev/null; wait "$NODE_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 printf 'bench passphrase 123\n' > "$WORK/pw"

@@ -5,9 +5,8 @@
 #   scripts/bench/convergence.sh [N ...]      # default: 10 25 50
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-scripts/install-deps.sh
-export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked -p fedimpute-node --bin fedimpute
+# shellcheck source=scripts/bench/release.sh
+source scripts/bench/release.sh
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 if [ "$#" -eq 0 ]; then set -- 10 25 50; fi
-exec python3 scripts/bench/convergence.py "$PWD/target/release/fedimpute" "$@"
+exec python3 scripts/bench/convergence.py "$BIN" "$@"

@@ -9,11 +9,8 @@
 #   scripts/bench/forwarding.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$PWD
-scripts/install-deps.sh
-export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked -p fedimpute-node --bin fedimpute
-BIN="$ROOT/target/release/fedimpute"
+# shellcheck source=scripts/bench/release.sh
+source scripts/bench/release.sh
 FED_DIR=$(mktemp -d)
 # shellcheck source=scripts/lib/federation.sh
 source scripts/lib/federation.sh

@@ -7,11 +7,8 @@
 #   scripts/bench/job_overhead.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$PWD
-scripts/install-deps.sh
-export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked -p fedimpute-node --bin fedimpute
-BIN="$ROOT/target/release/fedimpute"
+# shellcheck source=scripts/bench/release.sh
+source scripts/bench/release.sh
 WORK=$(mktemp -d)
 trap 'kill -TERM "$NODE_PID" 2>/dev/null; wait "$NODE_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 printf 'bench passphrase 123\n' > "$WORK/pw"

@@ -6,10 +6,8 @@
 #   scripts/bench/qc.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-scripts/install-deps.sh
-export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked -p fedimpute-node --bin fedimpute
-BIN="$PWD/target/release/fedimpute"
+# shellcheck source=scripts/bench/release.sh
+source scripts/bench/release.sh
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 bgzip -dc tests/data/panel.vcf.gz | awk -v N=13 'BEGIN{FS=OFS="\t"}

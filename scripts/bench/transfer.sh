@@ -10,12 +10,9 @@
 #   CHUNK_BYTES=... PARALLEL_CHUNKS=... scripts/bench/transfer.sh   (the host's [transfer] settings)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$PWD
 SIZE_MIB=${1:-1024}
-scripts/install-deps.sh
-export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked -p fedimpute-node --bin fedimpute
-BIN="$ROOT/target/release/fedimpute"
+# shellcheck source=scripts/bench/release.sh
+source scripts/bench/release.sh
 FED_DIR=$(mktemp -d)
 # shellcheck source=scripts/lib/federation.sh
 source scripts/lib/federation.sh
