@@ -196,14 +196,14 @@ pub struct JobInput {
     pub size: i64,
 }
 
+/// A job file as a job message announces it.
+fn file_manifest(name: &str, size: i64, sha256: &str) -> fedimpute_protocol::jobs::FileManifest {
+    fedimpute_protocol::jobs::FileManifest { name: name.to_string(), size: size as u64, sha256: sha256.to_string() }
+}
+
 impl JobInput {
-    /// The input as a job message announces it.
     pub fn manifest(&self) -> fedimpute_protocol::jobs::FileManifest {
-        fedimpute_protocol::jobs::FileManifest {
-            name: self.name.clone(),
-            size: self.size as u64,
-            sha256: self.sha256.clone(),
-        }
+        file_manifest(&self.name, self.size, &self.sha256)
     }
 }
 
@@ -216,13 +216,8 @@ pub struct JobResult {
 }
 
 impl JobResult {
-    /// The result file as a job message announces it.
     pub fn manifest(&self) -> fedimpute_protocol::jobs::FileManifest {
-        fedimpute_protocol::jobs::FileManifest {
-            name: self.name.clone(),
-            size: self.size as u64,
-            sha256: self.sha256.clone(),
-        }
+        file_manifest(&self.name, self.size, &self.sha256)
     }
 }
 
