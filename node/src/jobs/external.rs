@@ -51,39 +51,34 @@ pub(super) async fn execute(
 ) -> Result<Option<JobSummary>, JobFailure> {
     let client = cloudgene_client(&svc.identity, service)?;
     let password = archive_password(svc, &job.id);
-    let external_id = match &job.external_id {
-        Some(id) => id.clone(),
-        None => {
-            let app = client.app().await?;
-            let panel = app
-                .panels
-                .iter()
-                .find(|p| p.id == job.panel_id || p.key == job.panel_id)
-                .ok_or_else(|| JobFailure(format!("{} no longer offers panel {}", service.id, job.panel_id)))?;
-            let inputs: Vec<(String, PathBuf)> =
-                svc.store.job_inputs(&job.id).await?.into_iter().map(|i| (i.name, svc.files.path(&i.sha256))).collect();
-            let population = population_for(job, &app.populations).unwrap_or_else(|| "mixed".into());
-            progress(svc, &job.id, "submitting", 0.03, Some(&format!("submitting to {}", service.id))).await;
-            let id = client
-                .submit(&Submission {
-                    files: &inputs,
-                    refpanel: &panel.key,
-                    build: &job.build,
-                    phasing: if job.phasing == "no_phasing" { "no_phasing" } else { "eagle" },
-                    population: &population,
-                    mode: if job.mode == "qc_only" { "qconly" } else { "imputation" },
-                    r2_filter: fedimpute_protocol::jobs::r2_filter_text(job.r2_filter),
-                    password: &password,
-                })
-                .await?;
-            svc.store.set_external_id(&job.id, Some(&id)).await?;
-            tracing::info!(job = %job.id, service = %service.id, external = %id, "submitted to an external service");
-            id
-        }
-    };
+    let external_id = remote_id(svc, job, service, async {
+        let app = client.app().await?;
+        let panel = app
+            .panels
+            .iter()
+            .find(|p| p.id == job.panel_id || p.key == job.panel_id)
+            .ok_or_else(|| JobFailure(format!("{} no longer offers panel {}", service.id, job.panel_id)))?;
+        let inputs: Vec<(String, PathBuf)> =
+            svc.store.job_inputs(&job.id).await?.into_iter().map(|i| (i.name, svc.files.path(&i.sha256))).collect();
+        let population = population_for(job, &app.populations).unwrap_or_else(|| "mixed".into());
+        progress(svc, &job.id, "submitting", 0.03, Some(&format!("submitting to {}", service.id))).await;
+        let id = client
+            .submit(&Submission {
+                files: &inputs,
+                refpanel: &panel.key,
+                build: &job.build,
+                phasing: if job.phasing == "no_phasing" { "no_phasing" } else { "eagle" },
+                population: &population,
+                mode: if job.mode == "qc_only" { "qconly" } else { "imputation" },
+                r2_filter: fedimpute_protocol::jobs::r2_filter_text(job.r2_filter),
+                password: &password,
+            })
+            .await?;
+        Ok(id)
+    })
+    .await?;
 
-    let poll = Duration::from_secs(svc.config.transfer.poll_secs.max(1));
-    let mut last_note = String::new();
+    let mut follow = Follow::new(svc);
     loop {
         if kill.is_killed() {
             if let Err(e) = client.cancel(&external_id).await {
@@ -126,11 +121,7 @@ pub(super) async fn execute(
                 return Err(JobFailure(format!("{} reports an unknown job state {code}", service.id)));
             }
         };
-        if note != last_note {
-            progress(svc, &job.id, stage, share, Some(&note)).await;
-            last_note = note;
-        }
-        tokio::time::sleep(poll).await;
+        follow.note_and_wait(svc, &job.id, stage, share, note).await;
     }
 
     // Results: download every output file; unpack the encrypted archives.
@@ -187,6 +178,44 @@ async fn record_results_folder(svc: &JobsService, job_id: &str, results: &Path) 
         add_result(svc, job_id, &entry.path()).await?;
     }
     Ok(())
+}
+
+/// The job's id at `service`: the stored one when the node restarted mid-job, else the one
+/// `submit` returns, stored before the job is followed so that it is never submitted twice.
+async fn remote_id(
+    svc: &JobsService,
+    job: &JobRow,
+    service: &ServiceRow,
+    submit: impl Future<Output = Result<String, JobFailure>>,
+) -> Result<String, JobFailure> {
+    if let Some(id) = &job.external_id {
+        return Ok(id.clone());
+    }
+    let id = submit.await?;
+    svc.store.set_external_id(&job.id, Some(&id)).await?;
+    tracing::info!(job = %job.id, service = %service.id, external = %id, "submitted to an external service");
+    Ok(id)
+}
+
+/// Following a job at a service: a progress note when what the service says changes (polls
+/// mostly repeat it), and the wait between polls.
+struct Follow {
+    last_note: String,
+    poll: Duration,
+}
+
+impl Follow {
+    fn new(svc: &JobsService) -> Self {
+        Self { last_note: String::new(), poll: Duration::from_secs(svc.config.transfer.poll_secs.max(1)) }
+    }
+
+    async fn note_and_wait(&mut self, svc: &JobsService, job_id: &str, stage: &str, share: f64, note: String) {
+        if note != self.last_note {
+            progress(svc, job_id, stage, share, Some(&note)).await;
+            self.last_note = note;
+        }
+        tokio::time::sleep(self.poll).await;
+    }
 }
 
 /// Unpacks a (possibly AES-encrypted) zip archive's files into `into`, flat: only file names are
@@ -249,36 +278,31 @@ pub(super) async fn execute_wes(
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .collect();
-    let run_id = match &job.external_id {
-        Some(id) => id.clone(),
-        None => {
-            let e = &svc.config.engines;
-            let mut params = serde_json::json!({
-                "gt": {"class": "File", "path": input.name},
-                "ref": {"class": "File", "location": panel.key},
-                "out": "imputed",
-                "nthreads": e.threads,
-                "java_heap": e.java_heap,
-            });
-            if let Some(map) = &panel.map {
-                params["map"] = serde_json::json!({"class": "File", "location": map});
-            }
-            progress(svc, &job.id, "submitting", 0.03, Some(&format!("submitting to {}", service.id))).await;
-            let id = client
-                .run(&RunRequest {
-                    workflow: service.workflow_url.as_deref().unwrap_or_default(),
-                    params,
-                    attachments: &[(input.name.clone(), svc.files.path(&input.sha256))],
-                })
-                .await?;
-            svc.store.set_external_id(&job.id, Some(&id)).await?;
-            tracing::info!(job = %job.id, service = %service.id, run = %id, "submitted to a WES service");
-            id
+    let run_id = remote_id(svc, job, service, async {
+        let e = &svc.config.engines;
+        let mut params = serde_json::json!({
+            "gt": {"class": "File", "path": input.name},
+            "ref": {"class": "File", "location": panel.key},
+            "out": "imputed",
+            "nthreads": e.threads,
+            "java_heap": e.java_heap,
+        });
+        if let Some(map) = &panel.map {
+            params["map"] = serde_json::json!({"class": "File", "location": map});
         }
-    };
+        progress(svc, &job.id, "submitting", 0.03, Some(&format!("submitting to {}", service.id))).await;
+        let id = client
+            .run(&RunRequest {
+                workflow: service.workflow_url.as_deref().unwrap_or_default(),
+                params,
+                attachments: &[(input.name.clone(), svc.files.path(&input.sha256))],
+            })
+            .await?;
+        Ok(id)
+    })
+    .await?;
 
-    let poll = Duration::from_secs(svc.config.transfer.poll_secs.max(1));
-    let mut last_note = String::new();
+    let mut follow = Follow::new(svc);
     loop {
         if kill.is_killed() {
             // The reference server accepts a cancel but does nothing with it: say what we know.
@@ -314,11 +338,7 @@ pub(super) async fn execute_wes(
             RunState::Preempted => return Err(JobFailure(format!("{} preempted the run", service.id))),
             RunState::Unknown => return Err(JobFailure(format!("{} reports the run in an unknown state", service.id))),
         };
-        if note != last_note {
-            progress(svc, &job.id, stage, share, Some(&note)).await;
-            last_note = note;
-        }
-        tokio::time::sleep(poll).await;
+        follow.note_and_wait(svc, &job.id, stage, share, note).await;
     }
 
     progress(svc, &job.id, "fetching_results", 0.9, Some(&format!("fetching the results from {}", service.id))).await;
