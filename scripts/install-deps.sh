@@ -19,7 +19,7 @@ fi
 
 # Debian packages: build tools for C parts of crates (SQLite, aws-lc), the engines and tools
 # jobs run, and what the scripts and browser tests use.
-APT_PACKAGES=(ca-certificates curl python3 python3-venv gcc g++ make cmake pkg-config
+APT_PACKAGES=(ca-certificates curl procps python3 python3-venv gcc g++ make cmake pkg-config
   beagle minimac4 bcftools tabix default-jre-headless chromium)
 # Node.js may come from elsewhere (e.g. NodeSource, whose nodejs bundles npm); only if there is
 # none, Debian's.
