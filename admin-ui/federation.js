@@ -3,10 +3,18 @@
 import { api } from './api.js';
 import { badge, field, h, mount, table, when } from './dom.js';
 
+// A member is named as the signed member list names it; what its own advert says about itself
+// is shown beside that only when it differs, as a warning.
+function selfDescribed(advertised) {
+  if (!advertised?.differs) return null;
+  return h('span.self-described', { title: 'Not signed by the federation admins' },
+    ` calls itself “${advertised.node_name}” of “${advertised.institution}”, unlike the member list`);
+}
+
 export async function federationPage(main) {
   const fed = await api('/federation');
   const members = (fed.members || []).map((m) => h('tr', {},
-    h('td', {}, m.institution, m.connection === 'self' ? ' (this node)' : ''),
+    h('td', {}, m.institution, m.connection === 'self' ? ' (this node)' : '', selfDescribed(m.advertised)),
     h('td', {}, badge(m.connection === 'self' ? 'this node' : m.connection)),
     h('td', {}, when(m.last_seen)),
     h('td', {}, m.rtt_ms == null ? '—' : `${Number(m.rtt_ms).toFixed(1)} ms`),
@@ -15,7 +23,7 @@ export async function federationPage(main) {
 
   const build = h('select', {}, h('option', { value: '' }, 'any'), h('option', {}, 'hg19'), h('option', {}, 'hg38'));
   const population = h('input', { placeholder: 'e.g. AFR' });
-  const host = h('input', { placeholder: 'node or PeerId' });
+  const host = h('input', { placeholder: 'institution or PeerId' });
   const results = h('div', { 'aria-live': 'polite' });
   const load = async () => {
     const q = new URLSearchParams();
@@ -30,7 +38,7 @@ export async function federationPage(main) {
       h('td', {}, Number(p.samples).toLocaleString()),
       h('td', {}, Number(p.sites).toLocaleString()),
       h('td', {}, (p.chromosomes || []).join(', ')),
-      h('td', {}, hst.institution || hst.node_name),
+      h('td', {}, hst.institution, selfDescribed(hst.advertised)),
       h('td', {}, badge(hst.reachable ? 'reachable' : 'unreachable')))));
     mount(results, table(['Panel', 'Build', 'Populations', 'Samples', 'Sites', 'Chromosomes', 'Host', 'Host health'], rows, 'Reference panels in the federation'));
   };

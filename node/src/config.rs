@@ -130,6 +130,12 @@ pub struct EnginesSection {
     pub max_concurrent_jobs: u32,
     /// Seconds between health checks of the external services this node wraps.
     pub service_check_secs: u64,
+    /// Largest file fetched from an external service, in bytes (a download past it fails the job).
+    pub service_max_download_bytes: u64,
+    /// Most bytes a service's result archives of one job may unpack to.
+    pub service_max_unpacked_bytes: u64,
+    /// Highest unpacked-to-packed size ratio of an archive entry (a zip bomb fails the job).
+    pub service_max_compression_ratio: u32,
 }
 
 impl Default for EnginesSection {
@@ -145,6 +151,9 @@ impl Default for EnginesSection {
             threads: 2,
             max_concurrent_jobs: 1,
             service_check_secs: 60,
+            service_max_download_bytes: 64 * 1024 * 1024 * 1024,
+            service_max_unpacked_bytes: 256 * 1024 * 1024 * 1024,
+            service_max_compression_ratio: 100,
         }
     }
 }
@@ -299,6 +308,9 @@ impl NodeConfig {
             && matches!(self.engines.java_heap.chars().last(), Some('m' | 'g' | 'M' | 'G'));
         if !heap_ok {
             return Err(format!("key `engines.java_heap`: {:?} is not like 512m or 4g", self.engines.java_heap));
+        }
+        if self.engines.service_max_compression_ratio == 0 {
+            return Err("key `engines.service_max_compression_ratio` must be at least 1".into());
         }
         if self.engines.threads == 0 || self.engines.max_concurrent_jobs == 0 {
             return Err("keys `engines.threads` and `engines.max_concurrent_jobs` must be at least 1".into());

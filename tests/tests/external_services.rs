@@ -253,7 +253,8 @@ async fn a_job_forwarded_to_a_wes_service_matches_a_local_beagle_run() {
             &host_admin,
             &json!({
                 "kind": "wes", "id": "wes-beagle", "url": url,
-                "workflow_url": root.join("configs/wes/beagle-impute.cwl").display().to_string(),
+                "workflow_url": "beagle-impute.cwl",
+                "outputs_dir": wes_dir.path().display().to_string(),
                 "panels": [{"key": format!("file://{}", bref3.display()), "id": "sim-wes", "name": "Simulated, through WES",
                             "populations": [], "builds": ["hg19"],
                             "map": format!("file://{}", test_data("map.txt").display())}]

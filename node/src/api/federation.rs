@@ -16,6 +16,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{AdminOnly, ApiQuery, Auth, ClientIp};
 use crate::auth::service::Actor;
 use crate::federation::catalog::CatalogEntry;
+use crate::federation::naming::{SelfDescription, self_description};
+use crate::federation::policy::selects;
 use crate::federation::{Adoption, ConfigSource, FederationStatus, OfferError};
 use crate::time::now_ms;
 
@@ -46,7 +48,9 @@ pub struct MemberView {
     advert_received_at: Option<String>,
     /// False when no advert arrived within the federation's time to live.
     reachable: bool,
-    node_name: Option<String>,
+    /// What the member's newest advert says about itself (not signed by the admins; the
+    /// institution above is the signed one).
+    advertised: Option<SelfDescription>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -115,7 +119,7 @@ async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<Federati
                         advert_issued_at: entry.as_ref().map(|e| crate::time::rfc3339(e.advert.issued_at_ms)),
                         advert_received_at: entry.as_ref().map(|e| crate::time::rfc3339(e.received_at_ms)),
                         reachable: reachable(entry.as_ref(), c, now),
-                        node_name: entry.map(|e| e.advert.node_name),
+                        advertised: entry.map(|e| self_description(&e.advert, c.doc())),
                     }
                 })
                 .collect()
@@ -172,11 +176,13 @@ async fn install_config(
 }
 
 /// A node hosting something, with its health and data policy.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct HostView {
     peer_id: String,
-    node_name: String,
+    /// As the signed member list names it.
     institution: String,
+    /// What its advert says about itself, flagged when that differs from the signed entry.
+    advertised: SelfDescription,
     reachable: bool,
     advert_age_secs: i64,
     /// Who may submit to it (institutions or tag=value; empty: every member).
@@ -218,33 +224,44 @@ pub struct CatalogFilter {
     build: Option<String>,
     /// A population the panel covers.
     population: Option<String>,
-    /// A hosting node (PeerId or node name).
+    /// A hosting node: its PeerId, institution or `tag=value`, as the signed member list has it.
     node: Option<String>,
     /// A service kind.
     kind: Option<String>,
 }
 
-fn host_view(entry: &CatalogEntry, config: Option<&FederationConfig>, now: i64) -> HostView {
-    HostView {
+/// A catalog entry's host, named by its signed member entry; `None` for an advert of a node
+/// that is no longer a member.
+fn host_view(entry: &CatalogEntry, config: &FederationConfig, now: i64) -> Option<HostView> {
+    let member = config.doc().member(&entry.advert.peer_id)?;
+    Some(HostView {
         peer_id: entry.advert.peer_id.clone(),
-        node_name: entry.advert.node_name.clone(),
-        institution: entry.advert.institution.clone(),
-        reachable: config.is_some_and(|c| reachable(Some(entry), c, now)),
+        institution: member.institution.clone(),
+        advertised: self_description(&entry.advert, config.doc()),
+        reachable: reachable(Some(entry), config, now),
         advert_age_secs: entry.age_ms(now) / 1000,
         accepts_from: entry.advert.data_policy.accepts_from.clone(),
         max_input_bytes: entry.advert.data_policy.max_input_bytes,
         retention_days: entry.advert.data_policy.retention_days,
-    }
+    })
 }
 
-fn matches_node(entry: &CatalogEntry, node: &Option<String>) -> bool {
-    node.as_ref().is_none_or(|n| *n == entry.advert.peer_id || *n == entry.advert.node_name)
-}
-
-fn sorted_entries(state: &AppState) -> Vec<CatalogEntry> {
-    let mut entries = state.federation.catalog.entries();
-    entries.sort_by(|a, b| a.advert.node_name.cmp(&b.advert.node_name).then(a.advert.peer_id.cmp(&b.advert.peer_id)));
-    entries
+/// The catalog's hosts that match `filter.node`, by signed name, in a stable order.
+fn hosts(state: &AppState, node: &Option<String>) -> Vec<(CatalogEntry, HostView)> {
+    let Some(config) = state.federation.federation.current() else { return Vec::new() };
+    let now = now_ms();
+    let mut hosts: Vec<(CatalogEntry, HostView)> = state
+        .federation
+        .catalog
+        .entries()
+        .into_iter()
+        .filter(|e| {
+            node.as_ref().is_none_or(|n| config.doc().member(&e.advert.peer_id).is_some_and(|m| selects(n, m)))
+        })
+        .filter_map(|e| host_view(&e, &config, now).map(|h| (e, h)))
+        .collect();
+    hosts.sort_by(|(_, a), (_, b)| a.institution.cmp(&b.institution).then(a.peer_id.cmp(&b.peer_id)));
+    hosts
 }
 
 /// Reference panels across the federation, each with the node(s) hosting it.
@@ -255,10 +272,8 @@ async fn panels(
     _: Auth,
     ApiQuery(filter): ApiQuery<CatalogFilter>,
 ) -> axum::Json<Vec<CatalogPanelView>> {
-    let config = state.federation.federation.current();
-    let now = now_ms();
     let mut by_id: BTreeMap<String, CatalogPanelView> = BTreeMap::new();
-    for entry in sorted_entries(&state).iter().filter(|e| matches_node(e, &filter.node)) {
+    for (entry, host) in hosts(&state, &filter.node) {
         let wanted = |p: &&PanelAdvert| {
             filter.build.as_ref().is_none_or(|b| *b == p.build)
                 && filter
@@ -281,7 +296,7 @@ async fn panels(
                     hosts: Vec::new(),
                 })
                 .hosts
-                .push(host_view(entry, config.as_deref(), now));
+                .push(host.clone());
         }
     }
     axum::Json(by_id.into_values().collect())
@@ -295,10 +310,8 @@ async fn services(
     _: Auth,
     ApiQuery(filter): ApiQuery<CatalogFilter>,
 ) -> axum::Json<Vec<CatalogServiceView>> {
-    let config = state.federation.federation.current();
-    let now = now_ms();
     let mut out = Vec::new();
-    for entry in sorted_entries(&state).iter().filter(|e| matches_node(e, &filter.node)) {
+    for (entry, host) in hosts(&state, &filter.node) {
         for s in
             entry.advert.services.iter().filter(|s: &&ServiceAdvert| filter.kind.as_ref().is_none_or(|k| *k == s.kind))
         {
@@ -311,7 +324,7 @@ async fn services(
                     .unwrap_or_default(),
                 queue_length: s.queue_length,
                 capacity: s.capacity,
-                host: host_view(entry, config.as_deref(), now),
+                host: host.clone(),
             });
         }
     }

@@ -218,6 +218,7 @@ async fn submit(
             limits.max_jobs_per_month
         )));
     }
+    let job_id = hex::encode(crate::secrets::random_bytes::<12>());
     let mut fields = std::collections::HashMap::new();
     let mut panels: Vec<String> = Vec::new();
     let mut stored: Vec<JobInput> = Vec::new();
@@ -226,7 +227,8 @@ async fn submit(
             let name = field.name().unwrap_or("").to_string();
             if name == "files" {
                 let display = display_name(field.file_name(), stored.len())?;
-                let file = state.jobs.files.put_stream(field, limits.max_upload_bytes).await.map_err(|e| match e {
+                let dest = state.jobs.files.input_path(&job_id, stored.len() as i64);
+                let file = state.jobs.files.put_stream(field, limits.max_upload_bytes, &dest).await.map_err(|e| match e {
                     FileStoreError::TooLarge { limit } => {
                         ApiError::PayloadTooLarge.with_detail(format!("{display} is larger than {limit} bytes"))
                     }
@@ -250,7 +252,6 @@ async fn submit(
         Ok(())
     }
     .await;
-    let job_id = hex::encode(crate::secrets::random_bytes::<12>());
     let outcome = async {
         result?;
         if stored.is_empty() {
@@ -313,8 +314,10 @@ async fn submit(
             placements.push(place(&state, panel_ref, &params, upload, allow_resubmit).await?);
         }
         // Every check that needs no panel, before anything is queued.
-        let inputs: Vec<InputFile> =
-            stored.iter().map(|i| InputFile { path: state.jobs.files.path(&i.sha256), name: i.name.clone() }).collect();
+        let inputs: Vec<InputFile> = stored
+            .iter()
+            .map(|i| InputFile { path: state.jobs.files.input_path(&job_id, i.idx), name: i.name.clone() })
+            .collect();
         let settings = state.config.qc;
         let checked = tokio::task::spawn_blocking(move || check_inputs(&inputs, build, &settings))
             .await
@@ -341,6 +344,7 @@ async fn submit(
                 ..params.clone()
             };
             let placement = JobPlacement { parent_id: Some(job_id.clone()), ..placement };
+            state.jobs.files.share_inputs(&job_id, &child_id, stored.len()).await.map_err(ApiError::internal)?;
             state.store.create_job(&child_id, user.id, &child_params, &stored, &placement).await?;
             children.push(child_id);
         }
@@ -351,12 +355,8 @@ async fn submit(
         Ok(p) => p,
         Err(err) => {
             tracing::info!(reason = %err, files = stored.len(), "job submission refused");
-            // Refused: keep nothing of the upload (unless another job holds the same file).
-            for input in &stored {
-                if state.store.input_users(&input.sha256, &job_id).await.unwrap_or(1) == 0 {
-                    let _ = state.jobs.files.remove(&input.sha256).await;
-                }
-            }
+            // Refused: keep nothing of the upload.
+            let _ = tokio::fs::remove_dir_all(state.jobs.job_dir(&job_id)).await;
             state
                 .auth
                 .audit(
@@ -397,10 +397,13 @@ async fn place(
     upload: u64,
     allow_resubmit: bool,
 ) -> Result<JobPlacement, ApiError> {
-    let pinned_here = panel_ref.host.as_deref().is_none_or(|h| {
-        h == state.identity.peer_id().to_string()
-            || h == state.config.node.name
-            || h.eq_ignore_ascii_case(&state.config.node.institution)
+    // This node, named as the signed member list names it (or, outside a federation, as its
+    // own config does).
+    let me = state.identity.peer_id().to_string();
+    let signed_self = state.federation.federation.current().and_then(|c| c.doc().member(&me).cloned());
+    let pinned_here = panel_ref.host.as_deref().is_none_or(|h| match &signed_self {
+        Some(member) => crate::federation::policy::selects(h, member),
+        None => h == me || h == state.config.node.name || h.eq_ignore_ascii_case(&state.config.node.institution),
     });
     // An external service this node wraps: the job runs here, through it.
     if let Some(service) = state.store.service(&params.engine).await?

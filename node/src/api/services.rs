@@ -28,6 +28,8 @@ pub struct ServiceView {
     kind: String,
     url: String,
     app: Option<String>,
+    workflow_url: Option<String>,
+    outputs_dir: Option<String>,
     /// `available` or `unavailable`, from the last health check.
     status: String,
     queue_length: i64,
@@ -46,6 +48,8 @@ impl From<ServiceRow> for ServiceView {
             kind: s.kind,
             url: s.url,
             app: s.app,
+            workflow_url: s.workflow_url,
+            outputs_dir: s.outputs_dir,
             status: s.status,
             queue_length: s.queue_length,
             last_check_at: s.last_check_at.map(rfc3339),
@@ -65,8 +69,11 @@ pub struct AddServiceRequest {
     token: Option<String>,
     /// Cloudgene application id (default `imputationserver2`).
     app: Option<String>,
-    /// WES: the CWL workflow (a file on the node, or an http(s) URL).
+    /// WES: the CWL workflow, by the name of one shipped with fedimpute (`beagle-impute.cwl`)
+    /// or as an http(s) URL; never a file on the node.
     workflow_url: Option<String>,
+    /// WES on this machine: the one folder its `file://` outputs may come from.
+    outputs_dir: Option<String>,
     /// WES: the panels the workflow can use.
     #[serde(default)]
     panels: Vec<ServicePanel>,
@@ -96,6 +103,7 @@ async fn add(
         token: req.token.map(Secret::new),
         app: req.app.as_deref(),
         workflow_url: req.workflow_url.as_deref(),
+        outputs_dir: req.outputs_dir.as_deref(),
         panels: req.panels,
     };
     external::register(&state.store, &state.identity, &registration).await.map_err(|e| match e {

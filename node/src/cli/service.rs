@@ -19,7 +19,7 @@ pub enum ServiceCommand {
     Add {
         #[command(flatten)]
         config: ConfigArg,
-        /// cloudgene (wes is not supported yet).
+        /// cloudgene or wes.
         #[arg(long)]
         kind: String,
         /// Id of the service, as jobs name it (lowercase letters, digits, dashes).
@@ -34,9 +34,14 @@ pub enum ServiceCommand {
         /// Cloudgene application id.
         #[arg(long, default_value = "imputationserver2")]
         app: String,
-        /// WES: the CWL workflow to run, a local file (attached to each run) or an http(s) URL.
+        /// WES: the CWL workflow to run: the name of one shipped with fedimpute
+        /// (`beagle-impute.cwl`, attached to each run) or an http(s) URL the server fetches.
         #[arg(long)]
         workflow_url: Option<String>,
+        /// WES on this machine: the one folder its `file://` outputs may be read from (the
+        /// server's working folder); without it, only outputs on the server's own origin.
+        #[arg(long)]
+        outputs_dir: Option<String>,
         /// WES: a panel the workflow can use, `id=ID,build=hg19,ref=LOCATION[,map=LOCATION]`,
         /// with locations as the WES server reads them (repeatable).
         #[arg(long = "panel")]
@@ -63,7 +68,7 @@ pub enum ServiceCommand {
 
 pub async fn run(cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ServiceCommand::Add { config, kind, id, url, token_file, app, workflow_url, panels } => {
+        ServiceCommand::Add { config, kind, id, url, token_file, app, workflow_url, outputs_dir, panels } => {
             let node = NodeHandle::open(&config.config).await?;
             let token = token_file
                 .map(|f| super::read_password_file(&f).context("reading the token"))
@@ -77,6 +82,7 @@ pub async fn run(cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
                 token,
                 app: Some(&app),
                 workflow_url: workflow_url.as_deref(),
+                outputs_dir: outputs_dir.as_deref(),
                 panels,
             };
             external::register(&node.store, &node.identity, &registration).await?;

@@ -1,8 +1,15 @@
-//! The content-addressed file store: `DATA_DIR/files/<aa>/<sha256>`.
+//! Job files at rest: every job's inputs in a folder that belongs to that job alone,
+//! `DATA_DIR/jobs/<id>/inputs/<idx>`.
 //!
-//! A file is written under a temporary name in `files/tmp/`, hashed as it streams in, synced,
-//! and renamed to its hash only when complete, so a crash never leaves a half file that looks
-//! whole. Names from users never become paths: a stored file is named by its content.
+//! A job reaches only the bytes that were given to it: uploaded for it by its researcher, or
+//! pulled for it by its own transfer. A hash is never taken as proof that a caller holds a file,
+//! so there is no shared content-addressed pool a job could point into by naming a digest (a
+//! peer that learnt another user's input hash would otherwise get that input imputed for
+//! itself). Disk is saved only inside one submission: the per-panel jobs of a multi-panel job
+//! get hard links to their parent's inputs.
+//!
+//! A file is written under a `.part` name beside its final one, hashed as it streams in, synced,
+//! and renamed only when complete, so a crash never leaves a half file that looks whole.
 
 use std::path::{Path, PathBuf};
 
@@ -45,35 +52,52 @@ pub async fn hash_file(path: &Path) -> std::io::Result<StoredFile> {
     Ok(StoredFile { sha256: hex::encode(hasher.finalize()), size })
 }
 
-/// Handle on the store; cheap to clone.
+/// The partial file a complete `path` is written through.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".part");
+    path.with_file_name(name)
+}
+
+/// Handle on the jobs' file area; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct FileStore {
-    root: PathBuf,
+    jobs_root: PathBuf,
 }
 
 impl FileStore {
     pub fn new(data_dir: &Path) -> Self {
-        Self { root: data_dir.join("files") }
+        Self { jobs_root: data_dir.join("jobs") }
     }
 
-    /// Where the file with this digest lives (whether or not it exists).
-    pub fn path(&self, sha256: &str) -> PathBuf {
-        let prefix = sha256.get(..2).unwrap_or("xx");
-        self.root.join(prefix).join(sha256)
+    /// The job's folder: its inputs, work files and results.
+    pub fn job_dir(&self, job_id: &str) -> PathBuf {
+        self.jobs_root.join(job_id)
     }
 
-    /// Streams chunks into the store, failing (and leaving nothing) past `limit` bytes.
-    pub async fn put_stream<S, E>(&self, mut chunks: S, limit: u64) -> Result<StoredFile, FileStoreError>
+    /// The folder holding the job's inputs.
+    pub fn inputs_dir(&self, job_id: &str) -> PathBuf {
+        self.job_dir(job_id).join("inputs")
+    }
+
+    /// Where input `idx` of the job lives (whether or not it exists yet).
+    pub fn input_path(&self, job_id: &str, idx: i64) -> PathBuf {
+        self.inputs_dir(job_id).join(format!("{idx}.vcf.gz"))
+    }
+
+    /// Streams chunks into `dest`, failing (and leaving nothing) past `limit` bytes.
+    pub async fn put_stream<S, E>(&self, mut chunks: S, limit: u64, dest: &Path) -> Result<StoredFile, FileStoreError>
     where
         S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         use futures_util::StreamExt;
-        let tmp_dir = self.root.join("tmp");
-        tokio::fs::create_dir_all(&tmp_dir).await?;
-        let tmp = tmp_dir.join(hex::encode(crate::secrets::random_bytes::<12>()));
+        if let Some(dir) = dest.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let partial = partial_path(dest);
         let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
+            let mut file = tokio::fs::File::create(&partial).await?;
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             while let Some(chunk) = chunks.next().await {
@@ -91,38 +115,35 @@ impl FileStore {
         .await;
         match result {
             Ok(stored) => {
-                let dest = self.path(&stored.sha256);
-                if let Some(dir) = dest.parent() {
-                    tokio::fs::create_dir_all(dir).await?;
-                }
-                tokio::fs::rename(&tmp, &dest).await?;
+                tokio::fs::rename(&partial, dest).await?;
                 Ok(stored)
             }
             Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
+                let _ = tokio::fs::remove_file(&partial).await;
                 Err(e)
             }
         }
     }
 
-    /// Stores a local file by copying it in.
-    pub async fn put_file(&self, path: &Path) -> Result<StoredFile, FileStoreError> {
-        let file = tokio::fs::File::open(path).await?;
-        let stream = tokio_util::io::ReaderStream::new(file);
-        self.put_stream(stream, u64::MAX).await
+    /// Gives job `to` the first `count` inputs of job `from` (one submission's jobs: a hard link
+    /// where the file system allows it, else a copy).
+    pub async fn share_inputs(&self, from: &str, to: &str, count: usize) -> std::io::Result<()> {
+        tokio::fs::create_dir_all(self.inputs_dir(to)).await?;
+        for idx in 0..count as i64 {
+            let (source, dest) = (self.input_path(from, idx), self.input_path(to, idx));
+            if tokio::fs::hard_link(&source, &dest).await.is_err() {
+                tokio::fs::copy(&source, &dest).await?;
+            }
+        }
+        Ok(())
     }
 
-    /// Deletes a stored file (absent is fine).
-    pub async fn remove(&self, sha256: &str) -> std::io::Result<()> {
-        match tokio::fs::remove_file(self.path(sha256)).await {
+    /// Deletes the job's inputs (absent is fine).
+    pub async fn remove_inputs(&self, job_id: &str) -> std::io::Result<()> {
+        match tokio::fs::remove_dir_all(self.inputs_dir(job_id)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
-    }
-
-    /// Removes temporary files left by a crash mid-upload.
-    pub fn clean_temporaries(&self) {
-        let _ = std::fs::remove_dir_all(self.root.join("tmp"));
     }
 }
 
@@ -136,15 +157,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn files_are_named_by_their_hash_and_oversized_ones_leave_nothing() {
+    async fn inputs_live_in_their_jobs_folder_and_oversized_ones_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
-        let f = store.put_stream(chunks(&[b"hello ", b"world"]), 100).await.unwrap();
+        let dest = store.input_path("job1", 0);
+        let f = store.put_stream(chunks(&[b"hello ", b"world"]), 100, &dest).await.unwrap();
         assert_eq!(f.sha256, hex::encode(Sha256::digest(b"hello world")));
-        assert_eq!(std::fs::read(store.path(&f.sha256)).unwrap(), b"hello world");
-        assert_eq!(hash_file(&store.path(&f.sha256)).await.unwrap(), f);
-        let err = store.put_stream(chunks(&[b"0123456789", b"0123456789"]), 15).await.unwrap_err();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
+        assert!(dest.starts_with(dir.path().join("jobs/job1/inputs")));
+        assert_eq!(hash_file(&dest).await.unwrap(), f);
+
+        let big = store.input_path("job2", 0);
+        let err = store.put_stream(chunks(&[b"0123456789", b"0123456789"]), 15, &big).await.unwrap_err();
         assert!(matches!(err, FileStoreError::TooLarge { limit: 15 }));
-        assert_eq!(std::fs::read_dir(dir.path().join("files/tmp")).unwrap().count(), 0, "a partial upload was left");
+        assert_eq!(std::fs::read_dir(store.inputs_dir("job2")).unwrap().count(), 0, "a partial upload was left");
+    }
+
+    #[tokio::test]
+    async fn shared_inputs_survive_the_other_jobs_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        store.put_stream(chunks(&[b"genotypes"]), 100, &store.input_path("parent", 0)).await.unwrap();
+        store.share_inputs("parent", "child", 1).await.unwrap();
+        store.remove_inputs("parent").await.unwrap();
+        assert_eq!(std::fs::read(store.input_path("child", 0)).unwrap(), b"genotypes");
+        store.remove_inputs("child").await.unwrap();
+        store.remove_inputs("child").await.unwrap();
+        assert!(!store.inputs_dir("child").exists());
     }
 }

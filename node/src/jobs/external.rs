@@ -18,7 +18,7 @@ use super::runner::{InfoFormat, JobFailure, add_result, progress, write_beagle_d
 use crate::credentials::Secret;
 use crate::imputation::engines::KillSwitch;
 use crate::imputation::external::cloudgene::{State, Submission};
-use crate::imputation::external::wes::{RunRequest, RunState};
+use crate::imputation::external::wes::{RunRequest, RunState, Workflow};
 use crate::imputation::external::{cloudgene_client, wes_client};
 use crate::store::jobs::JobRow;
 use crate::store::services::ServiceRow;
@@ -59,7 +59,7 @@ pub(super) async fn execute(
             .find(|p| p.id == job.panel_id || p.key == job.panel_id)
             .ok_or_else(|| JobFailure(format!("{} no longer offers panel {}", service.id, job.panel_id)))?;
         let inputs: Vec<(String, PathBuf)> =
-            svc.store.job_inputs(&job.id).await?.into_iter().map(|i| (i.name, svc.files.path(&i.sha256))).collect();
+            svc.store.job_inputs(&job.id).await?.into_iter().map(|i| (i.name, svc.files.input_path(&job.id, i.idx))).collect();
         let population = population_for(job, &app.populations).unwrap_or_else(|| "mixed".into());
         progress(svc, &job.id, "submitting", 0.03, Some(&format!("submitting to {}", service.id))).await;
         let id = client
@@ -129,16 +129,20 @@ pub(super) async fn execute(
     let details = client.details(&external_id).await?;
     let downloads = work.join("downloads");
     tokio::fs::create_dir_all(&downloads).await?;
+    let limits = ArchiveLimits::of(svc);
+    let mut unpacked = 0u64;
     for file in details.output_params.iter().flat_map(|p| p.files.iter()) {
         let name = Path::new(&file.name).file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         if name.is_empty() || name.starts_with('.') {
             return Err(JobFailure(format!("{} listed an unusable file name {:?}", service.id, file.name)));
         }
         let local = downloads.join(&name);
-        client.download(file, &local).await?;
+        client.download(file, &local, limits.max_download_bytes).await?;
         if name.ends_with(".zip") {
             let (archive, into, password) = (local.clone(), results.to_path_buf(), password.clone());
-            tokio::task::spawn_blocking(move || unzip(&archive, &into, &password))
+            let budget = limits.max_unpacked_bytes.saturating_sub(unpacked);
+            let ratio = limits.max_ratio;
+            unpacked += tokio::task::spawn_blocking(move || unzip(&archive, &into, &password, budget, ratio))
                 .await
                 .map_err(|e| JobFailure(e.to_string()))??;
         } else {
@@ -218,14 +222,37 @@ impl Follow {
     }
 }
 
+/// What a service's downloads and archives may amount to (node.toml `engines.service_max_*`).
+struct ArchiveLimits {
+    max_download_bytes: u64,
+    max_unpacked_bytes: u64,
+    max_ratio: u64,
+}
+
+impl ArchiveLimits {
+    fn of(svc: &JobsService) -> Self {
+        let e = &svc.config.engines;
+        Self {
+            max_download_bytes: e.service_max_download_bytes,
+            max_unpacked_bytes: e.service_max_unpacked_bytes,
+            max_ratio: u64::from(e.service_max_compression_ratio),
+        }
+    }
+}
+
 /// Unpacks a (possibly AES-encrypted) zip archive's files into `into`, flat: only file names are
-/// kept, never the archive's folders, so no entry can land outside `into`.
-fn unzip(archive: &Path, into: &Path, password: &Secret) -> Result<(), JobFailure> {
+/// kept, never the archive's folders, so no entry can land outside `into`. At most `budget`
+/// bytes in all, and no entry that unpacks to more than `max_ratio` times its packed size (the
+/// sizes an archive declares are not trusted: the bytes written are counted). Returns the
+/// bytes written.
+fn unzip(archive: &Path, into: &Path, password: &Secret, budget: u64, max_ratio: u64) -> Result<u64, JobFailure> {
+    use std::io::Read;
     let file = std::fs::File::open(archive)?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| JobFailure(format!("result archive: {e}")))?;
+    let mut written = 0u64;
     for i in 0..zip.len() {
         let encrypted = zip.by_index_raw(i).map(|f| f.encrypted()).unwrap_or(false);
-        let mut entry = if encrypted {
+        let entry = if encrypted {
             zip.by_index_decrypt(i, password.expose().as_bytes())
                 .map_err(|e| JobFailure(format!("result archive does not open with the job's password: {e}")))?
         } else {
@@ -237,10 +264,25 @@ fn unzip(archive: &Path, into: &Path, password: &Secret) -> Result<(), JobFailur
         let Some(name) = entry.enclosed_name().and_then(|p| p.file_name().map(|n| n.to_os_string())) else {
             continue;
         };
-        let mut out = std::fs::File::create(into.join(name))?;
-        std::io::copy(&mut entry, &mut out).map_err(|e| JobFailure(format!("result archive: {e}")))?;
+        // Small entries may compress well whatever they hold; the ratio applies past 1 MiB.
+        let entry_cap = entry.compressed_size().max((1u64 << 20) / max_ratio.max(1)).saturating_mul(max_ratio);
+        let cap = entry_cap.min(budget - written);
+        let mut out = std::fs::File::create(into.join(&name))?;
+        let copied = std::io::copy(&mut entry.take(cap + 1), &mut out)
+            .map_err(|e| JobFailure(format!("result archive: {e}")))?;
+        if copied > cap {
+            drop(out);
+            let _ = std::fs::remove_file(into.join(&name));
+            let why = if cap == entry_cap {
+                format!("unpacks to more than {max_ratio} times its packed size (a zip bomb?)")
+            } else {
+                "would take the job's unpacked results past this node's limit (engines.service_max_unpacked_bytes)".into()
+            };
+            return Err(JobFailure(format!("result archive entry {}: {why}", name.to_string_lossy())));
+        }
+        written += copied;
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Running a job through a GA4GH WES service: one run of the service's CWL workflow on the
@@ -290,12 +332,14 @@ pub(super) async fn execute_wes(
         if let Some(map) = &panel.map {
             params["map"] = serde_json::json!({"class": "File", "location": map});
         }
+        let workflow = Workflow::parse(service.workflow_url.as_deref().unwrap_or_default())
+            .map_err(|e| JobFailure(format!("{}: {e}; the node's admin must register it again", service.id)))?;
         progress(svc, &job.id, "submitting", 0.03, Some(&format!("submitting to {}", service.id))).await;
         let id = client
             .run(&RunRequest {
-                workflow: service.workflow_url.as_deref().unwrap_or_default(),
+                workflow: &workflow,
                 params,
-                attachments: &[(input.name.clone(), svc.files.path(&input.sha256))],
+                attachments: &[(input.name.clone(), svc.files.input_path(&job.id, input.idx))],
             })
             .await?;
         Ok(id)
@@ -347,9 +391,10 @@ pub(super) async fn execute_wes(
         .as_str()
         .ok_or_else(|| JobFailure(format!("{} finished the run without an `imputed` output", service.id)))?;
     let fetched = work.join("imputed.vcf.gz");
-    client.fetch(location, &fetched).await?;
+    let limit = svc.config.engines.service_max_download_bytes;
+    client.fetch(location, &fetched, limit).await?;
     if let Some(engine_log) = log.outputs["log"]["location"].as_str()
-        && let Err(e) = client.fetch(engine_log, &results.join("job.log")).await
+        && let Err(e) = client.fetch(engine_log, &results.join("job.log"), limit).await
     {
         tracing::warn!(job = %job.id, error = %e, "could not fetch the engine log");
     }
@@ -362,4 +407,42 @@ pub(super) async fn execute_wes(
     tokio::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&summary)?).await?;
     record_results_folder(svc, &job.id, results).await?;
     Ok(Some(summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut zip = zip::ZipWriter::new(file.reopen().unwrap());
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in entries {
+            zip.start_file(*name, options).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+        file
+    }
+
+    #[test]
+    fn archives_unpack_flat_within_their_budget_and_bombs_are_refused() {
+        let into = tempfile::tempdir().unwrap();
+        let password = Secret::new("unused".into());
+        let plain = zip_of(&[("chr20/chr20.info.tsv", b"SNP\tRsq\n"), ("../escape.txt", b"x")]);
+        assert_eq!(unzip(plain.path(), into.path(), &password, 1 << 30, 100).unwrap(), 8);
+        assert!(into.path().join("chr20.info.tsv").is_file());
+        assert!(!into.path().join("escape.txt").exists() && !into.path().parent().unwrap().join("escape.txt").exists());
+
+        let zeros = vec![0u8; 20 << 20];
+        let bomb = zip_of(&[("chr20.dose.vcf.gz", &zeros)]);
+        let err = unzip(bomb.path(), into.path(), &password, 1 << 30, 100).unwrap_err().0;
+        assert!(err.contains("times its packed size"), "{err}");
+        assert!(!into.path().join("chr20.dose.vcf.gz").exists(), "a refused entry was left");
+
+        let err = unzip(bomb.path(), into.path(), &password, 1 << 20, 1_000_000).unwrap_err().0;
+        assert!(err.contains("service_max_unpacked_bytes"), "{err}");
+    }
 }

@@ -74,9 +74,14 @@ impl JobsService {
         let _ = self.events.send(event);
     }
 
-    /// The job's working directory.
+    /// The job's folder: its inputs, work files and results.
     pub fn job_dir(&self, id: &str) -> std::path::PathBuf {
-        self.config.node.data_dir.join("jobs").join(id)
+        self.files.job_dir(id)
+    }
+
+    /// Where a forwarded job's files are pulled into before they are complete.
+    pub fn transfer_dir(&self, id: &str) -> std::path::PathBuf {
+        self.config.node.data_dir.join("transfers").join(id)
     }
 
     /// Where a job's result files are served from.
@@ -104,6 +109,9 @@ impl JobsService {
                 self.publish(event);
                 if to == JobState::Queued || to.is_final() {
                     self.wake.notify_one();
+                }
+                if matches!(to, JobState::Completed | JobState::Failed | JobState::Cancelled) {
+                    self.inputs_done(id).await;
                 }
                 Ok(true)
             }
@@ -202,7 +210,7 @@ impl JobsService {
     pub fn start(&self) {
         let this = self.clone();
         tokio::spawn(async move {
-            this.files.clean_temporaries();
+            this.adopt_pooled_inputs().await;
             this.recover().await;
             this.schedule().await;
         });
@@ -212,20 +220,28 @@ impl JobsService {
         tokio::spawn(async move { this.follow_parents().await });
     }
 
-    /// Deletes the results of jobs that ended more than `results_retention_days` ago.
+    /// Deletes the inputs and results of jobs that ended more than `results_retention_days` ago.
     async fn retain(&self) {
         let every = Duration::from_secs(self.config.jobs.retention_sweep_secs.max(1));
         loop {
             let keep_ms = i64::from(self.config.jobs.results_retention_days) * 86_400_000;
-            match self.store.jobs_with_expired_results(crate::time::now_ms() - keep_ms).await {
+            match self.store.jobs_with_expired_files(crate::time::now_ms() - keep_ms).await {
                 Ok(expired) => {
-                    for id in expired {
+                    for job in expired {
+                        let id = job.id;
+                        if let Err(e) = self.delete_inputs(&id).await {
+                            tracing::error!(job = %id, error = %e, "could not delete expired inputs");
+                            continue;
+                        }
+                        if job.results_deleted_at.is_some() {
+                            continue;
+                        }
                         let _ = tokio::fs::remove_dir_all(self.job_dir(&id)).await;
                         if let Err(e) = self.store.mark_results_deleted(&id).await {
                             tracing::error!(job = %id, error = %e, "could not record deleted results");
                             continue;
                         }
-                        tracing::info!(job = %id, "deleted results past retention");
+                        tracing::info!(job = %id, "deleted inputs and results past retention");
                         self.audit(
                             AuditEvent::new("node", "local", "job.results_deleted", Outcome::Success).target(&id),
                         )
@@ -314,20 +330,71 @@ impl JobsService {
         });
     }
 
-    /// Deletes a finished job's inputs from the file store (unless another job still uses the
-    /// same file), recording it.
+    /// A job has ended: its genotype inputs go, on every path (completed, failed, cancelled),
+    /// unless the node is set to keep them for retries. A peer's inputs never stay (the origin
+    /// decides on retries and sends them again), nor a multi-panel job's (its per-panel jobs hold
+    /// their own links, and it is retried by submitting it again).
+    async fn inputs_done(&self, id: &str) {
+        let Ok(Some(job)) = self.store.job(id).await else { return };
+        let keep = self.config.jobs.delete_inputs_when_done || matches!(job.role(), JobRole::Host | JobRole::Parent);
+        if job.inputs_deleted_at.is_some() || !keep {
+            return;
+        }
+        if let Err(e) = self.delete_inputs(id).await {
+            tracing::warn!(job = %id, error = %e, "could not delete the job's inputs");
+        }
+    }
+
+    /// Deletes a job's inputs and every working copy made of them (work files, partial
+    /// transfers), records when, frees the owner's quota, and audits it once.
     pub async fn delete_inputs(&self, id: &str) -> Result<(), StoreError> {
-        for input in self.store.job_inputs(id).await? {
-            if self.store.input_users(&input.sha256, id).await? == 0
-                && let Err(e) = self.files.remove(&input.sha256).await
-            {
-                tracing::warn!(job = %id, error = %e, "could not delete an input");
+        let already = self.store.job(id).await?.is_some_and(|j| j.inputs_deleted_at.is_some());
+        for dir in [self.files.inputs_dir(id), self.job_dir(id).join("work"), self.transfer_dir(id)] {
+            match tokio::fs::remove_dir_all(&dir).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(job = %id, error = %e, dir = %dir.display(), "could not delete job files");
+                }
+                _ => {}
             }
         }
-        let _ = tokio::fs::remove_dir_all(self.job_dir(id).join("work")).await;
-        self.store.mark_inputs_deleted(id).await?;
-        self.audit(AuditEvent::new("node", "local", "job.inputs_deleted", Outcome::Success).target(id)).await;
+        if !already {
+            self.store.mark_inputs_deleted(id).await?;
+            self.audit(AuditEvent::new("node", "local", "job.inputs_deleted", Outcome::Success).target(id)).await;
+        }
         Ok(())
+    }
+
+    /// Inputs stored by a node from before per-job input folders (a shared `files/` pool keyed
+    /// by SHA-256) move into the folder of the job they were uploaded or pulled for. A host job
+    /// still receiving its inputs gets nothing from the pool: it pulls them from its origin.
+    async fn adopt_pooled_inputs(&self) {
+        let pool = self.config.node.data_dir.join("files");
+        if !pool.is_dir() {
+            return;
+        }
+        for job in self.store.jobs_with_inputs().await.unwrap_or_default() {
+            if job.role() == JobRole::Host && job.state() == JobState::Received {
+                continue;
+            }
+            for input in self.store.job_inputs(&job.id).await.unwrap_or_default() {
+                let dest = self.files.input_path(&job.id, input.idx);
+                let source = pool.join(input.sha256.get(..2).unwrap_or("xx")).join(&input.sha256);
+                if dest.exists() || !source.is_file() {
+                    continue;
+                }
+                let linked = async {
+                    tokio::fs::create_dir_all(self.files.inputs_dir(&job.id)).await?;
+                    tokio::fs::hard_link(&source, &dest).await
+                };
+                if let Err(e) = linked.await {
+                    tracing::warn!(job = %job.id, error = %e, "could not move a pooled input into its job's folder");
+                }
+            }
+        }
+        match tokio::fs::remove_dir_all(&pool).await {
+            Ok(()) => tracing::info!("moved pooled inputs into their jobs' folders"),
+            Err(e) => tracing::warn!(error = %e, "could not remove the old input pool"),
+        }
     }
 }
 

@@ -111,9 +111,7 @@ impl JobsService {
             Aggregate::Completed => self.merge(&parent, &children).await,
             Aggregate::Failed(reason) => {
                 let update = TransitionUpdate { error: Some(reason), ..Default::default() };
-                if matches!(self.transition(parent_id, live, JobState::Failed, update).await, Ok(true)) {
-                    let _ = self.delete_inputs(parent_id).await;
-                }
+                let _ = self.transition(parent_id, live, JobState::Failed, update).await;
             }
             Aggregate::Cancelled => {
                 let update =
@@ -149,7 +147,6 @@ impl JobsService {
                 json!({ "state": to.as_str(), "panels": children.iter().map(child_label).collect::<Vec<_>>() }),
             ))
             .await;
-            let _ = self.delete_inputs(&parent.id).await;
         }
     }
 

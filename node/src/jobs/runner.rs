@@ -18,6 +18,7 @@ use crate::store::jobs::{JobResult, JobRow, JobState, TransitionUpdate};
 use crate::tool_args;
 
 /// A failure to report on the job, in words for the researcher.
+#[derive(Debug)]
 pub(super) struct JobFailure(pub(super) String);
 
 impl<E: std::fmt::Display> From<E> for JobFailure {
@@ -58,7 +59,10 @@ pub(super) async fn run(svc: &JobsService, id: &str, kill: &KillSwitch) {
         ),
         Err(JobFailure(reason)) => {
             if kill.is_killed() {
-                return; // cancelled: the cancel already recorded the state
+                // Cancelled: the cancel recorded the state and deleted the inputs while the
+                // engine may still have been writing work files.
+                sweep_work(svc, id).await;
+                return;
             }
             (JobState::Failed, TransitionUpdate { error: Some(reason), ..Default::default() })
         }
@@ -72,11 +76,17 @@ pub(super) async fn run(svc: &JobsService, id: &str, kill: &KillSwitch) {
                 .details(json!({ "state": to.as_str() })),
         )
         .await;
-        if svc.config.jobs.delete_inputs_when_done
-            && let Err(e) = svc.delete_inputs(id).await
-        {
-            tracing::warn!(job = %id, error = %e, "could not delete the job's inputs");
-        }
+    }
+    sweep_work(svc, id).await;
+}
+
+/// Removes the job's work files (copies of its genotypes) once the run is over, if its inputs
+/// are gone by then.
+async fn sweep_work(svc: &JobsService, id: &str) {
+    if let Ok(Some(job)) = svc.store.job(id).await
+        && job.inputs_deleted_at.is_some()
+    {
+        let _ = tokio::fs::remove_dir_all(svc.job_dir(id).join("work")).await;
     }
 }
 
@@ -137,7 +147,7 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
         .job_inputs(&job.id)
         .await?
         .into_iter()
-        .map(|i| InputFile { path: svc.files.path(&i.sha256), name: i.name })
+        .map(|i| InputFile { path: svc.files.input_path(&job.id, i.idx), name: i.name })
         .collect();
 
     // QC.

@@ -553,16 +553,9 @@ impl Store {
         Ok(())
     }
 
-    /// How many other live jobs use the stored file with this digest (inputs are shared by content).
-    pub async fn input_users(&self, sha256: &str, except_job: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM job_inputs i JOIN jobs j ON j.id = i.job_id \
-             WHERE i.sha256 = ? AND i.job_id != ? AND j.inputs_deleted_at IS NULL",
-        )
-        .bind(sha256)
-        .bind(except_job)
-        .fetch_one(self.pool())
-        .await?)
+    /// Jobs whose inputs have not been deleted.
+    pub async fn jobs_with_inputs(&self) -> Result<Vec<JobRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM jobs WHERE inputs_deleted_at IS NULL").fetch_all(self.pool()).await?)
     }
 
     /// Jobs `owner` submitted since `since_ms`, for the monthly quota.
@@ -577,10 +570,11 @@ impl Store {
 }
 
 impl Store {
-    /// Finished jobs whose results are older than `before_ms` and not yet deleted.
-    pub async fn jobs_with_expired_results(&self, before_ms: i64) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? AND results_deleted_at IS NULL",
+    /// Jobs that ended before `before_ms` and still hold inputs or results.
+    pub async fn jobs_with_expired_files(&self, before_ms: i64) -> Result<Vec<JobRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? \
+             AND (results_deleted_at IS NULL OR inputs_deleted_at IS NULL)",
         )
         .bind(before_ms)
         .fetch_all(self.pool())

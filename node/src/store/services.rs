@@ -20,6 +20,8 @@ pub struct ServiceRow {
     pub last_check_at: Option<i64>,
     pub last_error: Option<String>,
     pub created_at: i64,
+    /// WES on this machine: the only folder `file://` outputs may come from (canonical).
+    pub outputs_dir: Option<String>,
 }
 
 /// A reference panel an external service offers, as its own metadata describes it.
@@ -50,6 +52,7 @@ pub struct NewService<'a> {
     pub url: &'a str,
     pub app: Option<&'a str>,
     pub workflow_url: Option<&'a str>,
+    pub outputs_dir: Option<&'a str>,
     pub sealed_token: Option<&'a [u8]>,
     /// The panels, as JSON, when the registration names them (WES has no panel discovery).
     pub panels: Option<&'a str>,
@@ -58,14 +61,15 @@ pub struct NewService<'a> {
 impl Store {
     pub async fn add_service(&self, s: &NewService<'_>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO external_services (id, kind, url, app, workflow_url, sealed_token, panels, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, COALESCE(?, '[]'), ?)",
+            "INSERT INTO external_services (id, kind, url, app, workflow_url, outputs_dir, sealed_token, panels, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, ?, COALESCE(?, '[]'), ?)",
         )
         .bind(s.id)
         .bind(s.kind)
         .bind(s.url)
         .bind(s.app)
         .bind(s.workflow_url)
+        .bind(s.outputs_dir)
         .bind(s.sealed_token)
         .bind(s.panels)
         .bind(now_ms())

@@ -7,12 +7,9 @@
 //! from `GET /results/{path}`.
 
 use std::path::Path;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 
 use super::ServiceError;
 use crate::credentials::Secret;
@@ -187,11 +184,7 @@ pub fn panel_id(key: &str) -> String {
 
 impl Client {
     pub fn new(service: &str, url: &str, app: &str, token: Secret) -> Result<Self, ServiceError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(600))
-            .build()
-            .map_err(|e| ServiceError::Other(e.to_string()))?;
+        let http = super::http_client(service, url)?;
         Ok(Self {
             service: service.to_string(),
             base: url.trim_end_matches('/').to_string(),
@@ -337,9 +330,9 @@ impl Client {
         self.checked(resp).await.map(|_| ())
     }
 
-    /// Downloads a result file to `dest`, streaming.
-    pub async fn download(&self, file: &OutputFile, dest: &Path) -> Result<(), ServiceError> {
-        if file.path.split('/').any(|p| p == ".." || p.is_empty()) {
+    /// Downloads a result file to `dest`, streaming, at most `limit` bytes.
+    pub async fn download(&self, file: &OutputFile, dest: &Path, limit: u64) -> Result<u64, ServiceError> {
+        if file.path.split('/').any(|p| p == ".." || p.is_empty()) || file.path.contains(['?', '#', '\\']) {
             return Err(ServiceError::Other(format!(
                 "{} listed an unusable result path {:?}",
                 self.service, file.path
@@ -352,14 +345,7 @@ impl Client {
             .send()
             .await;
         let resp = self.checked(resp).await?;
-        let mut out = tokio::fs::File::create(dest).await.map_err(|e| ServiceError::Other(e.to_string()))?;
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.unreachable(e))?;
-            out.write_all(&chunk).await.map_err(|e| ServiceError::Other(e.to_string()))?;
-        }
-        out.flush().await.map_err(|e| ServiceError::Other(e.to_string()))?;
-        Ok(())
+        super::save_bounded(&self.service, resp, dest, limit).await
     }
 }
 

@@ -64,6 +64,74 @@ pub(crate) async fn check_status(
     Err(ServiceError::Http { service: service.to_string(), status: status.as_u16(), message })
 }
 
+/// An HTTP client for one service: its credentials go only to the origin (scheme, host and
+/// port) it was registered with, so a redirect elsewhere is refused rather than followed.
+pub(crate) fn http_client(service: &str, base: &str) -> Result<reqwest::Client, ServiceError> {
+    let origin = reqwest::Url::parse(base)
+        .map_err(|e| ServiceError::Other(format!("{service}: url {base:?}: {e}")))?
+        .origin();
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            attempt.error("too many redirects")
+        } else if attempt.url().origin() == origin {
+            attempt.follow()
+        } else {
+            attempt.error("a redirect to another origin (the service's token goes only to its own)")
+        }
+    });
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(600))
+        .redirect(policy)
+        .build()
+        .map_err(|e| ServiceError::Other(e.to_string()))
+}
+
+/// Whether `location` is on the service's own origin (scheme, host and port of `base`).
+pub(crate) fn same_origin(base: &str, location: &str) -> bool {
+    match (reqwest::Url::parse(base), reqwest::Url::parse(location)) {
+        (Ok(a), Ok(b)) => a.origin().is_tuple() && a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
+/// Streams a response body from `service` into `dest`, at most `limit` bytes; past it (or when
+/// the announced length is already past it) the partial file is deleted and the fetch fails.
+pub(crate) async fn save_bounded(
+    service: &str,
+    resp: reqwest::Response,
+    dest: &std::path::Path,
+    limit: u64,
+) -> Result<u64, ServiceError> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let too_large = || ServiceError::Other(format!("{service} sent a file larger than this node's limit of {limit} bytes"));
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let io = |e: std::io::Error| ServiceError::Other(format!("writing {}: {e}", dest.display()));
+    let mut out = tokio::fs::File::create(dest).await.map_err(io)?;
+    let mut stream = resp.bytes_stream();
+    let mut written = 0u64;
+    let result = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| unreachable(service, e))?;
+            written += chunk.len() as u64;
+            if written > limit {
+                return Err(too_large());
+            }
+            out.write_all(&chunk).await.map_err(io)?;
+        }
+        out.flush().await.map_err(io)?;
+        Ok(written)
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(dest).await;
+    }
+    result
+}
+
 /// The kinds of service this node can wrap.
 pub const KINDS: [&str; 2] = ["cloudgene", "wes"];
 
@@ -93,7 +161,8 @@ pub fn cloudgene_client(identity: &NodeIdentity, service: &ServiceRow) -> Result
 
 /// A client for a registered WES service.
 pub fn wes_client(identity: &NodeIdentity, service: &ServiceRow) -> Result<wes::Client, ServiceError> {
-    wes::Client::new(&service.id, &service.url, token_of(identity, service)?)
+    let outputs_dir = service.outputs_dir.as_deref().map(std::path::PathBuf::from);
+    wes::Client::new(&service.id, &service.url, token_of(identity, service)?, outputs_dir)
 }
 
 /// Checks one service now and records the outcome; returns whether its status changed.
@@ -159,6 +228,8 @@ pub struct Registration<'a> {
     pub token: Option<Secret>,
     pub app: Option<&'a str>,
     pub workflow_url: Option<&'a str>,
+    /// WES on this machine: the one folder its `file://` outputs may come from.
+    pub outputs_dir: Option<&'a str>,
     /// WES: the panels the workflow can use (Cloudgene lists its own).
     pub panels: Vec<crate::store::services::ServicePanel>,
 }
@@ -195,13 +266,20 @@ pub async fn register(store: &Store, identity: &NodeIdentity, r: &Registration<'
     if r.kind == "cloudgene" && token.is_none() {
         return Err(RegisterError::Invalid("a Cloudgene service needs its API token".into()));
     }
+    let mut outputs_dir = None;
     if r.kind == "wes" {
-        if r.workflow_url.is_none_or(|w| w.trim().is_empty()) {
+        let Some(workflow) = r.workflow_url.map(str::trim).filter(|w| !w.is_empty()) else {
             return Err(RegisterError::Invalid("a WES service needs --workflow-url (the CWL workflow to run)".into()));
-        }
+        };
+        wes::Workflow::parse(workflow).map_err(RegisterError::Invalid)?;
         if r.panels.is_empty() {
             return Err(RegisterError::Invalid("a WES service needs at least one --panel".into()));
         }
+        if let Some(dir) = r.outputs_dir.map(str::trim).filter(|d| !d.is_empty()) {
+            outputs_dir = Some(wes::outputs_dir(&url, dir).map_err(RegisterError::Invalid)?);
+        }
+    } else if r.outputs_dir.is_some() {
+        return Err(RegisterError::Invalid("--outputs-dir is for WES services on this machine".into()));
     }
     let sealed = token.map(|t| credentials::seal(identity, r.id, t)).transpose()?;
     let panels = (r.kind == "wes").then(|| serde_json::to_string(&r.panels).unwrap_or_else(|_| "[]".into()));
@@ -210,7 +288,8 @@ pub async fn register(store: &Store, identity: &NodeIdentity, r: &Registration<'
         kind: r.kind,
         url: r.url,
         app: if r.kind == "cloudgene" { r.app.or(Some("imputationserver2")) } else { None },
-        workflow_url: r.workflow_url,
+        workflow_url: r.workflow_url.map(str::trim),
+        outputs_dir: outputs_dir.as_deref(),
         sealed_token: sealed.as_ref().map(|s| s.0.as_slice()),
         panels: panels.as_deref(),
     };

@@ -191,6 +191,8 @@ impl Federated {
                 size: f.size as i64,
             })
             .collect();
+        // Nothing left under this id from before (an earlier run of it) counts as received.
+        let _ = tokio::fs::remove_dir_all(self.jobs.job_dir(job_id)).await;
         let placement = JobPlacement {
             role: JobRole::Host,
             peer: Some(peer.to_string()),
@@ -296,7 +298,7 @@ impl Federated {
             tracing::warn!(job = %id, error = %e, "could not delete the inputs");
         }
         let _ = tokio::fs::remove_dir_all(self.jobs.job_dir(id)).await;
-        let _ = tokio::fs::remove_dir_all(self.jobs.config.node.data_dir.join("transfers").join(id)).await;
+        let _ = tokio::fs::remove_dir_all(self.jobs.transfer_dir(id)).await;
         if let Err(e) = self.jobs.store.mark_results_deleted(id).await {
             tracing::error!(job = %id, error = %e, "could not record deleted results");
             return;
@@ -359,15 +361,16 @@ impl Federated {
         let origin = job.peer.clone().ok_or("the job has no origin")?;
         let peer: PeerId = origin.parse().map_err(|_| format!("{origin:?} is not a PeerId"))?;
         let inputs = self.jobs.store.job_inputs(&job.id).await.map_err(|e| e.to_string())?;
-        let staging = self.jobs.config.node.data_dir.join("transfers").join(&job.id);
         for input in &inputs {
-            let dest = self.jobs.files.path(&input.sha256);
+            // The job's own folder holds only what its own transfer brought: a file is there
+            // because it was pulled from this origin for this job, never because its hash matches.
+            let dest = self.jobs.files.input_path(&job.id, input.idx);
             if dest.is_file() {
                 continue;
             }
             let manifest = input.manifest();
             let pull = self.pull(peer, &job.id, &manifest, "input");
-            let partial = staging.join(format!("{}.part", input.sha256));
+            let partial = crate::files::partial_path(&dest);
             match pull.run(&partial).await {
                 Ok(()) => {}
                 Err(PullError::Unreachable(e)) if self.federation.peers.get(&origin).connected => {
@@ -388,15 +391,11 @@ impl Federated {
                     tracing::warn!(job = %job.id, error = %e, "an input did not match its manifest; pulling it again");
                     return Ok(false);
                 }
-                Err(e) => return Err(format!("receiving {}: {e}", input.name)),
+                Err(e) => return Err(format!("receiving {} from the origin: {e}", input.name)),
             }
             let _ = self.jobs.store.touch_peer(&job.id).await;
-            if let Some(dir) = dest.parent() {
-                tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
-            }
             tokio::fs::rename(&partial, &dest).await.map_err(|e| e.to_string())?;
         }
-        let _ = tokio::fs::remove_dir_all(&staging).await;
         let bytes: i64 = inputs.iter().map(|i| i.size).sum();
         self.audit(
             AuditEvent::new(format!("peer:{origin}"), "p2p", "job.inputs_received", Outcome::Success)
@@ -407,10 +406,15 @@ impl Federated {
         .await;
         let update =
             TransitionUpdate { message: Some(format!("inputs received ({bytes} bytes)")), ..Default::default() };
-        self.jobs
+        let queued = self
+            .jobs
             .transition(&job.id, &[JobState::Received], JobState::Queued, update)
             .await
             .map_err(|e| e.to_string())?;
+        if !queued {
+            // Cancelled while its inputs arrived: nothing of them stays.
+            self.jobs.delete_inputs(&job.id).await.map_err(|e| e.to_string())?;
+        }
         Ok(true)
     }
 
@@ -426,10 +430,8 @@ impl Federated {
         let (path, kind) = match job.role() {
             JobRole::Origin if job.state().is_live() && job.inputs_deleted_at.is_none() => {
                 let inputs = self.jobs.store.job_inputs(&job.id).await.unwrap_or_default();
-                if !inputs.iter().any(|i| i.sha256 == request.sha256) {
-                    return refuse();
-                }
-                (self.jobs.files.path(&request.sha256), "input")
+                let Some(input) = inputs.iter().find(|i| i.sha256 == request.sha256) else { return refuse() };
+                (self.jobs.files.input_path(&job.id, input.idx), "input")
             }
             JobRole::Host if job.state() == JobState::Completed => {
                 let results = self.jobs.store.job_results(&job.id).await.unwrap_or_default();

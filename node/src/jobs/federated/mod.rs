@@ -276,6 +276,11 @@ fn valid_job_id(id: &str) -> bool {
     (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A SHA-256 from a peer, in the form this node writes: 64 lowercase hex digits.
+fn valid_sha256(digest: &str) -> bool {
+    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// A file name from a peer, safe to use inside a job folder: plain, no folders, no dot first.
 fn plain_file_name(name: &str) -> bool {
     !name.is_empty()

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::selection::{Candidate, Needs, PanelRef, choose_host};
 use super::transfer::PullError;
-use super::{Federated, plain_file_name, pseudonym};
+use super::{Federated, plain_file_name, pseudonym, valid_sha256};
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::jobs::{JobInput, JobResult, JobRow, JobState, LIVE_STATES, TransitionUpdate};
 use crate::time::now_ms;
@@ -100,19 +100,9 @@ impl Federated {
                 tracing::error!(job = %job.id, error = %e, "cannot record a failure");
                 return Step::Wait(RETRY);
             }
-            Ok(true) => self.drop_inputs(&job.id).await,
-            Ok(false) => {}
+            Ok(_) => {}
         }
         Step::Again
-    }
-
-    /// As for a job run here: an ended job's inputs go, unless the node is set to keep them.
-    async fn drop_inputs(&self, id: &str) {
-        if self.jobs.config.jobs.delete_inputs_when_done
-            && let Err(e) = self.jobs.delete_inputs(id).await
-        {
-            tracing::warn!(job = %id, error = %e, "could not delete the job's inputs");
-        }
     }
 
     async fn forward(&self, job: &JobRow) -> Step {
@@ -136,6 +126,13 @@ impl Federated {
                     &excluded,
                 ) {
                     Ok(peer) => {
+                        // A job that moved here from another host starts with none of its files.
+                        let _ = tokio::fs::remove_dir_all(self.jobs.results_dir(&job.id)).await;
+                        let _ = tokio::fs::remove_dir_all(self.jobs.transfer_dir(&job.id)).await;
+                        if let Err(e) = self.jobs.store.clear_job_results(&job.id).await {
+                            tracing::error!(job = %job.id, error = %e, "cannot forget an earlier host's results");
+                            return Step::Wait(RETRY);
+                        }
                         if let Err(e) = self.jobs.store.set_job_peer(&job.id, Some(&peer)).await {
                             tracing::error!(job = %job.id, error = %e, "cannot record the chosen host");
                             return Step::Wait(RETRY);
@@ -302,10 +299,7 @@ impl Federated {
                             qc_report,
                             ..Default::default()
                         };
-                        let failed = self.jobs.transition(&job.id, &LIVE_STATES, JobState::Failed, update).await;
-                        if matches!(failed, Ok(true)) {
-                            self.drop_inputs(&job.id).await;
-                        }
+                        let _ = self.jobs.transition(&job.id, &LIVE_STATES, JobState::Failed, update).await;
                     }
                     "cancelled" if state.is_live() => {
                         let update =
@@ -319,8 +313,9 @@ impl Federated {
                 }
             }
             JobReply::ResultManifest { files, .. } if following.contains(&state) => {
-                if let Some(bad) = files.iter().find(|f| !plain_file_name(&f.name)) {
-                    self.fail(job, format!("{label} offered a result file with an unusable name {:?}", bad.name)).await;
+                if let Some(bad) = files.iter().find(|f| !plain_file_name(&f.name) || !valid_sha256(&f.sha256)) {
+                    self.fail(job, format!("{label} offered a result file with an unusable name or digest {:?}", bad.name))
+                        .await;
                     return;
                 }
                 // The host decides the sizes: hold them to the researcher's storage quota here, as
@@ -371,7 +366,7 @@ impl Federated {
         };
         let Ok(peer) = host.parse() else { return self.fail(job, format!("{host:?} is not a PeerId")).await };
         let results_dir = self.jobs.results_dir(&job.id);
-        let staging = self.jobs.config.node.data_dir.join("transfers").join(&job.id);
+        let staging = self.jobs.transfer_dir(&job.id);
         if let Err(e) = tokio::fs::create_dir_all(&results_dir).await {
             return self.fail(job, format!("cannot create the results folder: {e}")).await;
         }
@@ -380,7 +375,8 @@ impl Federated {
             if have.iter().any(|r| r.name == file.name && r.sha256 == file.sha256) {
                 continue;
             }
-            let partial = staging.join(format!("{}.part", file.name));
+            // Keyed by digest: a partial file from another host (before the job moved) is never resumed.
+            let partial = staging.join(format!("{}.part", file.sha256));
             let pull = self.pull(peer, &job.id, file, "result");
             match pull.run(&partial).await {
                 Ok(()) => {}
@@ -415,10 +411,7 @@ impl Federated {
             qc_report: tokio::fs::read_to_string(results_dir.join("qc_report.json")).await.ok(),
             ..Default::default()
         };
-        let completed = self.jobs.transition(&job.id, &[JobState::FetchingResults], JobState::Completed, update).await;
-        if matches!(completed, Ok(true)) {
-            self.drop_inputs(&job.id).await;
-        }
+        let _ = self.jobs.transition(&job.id, &[JobState::FetchingResults], JobState::Completed, update).await;
         Step::Again
     }
 

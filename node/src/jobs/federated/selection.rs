@@ -7,8 +7,8 @@ use fedimpute_protocol::federation::Member;
 use crate::config::PolicySection;
 use crate::federation::policy::{origin_may_send, selects};
 
-/// A panel as the researcher names it: `panel`, or `node/panel` to pin the host (the node by
-/// PeerId, node name or institution).
+/// A panel as the researcher names it: `panel`, or `host/panel` to pin the host, named as the
+/// signed member list names it: its PeerId, its institution or a `tag=value` of its entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PanelRef {
     pub panel_id: String,
@@ -62,10 +62,6 @@ pub struct Needs<'a> {
     pub excluded: &'a [String],
 }
 
-fn names(candidate: &Candidate<'_>, host: &str) -> bool {
-    selects(host, candidate.member) || candidate.advert.node_name == host
-}
-
 /// The best host for the job among `candidates`, or the reasons none will do, in words for
 /// the researcher.
 pub fn choose_host<'a>(
@@ -77,7 +73,7 @@ pub fn choose_host<'a>(
     let hosting: Vec<&Candidate<'a>> = candidates
         .iter()
         .filter(|c| c.advert.panels.iter().any(|p| &p.id == panel_id))
-        .filter(|c| needs.panel.host.as_deref().is_none_or(|h| names(c, h)))
+        .filter(|c| needs.panel.host.as_deref().is_none_or(|h| selects(h, c.member)))
         .collect();
     if hosting.is_empty() {
         return Err(match &needs.panel.host {
@@ -207,13 +203,35 @@ mod tests {
         let policy = PolicySection::default();
         assert_eq!(choose_host(&all, &needs, &policy).unwrap().member.institution, "D");
 
-        let pinned = PanelRef::parse("node-B/afr").unwrap();
+        let pinned = PanelRef::parse("B/afr").unwrap();
         let needs_b = Needs { panel: &pinned, ..needs.clone() };
         assert_eq!(choose_host(&all, &needs_b, &policy).unwrap().member.institution, "B");
+        // A node name is the member's own say, not the signed list's: it pins nothing.
+        let by_advert_name = PanelRef::parse("node-B/afr").unwrap();
+        assert!(choose_host(&all, &Needs { panel: &by_advert_name, ..needs.clone() }, &policy).is_err());
 
         let excluded = ["peer-D".to_string()];
         let needs_not_d = Needs { excluded: &excluded, ..needs };
         assert_eq!(choose_host(&all, &needs_not_d, &policy).unwrap().member.institution, "C");
+    }
+
+    #[test]
+    fn a_member_calling_itself_like_another_never_gets_the_others_pinned_jobs() {
+        let origin = member("Origin", "ZA");
+        let (b, c) = (member("B", "ZA"), member("C", "ZA"));
+        let mut impostor = advert("C", 0, &[]);
+        impostor.node_name = "B".into();
+        impostor.institution = "B".into();
+        let ab = advert("B", 5, &[]);
+        let pinned = PanelRef::parse("B/afr").unwrap();
+        let needs =
+            Needs { panel: &pinned, build: "hg38", engine: "beagle", input_bytes: 10, origin: &origin, excluded: &[] };
+        let policy = PolicySection::default();
+        let all = [candidate(&b, &ab, 9.0), candidate(&c, &impostor, 1.0)];
+        assert_eq!(choose_host(&all, &needs, &policy).unwrap().member.peer_id, "peer-B");
+        // With B unreachable, the job waits or fails; it never goes to the impostor.
+        let gone = Candidate { connected: false, ..candidate(&b, &ab, 9.0) };
+        assert!(choose_host(&[gone, candidate(&c, &impostor, 1.0)], &needs, &policy).is_err());
     }
 
     #[test]
