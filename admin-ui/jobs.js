@@ -151,7 +151,7 @@ function r2Chart(summary) {
   return h('figure', {}, svg, h('figcaption', {}, 'Mean estimated r2 of imputed variants, by minor allele frequency'));
 }
 
-function qcSection(job, results) {
+function qcSection(job, results, mayAct) {
   const qc = job.qc_report;
   if (!qc) return null;
   const rows = Object.entries(qc.excluded || {}).map(([reason, n]) => h('tr', {}, h('td', {}, reason.replace(/_/g, ' ')), h('td', {}, n)));
@@ -161,7 +161,7 @@ function qcSection(job, results) {
       qc.panel_overlap != null ? `, ${(qc.panel_overlap * 100).toFixed(1)}% found in the panel` : ''),
     qc.message ? h('p.error', {}, qc.message) : null,
     table(['Reason excluded', 'Variants'], rows, 'Excluded variants by reason'),
-    excluded ? h('button', { type: 'button', on: { click: () => download(`/jobs/${job.id}/results/excluded.tsv`, 'excluded.tsv') } }, 'Download the excluded variants') : null);
+    excluded && mayAct ? h('button', { type: 'button', on: { click: () => download(`/jobs/${job.id}/results/excluded.tsv`, 'excluded.tsv') } }, 'Download the excluded variants') : null);
 }
 
 export async function jobPage(main, id) {
@@ -175,11 +175,13 @@ export async function jobPage(main, id) {
   const draw = async () => {
     const job = await api(`/jobs/${id}`);
     const results = LIVE.includes(job.state) ? [] : await api(`/jobs/${id}/results`).catch(() => []);
+    // Acting on a job and reading its genotypes is for its owner and admins; auditors read.
+    const mayAct = me().role === 'admin' || (me().role === 'researcher' && job.owner_id === me().id);
     const actions = [];
-    if (LIVE.includes(job.state) && job.role !== 'host') {
+    if (mayAct && LIVE.includes(job.state) && job.role !== 'host') {
       actions.push(h('button.danger', { type: 'button', on: { click: async () => { await act('cancel'); } } }, 'Cancel'));
     }
-    if (['failed', 'cancelled'].includes(job.state) && ['local', 'origin'].includes(job.role)) {
+    if (mayAct && ['failed', 'cancelled'].includes(job.state) && ['local', 'origin'].includes(job.role)) {
       actions.push(h('button', { type: 'button', on: { click: async () => { await act('retry'); } } }, 'Retry'));
     }
     const actionStatus = h('span', { 'aria-live': 'polite' });
@@ -199,7 +201,7 @@ export async function jobPage(main, id) {
       h('p.actions', {}, actions, actionStatus));
     bar.value = job.progress;
     stateLine.textContent = `${job.state.replace(/_/g, ' ')}${job.stage ? ` — ${job.stage.replace(/_/g, ' ')}` : ''}: ${Math.round(job.progress * 100)}%`;
-    const parts = [qcSection(job, results)];
+    const parts = [qcSection(job, results, mayAct)];
     if (job.summary) {
       parts.push(h('section.card', {}, h('h2', {}, 'Imputation quality'),
         h('p', {}, `${job.summary.variants_imputed.toLocaleString()} variants imputed, ${job.summary.variants_typed.toLocaleString()} typed`),
@@ -221,7 +223,7 @@ export async function jobPage(main, id) {
     if (results.length) {
       parts.push(h('section.card', {}, h('h2', {}, 'Results'), table(['File', 'Size', 'SHA-256', ''], results.map((r) => h('tr', {},
         h('td', {}, r.name), h('td', {}, bytes(r.size)), h('td.mono', {}, r.sha256.slice(0, 16) + '…'),
-        h('td', {}, h('button', { type: 'button', 'aria-label': `Download ${r.name}`, on: { click: () => download(`/jobs/${id}/results/${encodeURIComponent(r.name)}`, r.name) } }, 'Download')))), 'Result files')));
+        h('td', {}, mayAct ? h('button', { type: 'button', 'aria-label': `Download ${r.name}`, on: { click: () => download(`/jobs/${id}/results/${encodeURIComponent(r.name)}`, r.name) } }, 'Download') : null))), 'Result files')));
     }
     mount(body, parts);
     return job;

@@ -23,6 +23,8 @@ use crate::store::audit::{AuditEvent, Outcome};
 /// (up to `api.shutdown_grace_secs`), records the stop and closes the database.
 pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::install()?;
+    crate::at_rest::restrict_umask();
+    crate::at_rest::check_data_dir(&config.node.data_dir)?;
     let NodeHandle { store, identity, auth, .. } = NodeHandle::from_config(config.clone()).await?;
     let peer_id = identity.peer_id().to_string();
     let metrics = Metrics::new();

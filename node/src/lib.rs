@@ -6,6 +6,7 @@
 //! `fedimpute` is a thin shell over this library; the library is what the tests drive.
 
 pub mod api;
+pub mod at_rest;
 pub mod auth;
 pub mod cli;
 pub mod config;

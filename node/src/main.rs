@@ -5,6 +5,9 @@ use fedimpute_node::cli::{self, Cli};
 
 fn main() -> ExitCode {
     limit_allocator_retention();
+    // Before anything is written: files and folders this process (or an engine it starts)
+    // creates are the node user's alone.
+    fedimpute_node::at_rest::restrict_umask();
     // libp2p's TLS pulls in aws-lc-rs; installing it as the process-wide rustls provider before
     // anything else touches rustls avoids the panic rustls raises when two providers are linked.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod cloudgene_double;
+pub mod federation;
 pub mod jobs;
+pub mod wes_double;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};

@@ -4,82 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use fedimpute_tests::federation::*;
 use fedimpute_tests::jobs::*;
-use fedimpute_tests::{FederationAdmins, TestNode, install_crypto_provider, test_data, wait_for};
+use fedimpute_tests::{test_data, wait_for};
 use reqwest::StatusCode;
 use serde_json::Value;
-
-/// Nodes A (no panel), B and optionally C (each hosting the test panel as `sim`), in one
-/// federation, started, with A's catalog showing every host. `edit` rewrites each node's
-/// node.toml before it starts (by index: 0 = A).
-struct Federation {
-    _admins: FederationAdmins,
-    nodes: Vec<TestNode>,
-}
-
-async fn federation(hosts: usize, edit: impl Fn(usize, String) -> String) -> Federation {
-    federation_with(hosts, |_, node| add_panel(node, "sim"), edit).await
-}
-
-/// Like [`federation`], with `panels(i, host)` registering host `i`'s panels (i from 1).
-async fn federation_with(
-    hosts: usize,
-    panels: impl Fn(usize, &TestNode),
-    edit: impl Fn(usize, String) -> String,
-) -> Federation {
-    install_crypto_provider();
-    let admins = FederationAdmins::new(1).unwrap();
-    let names = ["Origin A", "Host B", "Host C"];
-    let mut nodes: Vec<TestNode> = names[..=hosts].iter().map(|n| TestNode::init(n).unwrap()).collect();
-    for (i, node) in nodes.iter().enumerate().skip(1) {
-        panels(i, node);
-    }
-    let members: Vec<&TestNode> = nodes.iter().collect();
-    let fed = admins.new_config("fed.json", "jobs-test", 1, &members, &[]).unwrap();
-    admins.sign(&fed, &[0]).unwrap();
-    for (i, node) in nodes.iter_mut().enumerate() {
-        assert!(node.apply(&[&fed]).status.success());
-        edit_config(node, |c| edit(i, c));
-        node.start().await.unwrap();
-    }
-    let a = &nodes[0];
-    let token = a.admin_token().await.unwrap();
-    wait_for("every host's panel in A's catalog", Duration::from_secs(60), || async {
-        let (_, panels) = a.get("/catalog/panels", &token).await?;
-        let reachable =
-            panels.as_array().into_iter().flatten().flat_map(|p| p["hosts"].as_array().cloned().unwrap_or_default());
-        Ok(reachable.filter(|h| h["reachable"] == true).count() == hosts)
-    })
-    .await
-    .unwrap();
-    Federation { _admins: admins, nodes }
-}
-
-/// Sets `[transfer]` keys (`key = value` lines) in node.toml, which `init` writes in full.
-fn with_transfer(config: String, settings: &str) -> String {
-    settings.lines().fold(config, |config, setting| {
-        let key = setting.split('=').next().unwrap().trim();
-        let old = config
-            .lines()
-            .find(|l| l.starts_with(&format!("{key} = ")))
-            .unwrap_or_else(|| panic!("{key} not in node.toml"));
-        set(config.clone(), old, setting)
-    })
-}
-
-/// The value of a counter in a node's /metrics (0 if absent).
-async fn metric(node: &TestNode, name_and_labels: &str) -> u64 {
-    let text = node.client().get(format!("{}/metrics", node.base_url())).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or(0)
-}
-
-const SENT_INPUT: &str = r#"fedimpute_transfer_bytes_total{direction="sent",kind="input"}"#;
-const SENT_RESULT: &str = r#"fedimpute_transfer_bytes_total{direction="sent",kind="result"}"#;
 
 fn size(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()

@@ -255,9 +255,7 @@ fn hosts(state: &AppState, node: &Option<String>) -> Vec<(CatalogEntry, HostView
         .catalog
         .entries()
         .into_iter()
-        .filter(|e| {
-            node.as_ref().is_none_or(|n| config.doc().member(&e.advert.peer_id).is_some_and(|m| selects(n, m)))
-        })
+        .filter(|e| node.as_ref().is_none_or(|n| config.doc().member(&e.advert.peer_id).is_some_and(|m| selects(n, m))))
         .filter_map(|e| host_view(&e, &config, now).map(|h| (e, h)))
         .collect();
     hosts.sort_by(|(_, a), (_, b)| a.institution.cmp(&b.institution).then(a.peer_id.cmp(&b.peer_id)));

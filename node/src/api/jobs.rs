@@ -146,12 +146,27 @@ async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
     })
 }
 
-/// The job, if `principal` may see it: its owner, admins and auditors. Anyone else gets 404,
-/// so job ids of others are not confirmed.
-async fn visible_job(state: &AppState, principal: &Principal, id: &str) -> Result<JobRow, ApiError> {
+/// What a caller wants of a job.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Its metadata: state, QC report, events, the list of result files.
+    Read,
+    /// To act on it (cancel, retry) or read its genotypes (result files).
+    Act,
+}
+
+/// The job, if `principal` may have `access` to it: its owner and admins may do anything;
+/// auditors may read every job's metadata, never its genotypes and never act on it (the route's
+/// `Auth<Submitter>` keeps them out of acting at all). Anyone else gets 404, so job ids of
+/// others are not confirmed.
+async fn visible_job(state: &AppState, principal: &Principal, id: &str, access: Access) -> Result<JobRow, ApiError> {
     let job = state.store.job(id).await?.ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    let privileged = matches!(principal.user.role, Role::Admin | Role::Auditor);
-    if job.owner_id != principal.user.id && !privileged {
+    let others = match principal.user.role {
+        Role::Admin => true,
+        Role::Auditor => access == Access::Read,
+        Role::Researcher | Role::Viewer => false,
+    };
+    if job.owner_id != principal.user.id && !others {
         return Err(ApiError::NotFound(format!("no job {id}")));
     }
     Ok(job)
@@ -228,12 +243,13 @@ async fn submit(
             if name == "files" {
                 let display = display_name(field.file_name(), stored.len())?;
                 let dest = state.jobs.files.input_path(&job_id, stored.len() as i64);
-                let file = state.jobs.files.put_stream(field, limits.max_upload_bytes, &dest).await.map_err(|e| match e {
-                    FileStoreError::TooLarge { limit } => {
-                        ApiError::PayloadTooLarge.with_detail(format!("{display} is larger than {limit} bytes"))
-                    }
-                    other => ApiError::BadRequest(other.to_string()),
-                })?;
+                let file =
+                    state.jobs.files.put_stream(field, limits.max_upload_bytes, &dest).await.map_err(|e| match e {
+                        FileStoreError::TooLarge { limit } => {
+                            ApiError::PayloadTooLarge.with_detail(format!("{display} is larger than {limit} bytes"))
+                        }
+                        other => ApiError::BadRequest(other.to_string()),
+                    })?;
                 stored.push(JobInput {
                     idx: stored.len() as i64,
                     name: display,
@@ -470,7 +486,7 @@ async fn show(
     auth: Auth,
     ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<JobView>, ApiError> {
-    let job = visible_job(&state, &auth.principal, &id).await?;
+    let job = visible_job(&state, &auth.principal, &id, Access::Read).await?;
     Ok(axum::Json(view(&state, job).await?))
 }
 
@@ -487,7 +503,7 @@ async fn events(
     auth: Auth,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let job = visible_job(&state, &auth.principal, &id).await?;
+    let job = visible_job(&state, &auth.principal, &id, Access::Read).await?;
     // Subscribe before reading history, so no event falls in between.
     let live = state.jobs.subscribe();
     let history = state.store.job_events(&job.id, 0).await?;
@@ -524,24 +540,24 @@ fn action_error(e: JobActionError) -> ApiError {
     }
 }
 
-/// Cancel a job; its engine is killed.
+/// Cancel a job; its engine is killed. Its owner or an admin.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = JobView), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = JobView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel(
     State(state): State<AppState>,
-    auth: Auth,
+    auth: Auth<Submitter>,
     ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<JobView>, ApiError> {
     job_action(&state, &auth, &ip, &id, JobAction::Cancel).await
 }
 
-/// Run a failed or cancelled job again.
+/// Run a failed or cancelled job again. Its owner or an admin.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = JobView), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = JobView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn retry(
     State(state): State<AppState>,
-    auth: Auth,
+    auth: Auth<Submitter>,
     ClientIp(ip): ClientIp,
     ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<JobView>, ApiError> {
@@ -556,19 +572,19 @@ enum JobAction {
 /// Cancels or retries a job the caller may see, answering with the job as it is afterwards.
 async fn job_action(
     state: &AppState,
-    auth: &Auth,
+    auth: &Auth<Submitter>,
     ip: &str,
     id: &str,
     action: JobAction,
 ) -> Result<axum::Json<JobView>, ApiError> {
-    visible_job(state, &auth.principal, id).await?;
+    visible_job(state, &auth.principal, id, Access::Act).await?;
     let actor = format!("user:{}", auth.principal.user.username);
     match action {
         JobAction::Cancel => state.jobs.cancel(id, &actor, ip).await,
         JobAction::Retry => state.jobs.retry(id, &actor, ip).await,
     }
     .map_err(action_error)?;
-    Ok(axum::Json(view(state, visible_job(state, &auth.principal, id).await?).await?))
+    Ok(axum::Json(view(state, visible_job(state, &auth.principal, id, Access::Read).await?).await?))
 }
 
 /// The job's result files.
@@ -579,21 +595,23 @@ async fn results(
     auth: Auth,
     ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<Vec<JobResult>>, ApiError> {
-    let job = visible_job(&state, &auth.principal, &id).await?;
+    let job = visible_job(&state, &auth.principal, &id, Access::Read).await?;
     Ok(axum::Json(state.store.job_results(&job.id).await?))
 }
 
-/// Download a result file (streamed; `Range` requests supported).
+/// Download a result file (streamed; `Range` requests supported). Its owner or an admin: result
+/// files are genotypes.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/results/{file}", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path), ("file" = String, Path)),
-    responses((status = 200, content_type = "application/octet-stream"), (status = 206), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "application/octet-stream"), (status = 206), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
 async fn download(
     State(state): State<AppState>,
-    auth: Auth,
+    auth: Auth<Submitter>,
     ApiPath((id, file)): ApiPath<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let job = visible_job(&state, &auth.principal, &id).await?;
+    let job = visible_job(&state, &auth.principal, &id, Access::Act).await?;
     // Only names this node wrote and recorded are served; the name is never trusted as a path.
     let known = state.store.job_results(&job.id).await?.into_iter().any(|r| r.name == file);
     if !known {

@@ -20,11 +20,27 @@ pub fn router() -> Router<AppState> {
         .route("/me/tokens/{id}", delete(revoke_token))
 }
 
+/// The caller, and how much of their storage quota their jobs' inputs and results use.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MeView {
+    #[serde(flatten)]
+    user: UserView,
+    /// Bytes of inputs and results the caller's jobs hold on this node.
+    stored_bytes: i64,
+    /// The most they may hold (`jobs.max_stored_bytes_per_user`).
+    storage_quota_bytes: u64,
+}
+
 /// The caller.
 #[utoipa::path(get, path = "/api/v1/me", tag = "account", security(("bearer" = [])),
-    responses((status = 200, body = UserView), (status = 401, body = ErrorBody)))]
-async fn me(auth: Auth) -> axum::Json<UserView> {
-    axum::Json(UserView::from(&auth.principal.user))
+    responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
+async fn me(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<MeView>, ApiError> {
+    let user = &auth.principal.user;
+    Ok(axum::Json(MeView {
+        user: UserView::from(user),
+        stored_bytes: state.store.stored_bytes_of(user.id).await?,
+        storage_quota_bytes: state.config.jobs.max_stored_bytes_per_user,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

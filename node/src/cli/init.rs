@@ -61,6 +61,7 @@ fn node_files(dir: &Path) -> Vec<PathBuf> {
 pub async fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize().with_context(|| format!("resolving {}", args.data_dir.display()))?;
+    crate::at_rest::check_data_dir(&data_dir)?;
     let existing: Vec<PathBuf> = node_files(&data_dir).into_iter().filter(|p| p.exists()).collect();
     if !existing.is_empty() && !args.force {
         anyhow::bail!(

@@ -33,8 +33,8 @@ pub enum JobCommand {
         /// Bgzipped VCF, one chromosome per file.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Panel id from the federation catalog; `node/panel` to choose the node that hosts it
-        /// (PeerId, node name or institution); several separated by commas for a multi-panel
+        /// Panel id from the federation catalog; `host/panel` to choose the node that hosts it
+        /// (its PeerId or institution, as the signed member list names it); several separated by commas for a multi-panel
         /// job whose result keeps, per variant, the best-imputed call.
         #[arg(long)]
         panel: String,

@@ -169,10 +169,13 @@ pub fn check_panel_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Links `from` to `to` (same file system) or copies it.
+/// Links `from` to `to` (same file system, and `from` already private: a link shares its mode)
+/// or makes a private copy.
 fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
-    if std::fs::hard_link(from, to).is_err() {
-        std::fs::copy(from, to)?;
+    use std::os::unix::fs::PermissionsExt;
+    let private = std::fs::metadata(from)?.permissions().mode() & 0o077 == 0;
+    if !private || std::fs::hard_link(from, to).is_err() {
+        crate::at_rest::private_copy(from, to)?;
     }
     Ok(())
 }
@@ -247,7 +250,7 @@ async fn prepare(
     }
     std::fs::create_dir_all(&files.dir)?;
     if let Some(map) = &spec.map {
-        std::fs::copy(map, files.map())?;
+        crate::at_rest::private_copy(map, &files.map())?;
     }
     let e = &config.engines;
     let mut out = Vec::new();

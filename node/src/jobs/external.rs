@@ -58,8 +58,13 @@ pub(super) async fn execute(
             .iter()
             .find(|p| p.id == job.panel_id || p.key == job.panel_id)
             .ok_or_else(|| JobFailure(format!("{} no longer offers panel {}", service.id, job.panel_id)))?;
-        let inputs: Vec<(String, PathBuf)> =
-            svc.store.job_inputs(&job.id).await?.into_iter().map(|i| (i.name, svc.files.input_path(&job.id, i.idx))).collect();
+        let inputs: Vec<(String, PathBuf)> = svc
+            .store
+            .job_inputs(&job.id)
+            .await?
+            .into_iter()
+            .map(|i| (i.name, svc.files.input_path(&job.id, i.idx)))
+            .collect();
         let population = population_for(job, &app.populations).unwrap_or_else(|| "mixed".into());
         progress(svc, &job.id, "submitting", 0.03, Some(&format!("submitting to {}", service.id))).await;
         let id = client
@@ -276,7 +281,8 @@ fn unzip(archive: &Path, into: &Path, password: &Secret, budget: u64, max_ratio:
             let why = if cap == entry_cap {
                 format!("unpacks to more than {max_ratio} times its packed size (a zip bomb?)")
             } else {
-                "would take the job's unpacked results past this node's limit (engines.service_max_unpacked_bytes)".into()
+                "would take the job's unpacked results past this node's limit (engines.service_max_unpacked_bytes)"
+                    .into()
             };
             return Err(JobFailure(format!("result archive entry {}: {why}", name.to_string_lossy())));
         }

@@ -158,7 +158,8 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     let report_json = serde_json::to_string_pretty(&outcome.report)?;
     tokio::fs::write(results.join("qc_report.json"), &report_json).await?;
     tokio::fs::write(results.join("qc_report.txt"), outcome.report.to_text()).await?;
-    tokio::fs::copy(&outcome.excluded_path, results.join("excluded.tsv")).await?;
+    let (excluded, copy) = (outcome.excluded_path.clone(), results.join("excluded.tsv"));
+    tokio::task::spawn_blocking(move || crate::at_rest::private_copy(&excluded, &copy)).await??;
     for f in ["qc_report.json", "qc_report.txt", "excluded.tsv"] {
         add_result(svc, &job.id, &results.join(f)).await?;
     }

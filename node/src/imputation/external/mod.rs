@@ -67,9 +67,8 @@ pub(crate) async fn check_status(
 /// An HTTP client for one service: its credentials go only to the origin (scheme, host and
 /// port) it was registered with, so a redirect elsewhere is refused rather than followed.
 pub(crate) fn http_client(service: &str, base: &str) -> Result<reqwest::Client, ServiceError> {
-    let origin = reqwest::Url::parse(base)
-        .map_err(|e| ServiceError::Other(format!("{service}: url {base:?}: {e}")))?
-        .origin();
+    let origin =
+        reqwest::Url::parse(base).map_err(|e| ServiceError::Other(format!("{service}: url {base:?}: {e}")))?.origin();
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= 5 {
             attempt.error("too many redirects")
@@ -105,7 +104,8 @@ pub(crate) async fn save_bounded(
 ) -> Result<u64, ServiceError> {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
-    let too_large = || ServiceError::Other(format!("{service} sent a file larger than this node's limit of {limit} bytes"));
+    let too_large =
+        || ServiceError::Other(format!("{service} sent a file larger than this node's limit of {limit} bytes"));
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(too_large());
     }

@@ -258,7 +258,8 @@ impl Client {
     /// origin (with its token), or a `file://` location inside the service's outputs folder.
     /// Anything else is refused before a byte is read or a request sent.
     pub async fn fetch(&self, location: &str, dest: &Path, limit: u64) -> Result<u64, ServiceError> {
-        let refuse = |why: &str| ServiceError::Other(format!("{} gave an output location that {why}: {location}", self.service));
+        let refuse =
+            |why: &str| ServiceError::Other(format!("{} gave an output location that {why}: {location}", self.service));
         let url = reqwest::Url::parse(location).map_err(|_| refuse("is not a URL"))?;
         match url.scheme() {
             "file" => {

@@ -95,12 +95,9 @@ impl Federated {
     async fn fail(&self, job: &JobRow, reason: String) -> Step {
         tracing::info!(job = %job.id, %reason, "forwarded job failed");
         let update = TransitionUpdate { error: Some(reason), ..Default::default() };
-        match self.jobs.transition(&job.id, &LIVE_STATES, JobState::Failed, update).await {
-            Err(e) => {
-                tracing::error!(job = %job.id, error = %e, "cannot record a failure");
-                return Step::Wait(RETRY);
-            }
-            Ok(_) => {}
+        if let Err(e) = self.jobs.transition(&job.id, &LIVE_STATES, JobState::Failed, update).await {
+            tracing::error!(job = %job.id, error = %e, "cannot record a failure");
+            return Step::Wait(RETRY);
         }
         Step::Again
     }
@@ -314,8 +311,11 @@ impl Federated {
             }
             JobReply::ResultManifest { files, .. } if following.contains(&state) => {
                 if let Some(bad) = files.iter().find(|f| !plain_file_name(&f.name) || !valid_sha256(&f.sha256)) {
-                    self.fail(job, format!("{label} offered a result file with an unusable name or digest {:?}", bad.name))
-                        .await;
+                    self.fail(
+                        job,
+                        format!("{label} offered a result file with an unusable name or digest {:?}", bad.name),
+                    )
+                    .await;
                     return;
                 }
                 // The host decides the sizes: hold them to the researcher's storage quota here, as
