@@ -14,6 +14,10 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
+# The multi-process tests run this binary; built here once, so no test has to run cargo inside
+# cargo (a nested build waits on, or fails beside, the outer one's artifact lock).
+cargo build --locked -p fedimpute-node --bin fedimpute
+export FEDIMPUTE_BIN="$PWD/target/debug/fedimpute"
 cargo test --workspace --locked
 echo "== browser tests (Chromium + playwright-core; screenshots in docs/screenshots/)"
 tests/browser/run.sh

@@ -58,6 +58,7 @@ pub struct Metrics {
     refused_connections: Family<DirectionLabels, Counter>,
     members: Family<MemberStateLabels, Gauge>,
     transfer_bytes: Family<TransferLabels, Counter>,
+    audit_head_mismatches: Gauge,
 }
 
 impl Metrics {
@@ -91,7 +92,22 @@ impl Metrics {
             "Bytes of job files moved over the file protocol, by direction (sent, received) and kind (input, result)",
             transfer_bytes.clone(),
         );
-        Arc::new(Self { registry, requests, latency, adverts, refused_connections, members, transfer_bytes })
+        let audit_head_mismatches = Gauge::default();
+        registry.register(
+            "audit_head_mismatches",
+            "Heads of this node's audit log that peers witnessed and the log no longer holds (0 when intact)",
+            audit_head_mismatches.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            latency,
+            adverts,
+            refused_connections,
+            members,
+            transfer_bytes,
+            audit_head_mismatches,
+        })
     }
 
     /// Counts an advert verdict.
@@ -104,6 +120,11 @@ impl Metrics {
         for (state, value) in [("listed", listed), ("connected", connected), ("reachable", reachable)] {
             self.members.get_or_create(&MemberStateLabels { state: state.into() }).set(value as i64);
         }
+    }
+
+    /// Sets the count of witnessed audit heads the log no longer holds (read from the store when scraped).
+    pub fn set_audit_head_mismatches(&self, count: usize) {
+        self.audit_head_mismatches.set(count as i64);
     }
 
     /// Counts a connection refused to or from a non-member.

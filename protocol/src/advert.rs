@@ -65,6 +65,17 @@ pub struct DataPolicyAdvert {
     pub retention_days: u32,
 }
 
+/// The head of the author's audit log when it signed the advert: how many rows it holds and the
+/// hash of the newest. Members keep the highest head they have seen of each other, so a node
+/// cannot quietly drop the end of its log: its own signature over the head proves what it had
+/// logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub count: u64,
+    /// Hex SHA-256 of row `count` (the genesis hash for an empty log).
+    pub hash: String,
+}
+
 /// The content of an advert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Advert {
@@ -90,6 +101,9 @@ pub struct Advert {
     pub panels: Vec<PanelAdvert>,
     #[serde(default)]
     pub data_policy: DataPolicyAdvert,
+    /// Absent in adverts of nodes from before audit heads were advertised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<AuditHead>,
 }
 
 /// An advert as it travels: the content as received and the author's signature.

@@ -23,6 +23,9 @@ pub enum FederationRequest {
         #[serde(default)]
         have: BTreeMap<String, u64>,
     },
+    /// The advert of the asker's that carried the highest audit head the peer has seen: the
+    /// asker checks its own log still holds it.
+    GetWitnessedHead,
 }
 
 /// The answer.
@@ -35,6 +38,10 @@ pub enum FederationResponse {
     },
     Catalog {
         adverts: Vec<SignedAdvert>,
+    },
+    /// The asker's own signed advert with the highest audit head seen, if any.
+    WitnessedHead {
+        advert: Option<SignedAdvert>,
     },
     /// The peer refused, e.g. because the asker is not a member.
     Refused {

@@ -182,3 +182,83 @@ async fn an_appended_unsigned_row_is_found() {
     assert!(!ok);
     assert!(out.contains(&format!("seq={}", last + 1)), "{out}");
 }
+
+/// What `GET /api/v1/audit/verify` says at `node`.
+async fn verify_api(node: &TestNode) -> Value {
+    let token = node.admin_token().await.unwrap();
+    node.get("/audit/verify", &token).await.unwrap().1
+}
+
+/// The number of rows in `node`'s audit log, read from its database.
+async fn rows(node: &TestNode) -> i64 {
+    let pool = open(node).await;
+    let n = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log").fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_newest_audit_rows_are_deleted_is_told_so_by_the_peer_that_witnessed_them() {
+    use fedimpute_tests::federation::{FederationSpec, start};
+    let fed = start(&FederationSpec {
+        names: &["Logs A", "Witness B"],
+        panels: &|_, _| {},
+        edit: &|_, c| c,
+        extra: &[],
+        hosts_in_catalog: 0,
+    })
+    .await;
+    let mut nodes = fed.nodes;
+    let token = nodes[0].admin_token().await.unwrap();
+    for name in ["u1", "u2", "u3"] {
+        nodes[0].send(Method::POST, "/users", &token, &json!({"username": name, "role": "viewer"})).await.unwrap();
+    }
+    let logged = rows(&nodes[0]).await;
+    // B has witnessed A's head with (at least) those rows, and shows it.
+    let a_peer = nodes[0].peer_id().to_string();
+    fedimpute_tests::wait_for("B to witness A's audit head", std::time::Duration::from_secs(60), || async {
+        let view = nodes[1].federation_view().await?;
+        let a = view["members"].as_array().unwrap().iter().find(|m| m["peer_id"] == a_peer.as_str()).cloned();
+        Ok(a.and_then(|a| a["witnessed_audit_rows"].as_i64()).is_some_and(|n| n >= logged))
+    })
+    .await
+    .unwrap();
+    assert_eq!(verify_api(&nodes[0]).await["intact"], true);
+
+    for (round, delete) in ["DELETE FROM audit_log WHERE seq > 3", "DELETE FROM audit_log"].iter().enumerate() {
+        // A is stopped, the end of its log deleted (and any record of an earlier report), and
+        // it is started again: its chain alone still verifies.
+        assert_eq!(nodes[0].stop_with(libc::SIGTERM).unwrap().code(), Some(0));
+        let pool = open(&nodes[0]).await;
+        sqlx::query(*delete).execute(&pool).await.unwrap();
+        sqlx::query("DELETE FROM audit_head_mismatches").execute(&pool).await.unwrap();
+        pool.close().await;
+        let (ok, text) = verify(&nodes[0]);
+        assert!(ok, "round {round}: the truncated chain should verify on its own: {text}");
+        nodes[0].start().await.unwrap();
+
+        let a = &nodes[0];
+        fedimpute_tests::wait_for("A to hear of the mismatch", std::time::Duration::from_secs(60), || async {
+            Ok(verify_api(a).await["intact"] == false)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: {e}\n{}", a.log()));
+        let report = verify_api(a).await;
+        assert_eq!(report["ok"], true, "{report}");
+        let mismatch = &report["head_mismatches"][0];
+        assert_eq!(mismatch["peer_id"], nodes[1].peer_id(), "{report}");
+        assert_eq!(mismatch["institution"], "Witness B", "{report}");
+        assert!(mismatch["witnessed_count"].as_i64().unwrap() >= logged, "{report}");
+
+        let ready = a.client().get(format!("{}/readyz", a.base_url())).send().await.unwrap();
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: Value = ready.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("degraded") && message.contains("Witness B"), "{message}");
+        let metrics = a.client().get(format!("{}/metrics", a.base_url())).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("fedimpute_audit_head_mismatches 1"), "{metrics}");
+        assert!(!a.audit("audit.head_mismatch").await.unwrap().is_empty());
+        let (ok, text) = verify(a);
+        assert!(!ok && text.contains(nodes[1].peer_id()) && text.contains("witnessed"), "{text}");
+    }
+}

@@ -40,6 +40,7 @@ fn advert(config: &FederationConfig, peer_id: &str, seq: u64, panel: &str) -> Ad
             engines: vec!["beagle".into()],
         }],
         data_policy: DataPolicyAdvert::default(),
+        audit_head: None,
     }
 }
 
@@ -106,6 +107,7 @@ async fn forged_adverts_never_reach_a_catalog() {
                 let response = match request {
                     FederationRequest::GetCatalog { .. } => FederationResponse::Catalog { adverts: snapshot.clone() },
                     FederationRequest::GetConfig { .. } => FederationResponse::Config { document: None },
+                    FederationRequest::GetWitnessedHead => FederationResponse::WitnessedHead { advert: None },
                 };
                 responder.respond(channel, response).await;
             }

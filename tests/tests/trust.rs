@@ -50,6 +50,7 @@ impl RoguePeer {
                     let response = match request {
                         FederationRequest::GetCatalog { .. } => FederationResponse::Catalog { adverts: vec![] },
                         FederationRequest::GetConfig { .. } => FederationResponse::Config { document: None },
+                        FederationRequest::GetWitnessedHead => FederationResponse::WitnessedHead { advert: None },
                     };
                     responder.respond(channel, response).await;
                 }

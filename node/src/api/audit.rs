@@ -44,11 +44,29 @@ pub struct AuditPage {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AuditVerifyResponse {
+    /// The hash chain verifies, row by row.
     ok: bool,
+    /// The chain verifies and it still holds every head peers witnessed (no newest rows
+    /// deleted or rewritten).
+    intact: bool,
     rows_verified: i64,
     head_hash: String,
     first_bad_seq: Option<i64>,
     reason: Option<String>,
+    /// Heads of this log that peers witnessed and it no longer holds.
+    head_mismatches: Vec<WitnessReport>,
+}
+
+/// A peer's witness of a head this log no longer holds.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WitnessReport {
+    peer_id: String,
+    /// The peer as the signed member list names it.
+    institution: String,
+    witnessed_count: i64,
+    witnessed_hash: String,
+    own_count: i64,
+    detected_at: String,
 }
 
 fn parse_time(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -95,11 +113,27 @@ async fn verify(
     _: Auth<AdminOrAuditor>,
 ) -> Result<axum::Json<AuditVerifyResponse>, ApiError> {
     let v = state.store.verify_audit(&state.identity.public()).await?;
+    let head_mismatches: Vec<WitnessReport> = state
+        .store
+        .head_mismatches()
+        .await?
+        .into_iter()
+        .map(|m| WitnessReport {
+            institution: state.federation.member_label(&m.peer_id),
+            peer_id: m.peer_id,
+            witnessed_count: m.witnessed_count,
+            witnessed_hash: m.witnessed_hash,
+            own_count: m.own_count,
+            detected_at: crate::time::rfc3339(m.detected_at),
+        })
+        .collect();
     Ok(axum::Json(AuditVerifyResponse {
         ok: v.first_break.is_none(),
+        intact: v.first_break.is_none() && head_mismatches.is_empty(),
         rows_verified: v.rows,
         head_hash: v.head_hash,
         first_bad_seq: v.first_break.as_ref().map(|b| b.seq),
         reason: v.first_break.map(|b| b.reason),
+        head_mismatches,
     }))
 }

@@ -51,6 +51,8 @@ pub struct MemberView {
     /// What the member's newest advert says about itself (not signed by the admins; the
     /// institution above is the signed one).
     advertised: Option<SelfDescription>,
+    /// The most audit-log rows this node has seen the member sign for (its audit head).
+    witnessed_audit_rows: Option<i64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -86,6 +88,12 @@ async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<Federati
     };
     let config = fed.federation.current();
     let now = now_ms();
+    let mut witnessed = std::collections::HashMap::new();
+    for m in config.as_ref().map(|c| c.doc().members.clone()).unwrap_or_default() {
+        if let Ok(Some((count, _))) = state.store.witnessed_audit_head(&m.peer_id).await {
+            witnessed.insert(m.peer_id, count);
+        }
+    }
     let members = config
         .as_ref()
         .map(|c| {
@@ -120,6 +128,7 @@ async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<Federati
                         advert_received_at: entry.as_ref().map(|e| crate::time::rfc3339(e.received_at_ms)),
                         reachable: reachable(entry.as_ref(), c, now),
                         advertised: entry.map(|e| self_description(&e.advert, c.doc())),
+                        witnessed_audit_rows: witnessed.get(&m.peer_id).copied(),
                     }
                 })
                 .collect()

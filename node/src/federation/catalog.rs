@@ -291,6 +291,7 @@ mod tests {
             services: vec![],
             panels: vec![],
             data_policy: DataPolicyAdvert::default(),
+            audit_head: None,
         };
         SignedAdvert::sign(&advert, |m| author.sign(m)).unwrap()
     }

@@ -9,6 +9,7 @@ pub mod naming;
 pub mod peers;
 pub mod policy;
 pub mod runtime;
+pub mod witness;
 
 use std::sync::Arc;
 

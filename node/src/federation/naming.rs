@@ -66,6 +66,7 @@ mod tests {
             services: vec![],
             panels: vec![],
             data_policy: DataPolicyAdvert::default(),
+            audit_head: None,
         }
     }
 

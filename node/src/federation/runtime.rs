@@ -17,6 +17,7 @@ use tokio::sync::{Mutex, Notify, mpsc};
 
 use super::catalog::{AdvertRejection, Catalog, Verdict};
 use super::peers::PeerTable;
+use super::witness;
 use super::{ConfigSource, Federation, FederationStatus};
 use crate::identity::NodeIdentity;
 use crate::metrics::Metrics;
@@ -57,6 +58,14 @@ pub struct FederationHandle {
 }
 
 impl FederationHandle {
+    /// How a member is named to people: its signed institution, or its PeerId if it is not listed.
+    pub fn member_label(&self, peer: &str) -> String {
+        self.federation
+            .current()
+            .and_then(|c| c.doc().member(peer).map(|m| m.institution.clone()))
+            .unwrap_or_else(|| peer.to_string())
+    }
+
     /// Members of the current config: listed, connected to this node, and reachable (a fresh
     /// advert in the catalog, this node's own included).
     pub fn member_counts(&self, now_ms: i64) -> (usize, usize, usize) {
@@ -81,6 +90,8 @@ struct Runtime {
     fetching_config: Mutex<()>,
     last_refusal_audit: std::sync::Mutex<HashMap<PeerId, Instant>>,
     listen_addrs: std::sync::Mutex<Vec<String>>,
+    /// When each peer was last asked what it witnessed of our audit head.
+    last_witness_check: std::sync::Mutex<HashMap<PeerId, Instant>>,
 }
 
 /// Starts the runtime's tasks; they run until the network's event stream ends.
@@ -103,6 +114,7 @@ pub fn start(
         fetching_config: Mutex::new(()),
         last_refusal_audit: Default::default(),
         listen_addrs: Default::default(),
+        last_witness_check: Default::default(),
     });
     tokio::spawn(runtime.clone().route_events(events));
     tokio::spawn(runtime.clone().advertise());
@@ -125,7 +137,11 @@ impl Runtime {
             match event {
                 NetworkEvent::Advert { message_id, propagation_source, author, data } => {
                     let (acceptance, newer_config) = self.on_gossip_advert(propagation_source, author, &data).await;
+                    let accepted = matches!(acceptance, MessageAcceptance::Accept);
                     self.network.report_advert(message_id, propagation_source, acceptance).await;
+                    if let Some(author) = author.filter(|a| accepted && *a == propagation_source) {
+                        tokio::spawn(self.clone().check_witness(author, false));
+                    }
                     if let Some(version) = newer_config {
                         // Not inline: the fetch waits on the network, which may be waiting on us.
                         let this = self.clone();
@@ -139,6 +155,7 @@ impl Runtime {
                 NetworkEvent::Connected { peer, address } => {
                     self.handle.peers.connected(&peer.to_string(), Some(address.to_string()));
                     tokio::spawn(self.clone().sync_catalog_from(peer));
+                    tokio::spawn(self.clone().check_witness(peer, true));
                 }
                 NetworkEvent::Disconnected { peer } => self.handle.peers.disconnected(&peer.to_string()),
                 NetworkEvent::Rtt { peer, rtt_ms } => self.handle.peers.rtt(&peer.to_string(), rtt_ms),
@@ -208,6 +225,11 @@ impl Runtime {
     /// Stores an accepted advert; returns the author's config version if it is newer than ours.
     async fn store_advert(&self, advert: Advert, signed: SignedAdvert) -> Option<u64> {
         let advertised_config = advert.config_version;
+        if advert.peer_id != self.identity.peer_id().to_string()
+            && let Err(e) = witness::witness(&self.store, &advert, &signed).await
+        {
+            tracing::error!(error = %e, "could not keep a peer's audit head");
+        }
         if let Err(e) = self.handle.catalog.insert(advert, signed, now_ms()).await {
             tracing::error!(error = %e, "could not store an advert");
         }
@@ -270,6 +292,55 @@ impl Runtime {
             FederationRequest::GetCatalog { have } => {
                 FederationResponse::Catalog { adverts: self.handle.catalog.fresh_signed(&config, now_ms(), &have) }
             }
+            FederationRequest::GetWitnessedHead => {
+                FederationResponse::WitnessedHead { advert: witness::witnessed(&self.store, &peer.to_string()).await }
+            }
+        }
+    }
+
+    /// Asks `peer` what it witnessed of this node's audit head and checks the log still holds
+    /// it; a mismatch is recorded and audited once. `always`: on connecting; otherwise at most
+    /// once per advert interval per peer (adverts arrive that often).
+    async fn check_witness(self: Arc<Self>, peer: PeerId, always: bool) {
+        let interval = self.config().map(|c| c.doc().policy.advert_interval_secs).unwrap_or(30);
+        {
+            let mut last = self.last_witness_check.lock().unwrap_or_else(|e| e.into_inner());
+            if !always && last.get(&peer).is_some_and(|t| t.elapsed() < Duration::from_secs(interval.max(1))) {
+                return;
+            }
+            last.insert(peer, Instant::now());
+        }
+        let signed = match self.network.request(peer, FederationRequest::GetWitnessedHead).await {
+            Ok(FederationResponse::WitnessedHead { advert: Some(signed) }) => signed,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "could not ask a peer what it witnessed of our audit log");
+                return;
+            }
+        };
+        let mismatch = match witness::judge(&self.store, &self.identity.peer_id(), &peer.to_string(), &signed).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "a peer's witness of our audit head is unusable");
+                return;
+            }
+        };
+        match self.store.record_head_mismatch(&mismatch).await {
+            Ok(true) => {
+                let institution = self.handle.member_label(&peer.to_string());
+                tracing::error!(%peer, %institution, witnessed = mismatch.witnessed_count, own = mismatch.own_count,
+                    "this node's audit log no longer holds the head a peer witnessed: rows were deleted or rewritten");
+                self.audit(
+                    AuditEvent::new("node", "local", "audit.head_mismatch", Outcome::Failure)
+                        .target(peer.to_string())
+                        .details(json!({ "institution": institution, "witnessed_count": mismatch.witnessed_count,
+                                         "witnessed_hash": mismatch.witnessed_hash, "own_count": mismatch.own_count })),
+                )
+                .await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "could not record an audit head mismatch"),
         }
     }
 
@@ -359,6 +430,13 @@ impl Runtime {
             services,
             panels,
             data_policy: self.node.data_policy.clone(),
+            audit_head: match self.store.audit_head().await {
+                Ok(head) => Some(head),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read the audit head for the advert");
+                    None
+                }
+            },
         }
     }
 

@@ -12,6 +12,7 @@ pub mod panels;
 pub mod services;
 pub mod sessions;
 pub mod users;
+pub mod witness;
 
 use std::path::Path;
 use std::str::FromStr;

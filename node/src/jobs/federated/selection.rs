@@ -184,6 +184,7 @@ mod tests {
                 accepts_from: accepts_from.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             },
+            audit_head: None,
         }
     }
 
