@@ -33,6 +33,18 @@ pub fn check_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bytes free (for this user) on the file system holding `path`.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs(3) fills `stat` for a NUL-terminated path; both outlive the call.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 /// Copies `from` to `to` as a private file (0600), whatever mode `from` has.
 pub fn private_copy(from: &Path, to: &Path) -> std::io::Result<u64> {
     let n = std::fs::copy(from, to)?;

@@ -97,6 +97,11 @@ pub struct JobsSection {
     pub results_retention_days: u32,
     /// How often expired results are looked for, in seconds.
     pub retention_sweep_secs: u64,
+    /// Times a job may be started on this node: one interrupted by the node stopping more often
+    /// than that fails instead of being re-queued (it may be what stops the node).
+    pub max_attempts: u32,
+    /// Below this many free bytes in the data directory, `/readyz` reports the node degraded.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for JobsSection {
@@ -108,6 +113,8 @@ impl Default for JobsSection {
             delete_inputs_when_done: true,
             results_retention_days: 7,
             retention_sweep_secs: 3600,
+            max_attempts: 3,
+            min_free_disk_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -308,6 +315,9 @@ impl NodeConfig {
             && matches!(self.engines.java_heap.chars().last(), Some('m' | 'g' | 'M' | 'G'));
         if !heap_ok {
             return Err(format!("key `engines.java_heap`: {:?} is not like 512m or 4g", self.engines.java_heap));
+        }
+        if self.jobs.max_attempts == 0 {
+            return Err("key `jobs.max_attempts` must be at least 1".into());
         }
         if self.engines.service_max_compression_ratio == 0 {
             return Err("key `engines.service_max_compression_ratio` must be at least 1".into());

@@ -59,6 +59,8 @@ pub struct Metrics {
     members: Family<MemberStateLabels, Gauge>,
     transfer_bytes: Family<TransferLabels, Counter>,
     audit_head_mismatches: Gauge,
+    config_expiry_days: Gauge,
+    data_dir_free_bytes: Gauge,
 }
 
 impl Metrics {
@@ -98,6 +100,18 @@ impl Metrics {
             "Heads of this node's audit log that peers witnessed and the log no longer holds (0 when intact)",
             audit_head_mismatches.clone(),
         );
+        let config_expiry_days = Gauge::default();
+        registry.register(
+            "federation_config_expiry_days",
+            "Whole days until the current federation config expires (0 outside a federation)",
+            config_expiry_days.clone(),
+        );
+        let data_dir_free_bytes = Gauge::default();
+        registry.register(
+            "data_dir_free_bytes",
+            "Bytes free on the data directory's file system",
+            data_dir_free_bytes.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -107,6 +121,8 @@ impl Metrics {
             members,
             transfer_bytes,
             audit_head_mismatches,
+            config_expiry_days,
+            data_dir_free_bytes,
         })
     }
 
@@ -125,6 +141,16 @@ impl Metrics {
     /// Sets the count of witnessed audit heads the log no longer holds (read from the store when scraped).
     pub fn set_audit_head_mismatches(&self, count: usize) {
         self.audit_head_mismatches.set(count as i64);
+    }
+
+    /// Sets the days until the federation config expires (0 when there is none).
+    pub fn set_config_expiry_days(&self, days: Option<i64>) {
+        self.config_expiry_days.set(days.unwrap_or(0));
+    }
+
+    /// Sets the free space of the data directory (0 when it cannot be read).
+    pub fn set_free_bytes(&self, bytes: Option<u64>) {
+        self.data_dir_free_bytes.set(bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)).unwrap_or(0));
     }
 
     /// Counts a connection refused to or from a non-member.

@@ -220,6 +220,22 @@ impl TestNode {
         }
     }
 
+    /// Waits (up to `timeout`) for the process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let child = self.child.as_mut().context("node is not running")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("node still running after {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `https://127.0.0.1:PORT`
     pub fn base_url(&self) -> String {
         format!("https://{}", self.addr.as_deref().expect("node started"))

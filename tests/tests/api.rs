@@ -167,3 +167,30 @@ async fn the_node_view_shows_its_policy_to_admins_only() {
     let rosa = node.token_for("rosa", user["generated_password"].as_str().unwrap()).await.unwrap();
     assert_eq!(node.get("/node", &rosa).await.unwrap().0, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn readiness_tells_of_a_full_disk_and_a_config_about_to_expire() {
+    use fedimpute_tests::FederationAdmins;
+    use fedimpute_tests::jobs::{edit_config, set};
+    fedimpute_tests::install_crypto_provider();
+    let admins = FederationAdmins::new(1).unwrap();
+    let mut node = fedimpute_tests::TestNode::init("Inst A").unwrap();
+    let fed = admins.new_config("fed.json", "expiring", 1, &[&node], &["--expires-in-days", "3"]).unwrap();
+    admins.sign(&fed, &[0]).unwrap();
+    assert!(node.apply(&[&fed]).status.success());
+    // More free space asked for than any disk has.
+    edit_config(&node, |c| set(c, "min_free_disk_bytes = 2147483648", "min_free_disk_bytes = 9000000000000000000"));
+    node.start().await.unwrap();
+    let client = node.client();
+    let ready = client.get(format!("{}/readyz", node.base_url())).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("degraded: "), "{message}");
+    assert!(message.contains("bytes free in the data directory"), "{message}");
+    assert!(message.contains("the federation config expires in 2 days"), "{message}");
+    let metrics = client.get(format!("{}/metrics", node.base_url())).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("fedimpute_federation_config_expiry_days 2"), "{metrics}");
+    let free = metrics.lines().find(|l| l.starts_with("fedimpute_data_dir_free_bytes ")).unwrap();
+    assert!(free.rsplit(' ').next().unwrap().parse::<u64>().unwrap() > 0, "{free}");
+}

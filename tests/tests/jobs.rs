@@ -370,3 +370,34 @@ async fn the_cli_client_submits_follows_and_downloads() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_stopping_the_node_fails_after_its_attempts_instead_of_forever() {
+    use std::os::unix::fs::PermissionsExt;
+    // An engine that takes its node down with it (as an engine bug that exhausts the machine would).
+    let dir = tempfile::tempdir().unwrap();
+    let poison = dir.path().join("java");
+    std::fs::write(&poison, "#!/bin/sh\nkill -9 \"$PPID\"\nexit 1\n").unwrap();
+    std::fs::set_permissions(&poison, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let java = format!("java = \"{}\"", poison.display());
+    let mut node =
+        node_with_panel_and_config(|c| set(set(c, "java = \"java\"", &java), "max_attempts = 3", "max_attempts = 2"))
+            .await;
+    let token = node.admin_token().await.unwrap();
+    let id = submit_targets(&node, &token, &[("panel", "sim"), ("build", "hg19"), ("engine", "beagle")]).await;
+    // Each start runs the job again, and the job stops the node again (as a service manager
+    // would, the test starts it again each time).
+    for _ in 0..2 {
+        let status = node.wait_exit(Duration::from_secs(120)).unwrap();
+        assert!(!status.success(), "the poison engine should have killed the node");
+        node.start().await.unwrap();
+    }
+    let token = node.admin_token().await.unwrap();
+    let done = wait_state(&node, &token, &id, &["failed", "completed"], Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert!(done["error"].as_str().unwrap().contains("stopped 2 times"), "{done}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = node.get("/me", &token).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "the node stays up once it gave up on the job");
+}

@@ -25,25 +25,26 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// The node can serve: its database answers, if it belongs to a federation its config is
-/// current (an expired config freezes the node), and no peer witnessed an audit head its log no
-/// longer holds.
+/// The node can serve: its database answers and, if it belongs to a federation, its config is
+/// current (an expired config freezes the node). It is degraded, and says why, when a peer
+/// witnessed an audit head its log no longer holds, when the data directory runs short of
+/// space, or when the federation config is about to expire.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     if !state.store.ping().await {
         return Err(ApiError::Unavailable("the database does not answer".into()));
     }
-    if let crate::federation::FederationStatus::Frozen { reason } =
-        state.federation.federation.status(time::OffsetDateTime::now_utc())
-    {
+    let now = time::OffsetDateTime::now_utc();
+    if let crate::federation::FederationStatus::Frozen { reason } = state.federation.federation.status(now) {
         return Err(ApiError::Unavailable(format!("not federating: {reason}")));
     }
+    let mut degraded = Vec::new();
     let mismatches = state.store.head_mismatches().await?;
     if let Some(m) = mismatches.first() {
-        return Err(ApiError::Unavailable(format!(
-            "degraded: the audit log no longer holds what {} witnessed ({} rows; this log had {}): rows were deleted \
-             or rewritten{}",
+        degraded.push(format!(
+            "the audit log no longer holds what {} witnessed ({} rows; this log had {}): rows were deleted or \
+             rewritten{}",
             state.federation.member_label(&m.peer_id),
             m.witnessed_count,
             m.own_count,
@@ -52,9 +53,35 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, Api
             } else {
                 String::new()
             }
-        )));
+        ));
+    }
+    let min_free = state.config.jobs.min_free_disk_bytes;
+    match crate::at_rest::free_bytes(&state.config.node.data_dir) {
+        Ok(free) if free < min_free => degraded.push(format!(
+            "{free} bytes free in the data directory, under jobs.min_free_disk_bytes ({min_free}); jobs may fail"
+        )),
+        Ok(_) => {}
+        Err(e) => degraded.push(format!("cannot tell the free space of the data directory: {e}")),
+    }
+    if let Some(days) = config_days_left(&state, now)
+        && days < CONFIG_EXPIRY_WARNING_DAYS
+    {
+        degraded.push(format!(
+            "the federation config expires in {days} days; the federation admins must sign the next version"
+        ));
+    }
+    if !degraded.is_empty() {
+        return Err(ApiError::Unavailable(format!("degraded: {}", degraded.join("; "))));
     }
     Ok(axum::Json(Health { status: "ready" }))
+}
+
+/// Below this many days before the federation config expires, the node reports itself degraded.
+const CONFIG_EXPIRY_WARNING_DAYS: i64 = 7;
+
+/// Whole days until the current federation config expires (negative once it has).
+fn config_days_left(state: &AppState, now: time::OffsetDateTime) -> Option<i64> {
+    state.federation.federation.current().map(|c| (c.doc().expires_at - now).whole_days())
 }
 
 /// Prometheus text exposition.
@@ -63,5 +90,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (listed, connected, reachable) = state.federation.member_counts(crate::time::now_ms());
     state.metrics.set_members(listed, connected, reachable);
     state.metrics.set_audit_head_mismatches(state.store.head_mismatches().await.map(|m| m.len()).unwrap_or(0));
+    state.metrics.set_config_expiry_days(config_days_left(&state, time::OffsetDateTime::now_utc()));
+    state.metrics.set_free_bytes(crate::at_rest::free_bytes(&state.config.node.data_dir).ok());
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }

@@ -186,6 +186,9 @@ impl JobsService {
             // A retry chooses its host afresh.
             self.store.set_job_peer(id, None).await?;
         }
+        if matches!(job.state(), JobState::Failed | JobState::Cancelled) {
+            self.store.reset_attempts(id).await?;
+        }
         if !self
             .transition(
                 id,
@@ -257,7 +260,26 @@ impl JobsService {
     async fn recover(&self) {
         // Only jobs that run here: a forwarded job `running` at its host carries on there.
         let interrupted = self.store.runnable_jobs().await.unwrap_or_default();
+        let max_attempts = i64::from(self.config.jobs.max_attempts);
         for job in interrupted.into_iter().filter(|j| j.state() == JobState::Running) {
+            if job.attempts >= max_attempts {
+                let update = TransitionUpdate {
+                    error: Some(format!(
+                        "the node stopped {} times while running this job, the most it allows \
+                         (jobs.max_attempts = {max_attempts}); the job may be what stops it: check its input and the \
+                         node's log before retrying",
+                        job.attempts
+                    )),
+                    ..Default::default()
+                };
+                match self.transition(&job.id, &[JobState::Running], JobState::Failed, update).await {
+                    Ok(_) => {
+                        tracing::warn!(job = %job.id, attempts = job.attempts, "gave up on a job that keeps being interrupted")
+                    }
+                    Err(e) => tracing::error!(job = %job.id, error = %e, "could not fail an interrupted job"),
+                }
+                continue;
+            }
             let update = TransitionUpdate {
                 message: Some("re-queued: the node restarted while it ran".into()),
                 progress: Some(0.0),

@@ -375,6 +375,7 @@ impl Store {
              error = COALESCE(?, CASE WHEN ? IN ('queued', 'running') THEN NULL ELSE error END), \
              qc_report = COALESCE(?, qc_report), summary = COALESCE(?, summary), \
              started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, \
+             attempts = attempts + CASE WHEN ? = 'running' AND state = 'queued' THEN 1 ELSE 0 END, \
              finished_at = CASE WHEN ? IN ('completed', 'failed', 'cancelled') THEN ? \
                                 WHEN ? IN ('delivered', 'purged') THEN finished_at ELSE NULL END \
              WHERE id = ?",
@@ -389,6 +390,7 @@ impl Store {
         .bind(&update.summary)
         .bind(to.as_str())
         .bind(now)
+        .bind(to.as_str())
         .bind(to.as_str())
         .bind(now)
         .bind(to.as_str())
@@ -541,6 +543,12 @@ impl Store {
             progress,
             message: message.map(String::from),
         })
+    }
+
+    /// Forgets how often a job was started (a researcher's retry starts the count afresh).
+    pub async fn reset_attempts(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET attempts = 0 WHERE id = ?").bind(id).execute(self.pool()).await?;
+        Ok(())
     }
 
     /// Marks a job's inputs deleted.

@@ -188,7 +188,8 @@ impl Federated {
                 idx: i as i64,
                 name: f.name.clone(),
                 sha256: f.sha256.to_lowercase(),
-                size: f.size as i64,
+                // At most `max_upload_bytes`, checked above.
+                size: i64::try_from(f.size).unwrap_or(i64::MAX),
             })
             .collect();
         // Nothing left under this id from before (an earlier run of it) counts as received.

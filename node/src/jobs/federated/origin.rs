@@ -319,10 +319,13 @@ impl Federated {
                     return;
                 }
                 // The host decides the sizes: hold them to the researcher's storage quota here, as
-                // an upload would be, so no peer can fill this node's disk.
-                let total: u64 = files.iter().map(|f| f.size).sum();
-                let held = self.jobs.store.stored_bytes_of(job.owner_id).await.unwrap_or(0).max(0) as u64;
+                // an upload would be, so no peer can fill this node's disk (nor wrap the sum).
                 let quota = self.jobs.config.jobs.max_stored_bytes_per_user;
+                let Some(total) = manifest_bytes(&files) else {
+                    self.fail(job, format!("{label} offered results whose sizes do not add up to a byte count")).await;
+                    return;
+                };
+                let held = u64::try_from(self.jobs.store.stored_bytes_of(job.owner_id).await.unwrap_or(0)).unwrap_or(0);
                 if held.saturating_add(total) > quota {
                     self.fail(
                         job,
@@ -340,10 +343,9 @@ impl Federated {
                     tracing::error!(job = %job.id, error = %e, "cannot record the result manifest");
                     return;
                 }
-                let bytes: u64 = files.iter().map(|f| f.size).sum();
                 let update = TransitionUpdate {
                     stage: Some("fetching_results".into()),
-                    message: Some(format!("results ready at {label}: fetching {} files, {bytes} bytes", files.len())),
+                    message: Some(format!("results ready at {label}: fetching {} files, {total} bytes", files.len())),
                     ..Default::default()
                 };
                 let _ = self.jobs.transition(&job.id, &following, JobState::FetchingResults, update).await;
@@ -391,7 +393,9 @@ impl Federated {
             if let Err(e) = tokio::fs::rename(&partial, results_dir.join(&file.name)).await {
                 return self.fail(job, format!("cannot store {}: {e}", file.name)).await;
             }
-            let result = JobResult { name: file.name.clone(), size: file.size as i64, sha256: file.sha256.clone() };
+            // Within the quota checked when the manifest came, so it fits.
+            let size = i64::try_from(file.size).unwrap_or(i64::MAX);
+            let result = JobResult { name: file.name.clone(), size, sha256: file.sha256.clone() };
             if let Err(e) = self.jobs.store.add_job_result(&job.id, &result).await {
                 tracing::error!(job = %job.id, error = %e, "cannot record a result file");
                 return Step::Wait(RETRY);
@@ -464,6 +468,12 @@ impl Federated {
     }
 }
 
+/// The total size a peer's manifest announces, or `None` if it overflows (a peer's numbers are
+/// never trusted to add up).
+fn manifest_bytes(files: &[FileManifest]) -> Option<u64> {
+    files.iter().try_fold(0u64, |sum, f| sum.checked_add(f.size)).filter(|total| i64::try_from(*total).is_ok())
+}
+
 /// The best host for a job: members advertising the panel, within both data policies.
 pub fn select_host(
     federation: &crate::federation::runtime::FederationHandle,
@@ -500,4 +510,18 @@ pub fn select_host(
         .collect();
     let needs = Needs { panel, build, engine, input_bytes, origin, excluded };
     choose_host(&candidates, &needs, &config.policy).map(|c| c.member.peer_id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_whose_sizes_overflow_is_refused_not_wrapped() {
+        let file = |size| FileManifest { name: "r".into(), size, sha256: "0".repeat(64) };
+        assert_eq!(manifest_bytes(&[file(10), file(20)]), Some(30));
+        // Wrapping would make these look like 8 bytes, under any quota.
+        assert_eq!(manifest_bytes(&[file(u64::MAX - 1), file(10)]), None);
+        assert_eq!(manifest_bytes(&[file(u64::MAX / 2 + 10)]), None, "past what the store can count");
+    }
 }
