@@ -291,7 +291,13 @@ async fn a_job_forwarded_to_a_wes_service_matches_a_local_beagle_run() {
 
     // Cancel: the reference server ignores it, and the job says so rather than claim it stopped.
     let cancel_id = submit_targets(host, &host_admin, &through_wes).await;
-    wait_state(host, &host_admin, &cancel_id, &["running"], Duration::from_secs(60)).await;
+    // Once the run exists at the service (a cancel during the upload ends the job before any run).
+    wait_for("the run at the service", Duration::from_secs(60), || async {
+        let (_, job) = host.get(&format!("/jobs/{cancel_id}"), &host_admin).await?;
+        Ok(matches!(job["stage"].as_str(), Some("queued_at_service" | "running_at_service")))
+    })
+    .await
+    .unwrap();
     let (status, _) =
         host.send(Method::POST, &format!("/jobs/{cancel_id}/cancel"), &host_admin, &Value::Null).await.unwrap();
     assert_eq!(status, StatusCode::OK);

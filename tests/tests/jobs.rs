@@ -401,3 +401,70 @@ async fn a_job_that_keeps_stopping_the_node_fails_after_its_attempts_instead_of_
     let (status, _) = node.get("/me", &token).await.unwrap();
     assert_eq!(status, StatusCode::OK, "the node stays up once it gave up on the job");
 }
+
+/// The node's peak resident memory so far, in bytes (VmHWM).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_line_is_refused_with_its_line_number_without_holding_it_in_memory() {
+    let node = node_with_panel().await;
+    let token = node.admin_token().await.unwrap();
+    let plain = Command::new("bgzip").arg("-dc").arg(test_data("targets.vcf.gz")).output().unwrap().stdout;
+    let text = String::from_utf8(plain).unwrap();
+    let header_end = text.find("\n#CHROM").unwrap() + 1;
+    let first_record = header_end + text[header_end..].find('\n').unwrap() + 1;
+    let huge = "x".repeat(100 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    // A 100 MB line in the header (line 2), then in a record (the first, with its INFO padded):
+    // the `##` lines, `#CHROM`, then it.
+    let record_line = text[..header_end].lines().count() + 2;
+    let record_tabs: Vec<&str> = text[first_record..].lines().next().unwrap().splitn(9, '\t').collect();
+    let padded = format!(
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\tPAD={huge}\t{}\n",
+        record_tabs[0],
+        record_tabs[1],
+        record_tabs[2],
+        record_tabs[3],
+        record_tabs[4],
+        record_tabs[5],
+        record_tabs[6],
+        record_tabs[8]
+    );
+    let cases = [
+        (
+            "header",
+            format!(
+                "{}##note={huge}\n{}",
+                &text[..text.find('\n').unwrap() + 1],
+                &text[text.find('\n').unwrap() + 1..]
+            ),
+            2,
+        ),
+        (
+            "record",
+            format!(
+                "{}{padded}{}",
+                &text[..first_record],
+                &text[first_record + text[first_record..].find('\n').unwrap() + 1..]
+            ),
+            record_line,
+        ),
+    ];
+    for (what, content, line) in cases {
+        let path = dir.path().join(format!("{what}.vcf"));
+        std::fs::write(&path, content).unwrap();
+        assert!(Command::new("bgzip").arg("-f").arg(&path).status().unwrap().success());
+        let gz = dir.path().join(format!("{what}.vcf.gz"));
+        let (status, body) =
+            submit(&node, &token, &[(&gz, "long.vcf.gz")], &[("panel", "sim"), ("build", "hg19")]).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("line {line}")), "{what}: {message}");
+    }
+    let peak = peak_rss(node.pid().unwrap());
+    assert!(peak < 200 << 20, "the node's memory peaked at {} MB", peak >> 20);
+}

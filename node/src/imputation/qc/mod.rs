@@ -9,6 +9,7 @@
 //! go on. Memory does not grow with the number of variants: records are read into one reused
 //! buffer, and the panel is read alongside the input (both sorted) instead of loaded.
 
+mod lines;
 mod panel_sites;
 pub mod report;
 
@@ -109,18 +110,29 @@ fn open_input(file: &InputFile) -> Result<OpenedInput, QcError> {
     let inner = bgzf::io::MultithreadedReader::with_worker_count(workers, File::open(&file.path)?);
     let mut reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, inner));
     let mut header_text = String::new();
-    let mut line = String::new();
+    let mut bytes = Vec::new();
     let mut count = 0;
     loop {
-        line.clear();
-        let read = reader
-            .read_line(&mut line)
+        let budget = lines::MAX_HEADER_BYTES - header_text.len();
+        let read = lines::read_line(reader.as_mut(), &mut bytes, budget)
             .map_err(|e| refuse(file, Some(count + 1), format!("cannot be decompressed or is not text: {e}")))?;
-        if read == 0 {
-            return Err(refuse(file, Some(count), "has no #CHROM header line"));
+        match read {
+            lines::Line::End => return Err(refuse(file, Some(count), "has no #CHROM header line")),
+            lines::Line::TooLong => {
+                return Err(refuse(
+                    file,
+                    Some(count + 1),
+                    format!(
+                        "the header passes {} MiB here, more than any VCF header needs; is this line meant to be there?",
+                        lines::MAX_HEADER_BYTES >> 20
+                    ),
+                ));
+            }
+            lines::Line::Read(_) => {}
         }
         count += 1;
-        header_text.push_str(&line);
+        let line = std::str::from_utf8(&bytes).map_err(|_| refuse(file, Some(count), "header line is not text"))?;
+        header_text.push_str(line);
         if !line.starts_with("##") {
             let fields: Vec<&str> = line.trim_end().split('\t').collect();
             if !line.starts_with("#CHROM") || fields.len() < 8 {
@@ -231,6 +243,7 @@ fn qc_pass(
     for (index, input) in inputs.iter().enumerate() {
         check_bgzf(input)?;
         let OpenedInput { mut reader, header_text, header_lines: header_count, samples: names } = open_input(input)?;
+        let max_line = lines::max_record_bytes(names.len());
         let mut unique = HashSet::new();
         if let Some(dup) = names.iter().find(|n| !unique.insert(n.as_str())) {
             return Err(refuse(
@@ -295,14 +308,20 @@ fn qc_pass(
         let (mut variants, mut kept) = (0u64, 0u64);
         let mut line = header_count;
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+        let sample_count = sample_called.len();
         loop {
-            buf.clear();
-            if reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| refuse(input, Some(line + 1), format!("cannot be read: {e}")))?
-                == 0
-            {
-                break;
+            let read = lines::read_line(reader.as_mut(), &mut buf, max_line)
+                .map_err(|e| refuse(input, Some(line + 1), format!("cannot be read: {e}")))?;
+            match read {
+                lines::Line::End => break,
+                lines::Line::TooLong => {
+                    return Err(refuse(
+                        input,
+                        Some(line + 1),
+                        format!("record is longer than {max_line} bytes, far more than {sample_count} samples need"),
+                    ));
+                }
+                lines::Line::Read(_) => {}
             }
             line += 1;
             let record = buf.strip_suffix(b"\n").unwrap_or(&buf);
