@@ -543,3 +543,18 @@ async fn every_route_answers_each_role_as_the_role_table_says() {
     }
     assert!(wrong.is_empty(), "answers that differ from the role table:\n{}", wrong.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_before_its_job_was_recorded_leaves_nothing_after_a_restart() {
+    let mut node = TestNode::init("Inst").unwrap();
+    // What a crash mid-upload leaves: a partial input in a folder no job owns.
+    let orphan = node.data_dir().join("jobs/0123456789abcdef01234567/inputs");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::copy(test_data("targets.vcf.gz"), orphan.join("0.vcf.gz.part")).unwrap();
+    node.start().await.unwrap();
+    wait_for("the orphaned upload to be removed", Duration::from_secs(20), || async {
+        Ok(!orphan.parent().unwrap().exists())
+    })
+    .await
+    .unwrap();
+}

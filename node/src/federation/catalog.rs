@@ -249,7 +249,6 @@ impl Catalog {
 mod tests {
     use super::*;
     use crate::identity::NodeIdentity;
-    use fedimpute_protocol::advert::DataPolicyAdvert;
     use fedimpute_protocol::federation::{AdminSet, AdminSigningKey, FederationDocument, FederationPolicy, Member};
 
     fn config(members: &[&NodeIdentity]) -> FederationConfig {
@@ -276,23 +275,7 @@ mod tests {
     }
 
     fn signed(author: &NodeIdentity, seq: u64, now: i64) -> SignedAdvert {
-        let advert = Advert {
-            federation_id: "t".into(),
-            peer_id: author.peer_id().to_string(),
-            seq,
-            issued_at_ms: now,
-            node_name: "n".into(),
-            institution: "I".into(),
-            software_version: "0".into(),
-            protocol_major: 1,
-            api_url: None,
-            config_version: 1,
-            config_digest: String::new(),
-            services: vec![],
-            panels: vec![],
-            data_policy: DataPolicyAdvert::default(),
-            audit_head: None,
-        };
+        let advert = Advert { seq, issued_at_ms: now, ..crate::federation::test_advert(&author.peer_id().to_string()) };
         SignedAdvert::sign(&advert, |m| author.sign(m)).unwrap()
     }
 

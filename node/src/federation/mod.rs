@@ -11,6 +11,28 @@ pub mod policy;
 pub mod runtime;
 pub mod witness;
 
+/// An advert with plain values, for tests to adjust.
+#[cfg(test)]
+pub(crate) fn test_advert(peer_id: &str) -> fedimpute_protocol::advert::Advert {
+    fedimpute_protocol::advert::Advert {
+        federation_id: "t".into(),
+        peer_id: peer_id.into(),
+        seq: 1,
+        issued_at_ms: 0,
+        node_name: "n".into(),
+        institution: "I".into(),
+        software_version: "0".into(),
+        protocol_major: 1,
+        api_url: None,
+        config_version: 1,
+        config_digest: String::new(),
+        services: vec![],
+        panels: vec![],
+        data_policy: Default::default(),
+        audit_head: None,
+    }
+}
+
 use std::sync::Arc;
 
 use fedimpute_protocol::federation::{ConfigRejection, FederationConfig, rfc3339};

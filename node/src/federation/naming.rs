@@ -35,7 +35,6 @@ pub fn self_description(advert: &Advert, doc: &FederationDocument) -> SelfDescri
 
 #[cfg(test)]
 mod tests {
-    use fedimpute_protocol::advert::DataPolicyAdvert;
     use fedimpute_protocol::federation::Member;
 
     use super::*;
@@ -51,23 +50,7 @@ mod tests {
     }
 
     fn advert(peer: &str, name: &str, institution: &str) -> Advert {
-        Advert {
-            federation_id: "f".into(),
-            peer_id: peer.into(),
-            seq: 1,
-            issued_at_ms: 0,
-            node_name: name.into(),
-            institution: institution.into(),
-            software_version: "0".into(),
-            protocol_major: 1,
-            api_url: None,
-            config_version: 1,
-            config_digest: String::new(),
-            services: vec![],
-            panels: vec![],
-            data_policy: DataPolicyAdvert::default(),
-            audit_head: None,
-        }
+        Advert { node_name: name.into(), institution: institution.into(), ..crate::federation::test_advert(peer) }
     }
 
     #[test]

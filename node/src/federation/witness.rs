@@ -67,30 +67,14 @@ pub async fn judge(
 
 #[cfg(test)]
 mod tests {
-    use fedimpute_protocol::advert::{AuditHead, DataPolicyAdvert};
+    use fedimpute_protocol::advert::AuditHead;
 
     use super::*;
     use crate::identity::NodeIdentity;
     use crate::store::audit::{AuditEvent, Outcome};
 
     fn advert_with(author: &NodeIdentity, head: AuditHead) -> SignedAdvert {
-        let advert = Advert {
-            federation_id: "f".into(),
-            peer_id: author.peer_id().to_string(),
-            seq: 1,
-            issued_at_ms: 0,
-            node_name: "n".into(),
-            institution: "I".into(),
-            software_version: "0".into(),
-            protocol_major: 1,
-            api_url: None,
-            config_version: 1,
-            config_digest: String::new(),
-            services: vec![],
-            panels: vec![],
-            data_policy: DataPolicyAdvert::default(),
-            audit_head: Some(head),
-        };
+        let advert = Advert { audit_head: Some(head), ..crate::federation::test_advert(&author.peer_id().to_string()) };
         SignedAdvert::sign(&advert, |m| author.sign(m)).unwrap()
     }
 

@@ -212,8 +212,11 @@ impl JobsService {
     /// process ends.
     pub fn start(&self) {
         let this = self.clone();
+        // Before the API can take an upload: nothing an upload writes is older than this.
+        let started = std::time::SystemTime::now();
         tokio::spawn(async move {
             this.adopt_pooled_inputs().await;
+            this.remove_orphan_folders(started).await;
             this.recover().await;
             this.schedule().await;
         });
@@ -384,6 +387,23 @@ impl JobsService {
             self.audit(AuditEvent::new("node", "local", "job.inputs_deleted", Outcome::Success).target(id)).await;
         }
         Ok(())
+    }
+
+    /// Job folders with no job: an upload cut off by a crash or a stop before its job was
+    /// recorded (its genotypes must not stay). Only folders from before `started`: an upload
+    /// under way now has no job yet either.
+    async fn remove_orphan_folders(&self, started: std::time::SystemTime) {
+        let Ok(mut entries) = tokio::fs::read_dir(self.config.node.data_dir.join("jobs")).await else { return };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old = entry.metadata().await.and_then(|m| m.modified()).is_ok_and(|t| t < started);
+            if old && let Ok(None) = self.store.job(&name).await {
+                match tokio::fs::remove_dir_all(entry.path()).await {
+                    Ok(()) => tracing::info!(folder = %name, "removed the files of an upload that never became a job"),
+                    Err(e) => tracing::warn!(folder = %name, error = %e, "could not remove an orphaned job folder"),
+                }
+            }
+        }
     }
 
     /// Inputs stored by a node from before per-job input folders (a shared `files/` pool keyed
