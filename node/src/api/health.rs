@@ -16,19 +16,23 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
+    /// `ok` (healthz), `ready`, or `degraded`: it serves, but something needs an operator.
     status: &'static str,
+    /// Why it is degraded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reasons: Vec<String>,
 }
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
+    axum::Json(Health { status: "ok", reasons: Vec::new() })
 }
 
-/// The node can serve: its database answers and, if it belongs to a federation, its config is
-/// current (an expired config freezes the node). It is degraded, and says why, when a peer
-/// witnessed an audit head its log no longer holds, when the data directory runs short of
-/// space, or when the federation config is about to expire.
+/// The node can serve (200): its database answers and, if it belongs to a federation, its
+/// config is current (an expired config freezes the node: 503). It is `degraded`, still 200 and
+/// with its reasons, when a peer witnessed an audit head its log no longer holds, when the data
+/// directory runs short of space, or when the federation config is about to expire.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
@@ -70,10 +74,8 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, Api
             "the federation config expires in {days} days; the federation admins must sign the next version"
         ));
     }
-    if !degraded.is_empty() {
-        return Err(ApiError::Unavailable(format!("degraded: {}", degraded.join("; "))));
-    }
-    Ok(axum::Json(Health { status: "ready" }))
+    let status = if degraded.is_empty() { "ready" } else { "degraded" };
+    Ok(axum::Json(Health { status, reasons: degraded }))
 }
 
 /// Below this many days before the federation config expires, the node reports itself degraded.
