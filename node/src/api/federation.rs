@@ -88,12 +88,7 @@ async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<Federati
     };
     let config = fed.federation.current();
     let now = now_ms();
-    let mut witnessed = std::collections::HashMap::new();
-    for m in config.as_ref().map(|c| c.doc().members.clone()).unwrap_or_default() {
-        if let Ok(Some((count, _))) = state.store.witnessed_audit_head(&m.peer_id).await {
-            witnessed.insert(m.peer_id, count);
-        }
-    }
+    let witnessed = state.store.witnessed_audit_rows().await.unwrap_or_default();
     let members = config
         .as_ref()
         .map(|c| {

@@ -70,6 +70,11 @@ impl FileStore {
         Self { jobs_root: data_dir.join("jobs") }
     }
 
+    /// The folder holding every job's folder.
+    pub fn jobs_root(&self) -> &Path {
+        &self.jobs_root
+    }
+
     /// The job's folder: its inputs, work files and results.
     pub fn job_dir(&self, job_id: &str) -> PathBuf {
         self.jobs_root.join(job_id)
@@ -137,14 +142,6 @@ impl FileStore {
         }
         Ok(())
     }
-
-    /// Deletes the job's inputs (absent is fine).
-    pub async fn remove_inputs(&self, job_id: &str) -> std::io::Result<()> {
-        match tokio::fs::remove_dir_all(self.inputs_dir(job_id)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -179,10 +176,7 @@ mod tests {
         let store = FileStore::new(dir.path());
         store.put_stream(chunks(&[b"genotypes"]), 100, &store.input_path("parent", 0)).await.unwrap();
         store.share_inputs("parent", "child", 1).await.unwrap();
-        store.remove_inputs("parent").await.unwrap();
+        std::fs::remove_dir_all(store.inputs_dir("parent")).unwrap();
         assert_eq!(std::fs::read(store.input_path("child", 0)).unwrap(), b"genotypes");
-        store.remove_inputs("child").await.unwrap();
-        store.remove_inputs("child").await.unwrap();
-        assert!(!store.inputs_dir("child").exists());
     }
 }

@@ -361,8 +361,8 @@ impl JobsService {
     /// their own links, and it is retried by submitting it again).
     async fn inputs_done(&self, id: &str) {
         let Ok(Some(job)) = self.store.job(id).await else { return };
-        let keep = self.config.jobs.delete_inputs_when_done || matches!(job.role(), JobRole::Host | JobRole::Parent);
-        if job.inputs_deleted_at.is_some() || !keep {
+        let delete = self.config.jobs.delete_inputs_when_done || matches!(job.role(), JobRole::Host | JobRole::Parent);
+        if job.inputs_deleted_at.is_some() || !delete {
             return;
         }
         if let Err(e) = self.delete_inputs(id).await {
@@ -393,7 +393,7 @@ impl JobsService {
     /// recorded (its genotypes must not stay). Only folders from before `started`: an upload
     /// under way now has no job yet either.
     async fn remove_orphan_folders(&self, started: std::time::SystemTime) {
-        let Ok(mut entries) = tokio::fs::read_dir(self.config.node.data_dir.join("jobs")).await else { return };
+        let Ok(mut entries) = tokio::fs::read_dir(self.files.jobs_root()).await else { return };
         while let Ok(Some(entry)) = entries.next_entry().await {
             let name = entry.file_name().to_string_lossy().into_owned();
             let old = entry.metadata().await.and_then(|m| m.modified()).is_ok_and(|t| t < started);

@@ -80,13 +80,14 @@ pub(super) async fn run(svc: &JobsService, id: &str, kill: &KillSwitch) {
     sweep_work(svc, id).await;
 }
 
-/// Removes the job's work files (copies of its genotypes) once the run is over, if its inputs
-/// are gone by then.
+/// Once the run is over, if its inputs are gone by then (a cancel deleted them mid-run),
+/// deletes again what the engine may have written since: work files are copies of them.
 async fn sweep_work(svc: &JobsService, id: &str) {
     if let Ok(Some(job)) = svc.store.job(id).await
         && job.inputs_deleted_at.is_some()
+        && let Err(e) = svc.delete_inputs(id).await
     {
-        let _ = tokio::fs::remove_dir_all(svc.job_dir(id).join("work")).await;
+        tracing::warn!(job = %id, error = %e, "could not delete a cancelled run's work files");
     }
 }
 

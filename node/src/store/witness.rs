@@ -65,6 +65,13 @@ impl Store {
             .await?)
     }
 
+    /// The highest witnessed head's row count of every member seen.
+    pub async fn witnessed_audit_rows(&self) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT peer_id, count FROM witnessed_audit_heads").fetch_all(self.pool()).await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Records a mismatch; `false` if it was already recorded.
     pub async fn record_head_mismatch(&self, m: &HeadMismatch) -> Result<bool, StoreError> {
         let done = sqlx::query(

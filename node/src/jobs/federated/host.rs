@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::transfer::{PullError, read_chunk};
-use super::{Federated, plain_file_name, valid_job_id};
+use super::{Federated, plain_file_name, valid_job_id, valid_sha256};
 use crate::federation::policy::host_accepts;
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::jobs::{
@@ -39,7 +39,7 @@ impl Federated {
                         self.audit(
                             AuditEvent::new(format!("peer:{peer}"), "p2p", "job.refused", Outcome::Denied)
                                 .target(&job_id)
-                                .details(json!({ "origin": self.peer_label(&peer_text), "user": pseudonymous_user,
+                                .details(json!({ "origin": self.federation.member_label(&peer_text), "user": pseudonymous_user,
                                                  "panel": params.panel_id, "reason": reason })),
                         )
                         .await;
@@ -131,7 +131,7 @@ impl Federated {
             if !plain_file_name(&file.name) {
                 return Err(format!("input name {:?} is not a plain file name", file.name));
             }
-            if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !valid_sha256(&file.sha256.to_ascii_lowercase()) {
                 return Err(format!("input {} has no valid SHA-256", file.name));
             }
             if file.size > config.jobs.max_upload_bytes {
@@ -293,13 +293,11 @@ impl Federated {
         if !ended.contains(&job.state()) {
             return;
         }
-        if job.inputs_deleted_at.is_none()
-            && let Err(e) = self.jobs.delete_inputs(id).await
-        {
+        // Inputs, work files and partial transfers (idempotent), then the rest of the folder.
+        if let Err(e) = self.jobs.delete_inputs(id).await {
             tracing::warn!(job = %id, error = %e, "could not delete the inputs");
         }
         let _ = tokio::fs::remove_dir_all(self.jobs.job_dir(id)).await;
-        let _ = tokio::fs::remove_dir_all(self.jobs.transfer_dir(id)).await;
         if let Err(e) = self.jobs.store.mark_results_deleted(id).await {
             tracing::error!(job = %id, error = %e, "could not record deleted results");
             return;

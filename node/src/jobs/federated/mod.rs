@@ -231,11 +231,6 @@ impl Federated {
         self.federation.federation.current()?.doc().member(peer).cloned()
     }
 
-    /// How a peer is named to people: its institution, or its PeerId if it is no longer listed.
-    fn peer_label(&self, peer: &str) -> String {
-        self.member(peer).map(|m| m.institution).unwrap_or_else(|| peer.to_string())
-    }
-
     async fn audit(&self, event: AuditEvent) {
         self.jobs.audit(event).await;
     }

@@ -137,7 +137,7 @@ impl Federated {
                         self.audit(
                             AuditEvent::new("node", "local", "job.forwarded", Outcome::Success)
                                 .target(&job.id)
-                                .details(json!({ "host": peer, "institution": self.peer_label(&peer),
+                                .details(json!({ "host": peer, "institution": self.federation.member_label(&peer),
                                                  "panel": job.panel_id,
                                                  "inputs": inputs.iter().map(|i| json!({"sha256": i.sha256, "size": i.size})).collect::<Vec<_>>() })),
                         )
@@ -153,7 +153,7 @@ impl Federated {
                 }
             }
         };
-        let label = self.peer_label(&host);
+        let label = self.federation.member_label(&host);
         let submit = JobRequest::Submit {
             job_id: job.id.clone(),
             params: request_params(job),
@@ -211,7 +211,7 @@ impl Federated {
             tracing::debug!(job = %job.id, %host, %error, "host not reachable; will retry");
             return Step::Wait(RETRY);
         }
-        let label = self.peer_label(host);
+        let label = self.federation.member_label(host);
         let secs = self.jobs.config.transfer.peer_timeout_secs;
         self.audit(
             AuditEvent::new("node", "local", "job.host_unreachable", Outcome::Failure)
@@ -252,7 +252,7 @@ impl Federated {
     pub(super) async fn apply_update(&self, job: &JobRow, reply: JobReply) {
         let Some(host) = job.peer.as_deref() else { return };
         let _ = self.jobs.store.touch_peer(&job.id).await;
-        let label = self.peer_label(host);
+        let label = self.federation.member_label(host);
         let state = job.state();
         let following = [JobState::Transferring, JobState::Running];
         match reply {
@@ -361,7 +361,7 @@ impl Federated {
         let Some(host) = job.peer.clone() else {
             return self.fail(job, "the job has no host".into()).await;
         };
-        let label = self.peer_label(&host);
+        let label = self.federation.member_label(&host);
         let files: Vec<FileManifest> = match job.remote_results.as_deref().map(serde_json::from_str) {
             Some(Ok(files)) => files,
             _ => return self.fail(job, "the host's result manifest is missing".into()).await,
@@ -433,7 +433,7 @@ impl Federated {
                 self.audit(
                     AuditEvent::new("node", "local", "job.delivery_confirmed", Outcome::Success)
                         .target(&job.id)
-                        .details(json!({ "host": host, "institution": self.peer_label(&host) })),
+                        .details(json!({ "host": host, "institution": self.federation.member_label(&host) })),
                 )
                 .await;
                 Step::Done
