@@ -81,11 +81,16 @@ async function render(event) {
     return;
   }
   const params = match(route, location.hash);
-  mount(main, h('p', {}, 'Loading…'));
+  // Each page renders into a container of its own: a slower page the user has already left
+  // (say the one a login lands on) fills its own, detached, never the page shown now.
+  const page = h('div.page');
+  mount(main, page);
+  mount(page, h('p', {}, 'Loading…'));
   try {
-    leave = (await route.view(main, ...params)) || null;
+    const left = (await route.view(page, ...params)) || null;
+    if (page.isConnected) leave = left; else if (left) left();
   } catch (err) {
-    mount(main, h('h1', {}, route.title), errorBox(err));
+    if (page.isConnected) mount(page, h('h1', {}, route.title), errorBox(err));
   }
   // After a move within the app, focus goes to the new content (screen readers announce it);
   // on first load it stays at the top, where the skip link is.
