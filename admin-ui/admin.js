@@ -1,6 +1,6 @@
 // Account and admin pages: API tokens, users, panels and services, data policy, audit log.
 
-import { api } from './api.js';
+import { api, changePassword, me } from './api.js';
 import { badge, errorBox, field, h, mount, table, when } from './dom.js';
 
 export async function tokensPage(main) {
@@ -16,22 +16,53 @@ export async function tokensPage(main) {
       }, 'Revoke')))), 'Your API tokens'));
   };
   const name = h('input', { required: true, maxlength: 100 });
-  const days = h('input', { type: 'number', min: 1, max: 365, value: 30, required: true });
+  const days = h('input', { type: 'number', min: 1, max: 90, value: 30, required: true });
+  const password = h('input', { type: 'password', autocomplete: 'current-password', required: true });
   const form = h('form.card', {
     on: {
       submit: async (e) => {
         e.preventDefault();
         try {
-          const t = await api('/me/tokens', { method: 'POST', body: { name: name.value.trim(), expires_in_days: Number(days.value) } });
+          const body = { name: name.value.trim(), expires_in_days: Number(days.value), password: password.value };
+          const t = await api('/me/tokens', { method: 'POST', body });
           mount(status, h('p.ok', { role: 'status' }, 'Copy this token now; it is not shown again: ', h('code', {}, t.token)));
           name.value = '';
+          password.value = '';
           await draw();
         } catch (err) { mount(status, errorBox(err)); }
       },
     },
-  }, h('h2', {}, 'New token'), field('Name', name), field('Valid for (days)', days), h('button', { type: 'submit' }, 'Create token'));
+  }, h('h2', {}, 'New token'), field('Name', name), field('Valid for (days)', days), field('Your password, to confirm', password),
+  h('button', { type: 'submit' }, 'Create token'));
   mount(main, h('h1', {}, 'API tokens'), h('p', {}, 'Scripts and the fedimpute CLI use tokens instead of your password.'), form, status, list);
   await draw();
+}
+
+export async function passwordPage(main, { onChanged } = {}) {
+  const status = h('div', { 'aria-live': 'polite' });
+  const current = h('input', { type: 'password', autocomplete: 'current-password', required: true });
+  const next = h('input', { type: 'password', autocomplete: 'new-password', required: true, minlength: 12 });
+  const again = h('input', { type: 'password', autocomplete: 'new-password', required: true, minlength: 12 });
+  const form = h('form.card.narrow', {
+    on: {
+      submit: async (e) => {
+        e.preventDefault();
+        if (next.value !== again.value) { mount(status, errorBox('The two new passwords differ.')); return; }
+        try {
+          await changePassword(current.value, next.value);
+          [current, next, again].forEach((i) => { i.value = ''; });
+          mount(status, h('p.ok', { role: 'status' }, 'Password changed. Your other sessions have ended.'));
+          if (onChanged) onChanged();
+        } catch (err) { mount(status, errorBox(err)); }
+      },
+    },
+  }, field('Current password', current), field('New password (at least 12 characters)', next), field('New password again', again),
+  status, h('button', { type: 'submit' }, 'Change password'));
+  const notice = me() && me().must_change_password
+    ? h('p.error', { role: 'alert' }, 'Your password is a one-time password. Choose your own before going on.')
+    : h('p', {}, 'Changing your password ends every other session of yours.');
+  mount(main, h('h1', {}, 'Password'), notice, form);
+  current.focus();
 }
 
 export async function usersPage(main) {

@@ -40,6 +40,16 @@ export async function login(username, password) {
   return session.me;
 }
 
+/** Changes the caller's password; every session ends and this one continues as a new one. */
+export async function changePassword(currentPassword, newPassword) {
+  const tokens = await api('/me/password', {
+    method: 'PUT', body: { current_password: currentPassword, new_password: newPassword },
+  });
+  keep(tokens);
+  session.me = await api('/me');
+  return session.me;
+}
+
 async function refresh() {
   const token = sessionStorage.getItem('fedimpute.refresh');
   if (!token) return false;

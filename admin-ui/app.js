@@ -4,7 +4,7 @@ import { login, logout, me, restore } from './api.js';
 import { errorBox, field, h, mount } from './dom.js';
 import { federationPage } from './federation.js';
 import { jobPage, jobsPage, newJobPage } from './jobs.js';
-import { auditPage, panelsPage, policyPage, tokensPage, usersPage } from './admin.js';
+import { auditPage, panelsPage, passwordPage, policyPage, tokensPage, usersPage } from './admin.js';
 
 const main = document.getElementById('main');
 let leave = null; // cleanup of the current page (live streams)
@@ -17,6 +17,7 @@ const routes = [
   { hash: '#/jobs/new', title: 'New job', view: newJobPage, nav: 'New job', roles: ['admin', 'researcher'] },
   { pattern: /^#\/jobs\/([0-9a-f]+)$/, title: 'Job', view: jobPage },
   { hash: '#/tokens', title: 'API tokens', view: tokensPage, nav: 'API tokens' },
+  { hash: '#/account/password', title: 'Password', view: passwordPage, nav: 'Password' },
   { hash: '#/admin/users', title: 'Users', view: usersPage, nav: 'Users', roles: ['admin'] },
   { hash: '#/admin/panels', title: 'Panels and services', view: panelsPage, nav: 'Panels', roles: ['admin'] },
   { hash: '#/admin/policy', title: 'Data policy', view: policyPage, nav: 'Policy', roles: ['admin'] },
@@ -72,6 +73,16 @@ async function render(event) {
   const user = me();
   if (!user) return loginPage();
   if (!location.hash || location.hash === '#/login') { location.hash = '#/federation'; return; }
+  if (user.must_change_password) {
+    // The node answers nothing else until a one-time password is changed.
+    navigation(user);
+    mount(document.getElementById('nav'));
+    document.title = 'Password · fedimpute';
+    const page = h('div.page');
+    mount(main, page);
+    await passwordPage(page, { onChanged: () => { location.hash = '#/federation'; render(); } });
+    return;
+  }
   navigation(user);
   const route = routes.find((r) => match(r, location.hash));
   if (!route) { mount(main, h('h1', {}, 'Not found'), h('p', {}, 'There is no such page.')); return; }

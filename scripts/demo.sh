@@ -82,9 +82,12 @@ for p in json.load(sys.stdin):
 say "creating researcher 'rosalind' at A, with an API token for her scripts"
 curl_at a -H "Authorization: Bearer $ADMIN_A" -H 'content-type: application/json' \
   -d '{"username":"rosalind","role":"researcher"}' "${API[a]}/api/v1/users" > "$FED_DIR/rosalind.json"
-R_TOKEN=$(login a rosalind "$(json "['generated_password']" < "$FED_DIR/rosalind.json")")
+R_PASSWORD="rosalind's own demo passphrase"
+say "rosalind logs in with her one-time password and chooses her own, as the node requires"
+R_TOKEN=$(fed_first_login node-a rosalind "$(json "['generated_password']" < "$FED_DIR/rosalind.json")" "$R_PASSWORD")
 API_TOKEN=$(curl_at a -H "Authorization: Bearer $R_TOKEN" -H 'content-type: application/json' \
-  -d '{"name":"analysis scripts","expires_in_days":30}' "${API[a]}/api/v1/me/tokens" | json "['token']")
+  -d "{\"name\":\"analysis scripts\",\"expires_in_days\":30,\"password\":\"$R_PASSWORD\"}" \
+  "${API[a]}/api/v1/me/tokens" | json "['token']")
 
 say "rosalind submits the sample array VCF at A for panel sim-afr (hosted by B and C), following it live"
 "$BIN" job submit --node "${API[a]}" --token "$API_TOKEN" --ca-cert "$FED_DIR/node-a/tls/api.crt" --panel sim-afr \

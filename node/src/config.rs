@@ -68,17 +68,37 @@ impl Default for TransferSection {
 /// Data policy: who may send jobs to this node, and where this node's data may go. Selectors
 /// are an institution name, a PeerId, or `tag=value` (e.g. `jurisdiction=ZA`) matched against
 /// the federation config's member list.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySection {
     /// As a host: members whose jobs this node accepts; empty means every member.
     pub accept_from: Vec<String>,
     /// As an origin: members this node's researchers' data may be sent to; empty means every member.
     pub send_to: Vec<String>,
-    /// As a host: jobs from one origin node running here at once (0: no limit beyond capacity).
+    /// As a host: jobs from one origin node running here at once, and receiving their inputs
+    /// at once (0: no limit beyond capacity).
     pub max_concurrent_per_origin: u32,
     /// As a host: jobs one origin node may submit in 30 days (0: no limit).
     pub max_jobs_per_origin_per_month: u32,
+    /// As a host: jobs of one origin node not yet ended here (receiving, queued, running,
+    /// delivering); beyond it a new one is refused (0: no limit).
+    pub max_jobs_in_flight_per_origin: u32,
+    /// As a host: bytes of inputs and results one origin node's jobs may hold here at once; a
+    /// job that would pass it is refused (0: no limit).
+    pub max_stored_bytes_per_origin: u64,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self {
+            accept_from: Vec::new(),
+            send_to: Vec::new(),
+            max_concurrent_per_origin: 2,
+            max_jobs_per_origin_per_month: 500,
+            max_jobs_in_flight_per_origin: 16,
+            max_stored_bytes_per_origin: 100 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 /// Job submission limits and retention.
@@ -179,7 +199,7 @@ pub struct NodeSection {
 
 /// The HTTPS API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     /// Address the HTTPS API listens on; port 0 picks a free port (written to `api.addr`).
     pub listen: SocketAddr,
@@ -191,6 +211,16 @@ pub struct ApiSection {
     pub max_body_bytes: usize,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Seconds a client has to send a request's headers, and that an idle keep-alive
+    /// connection is kept.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may stall between two reads before the request is dropped.
+    pub body_stall_timeout_secs: u64,
+    /// Open connections one client address may hold; further ones are closed at once.
+    pub max_connections_per_address: usize,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed. From
+    /// any other peer the header is ignored: throttling and audit see the TCP peer.
+    pub trusted_proxies: Vec<ProxyNet>,
 }
 
 impl Default for ApiSection {
@@ -201,7 +231,41 @@ impl Default for ApiSection {
             tls_key: PathBuf::from("tls/api.key"),
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 10,
+            header_read_timeout_secs: 30,
+            body_stall_timeout_secs: 60,
+            max_connections_per_address: 64,
+            trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// A trusted proxy: one address (`10.0.0.5`) or a CIDR block (`10.0.0.0/24`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProxyNet(pub ipnet::IpNet);
+
+impl ProxyNet {
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.contains(ip)
+    }
+}
+
+impl TryFrom<String> for ProxyNet {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(net) = text.parse::<ipnet::IpNet>() {
+            return Ok(ProxyNet(net));
+        }
+        text.parse::<std::net::IpAddr>()
+            .map(|ip| ProxyNet(ipnet::IpNet::from(ip)))
+            .map_err(|_| format!("{text:?} is neither an IP address nor a CIDR block"))
+    }
+}
+
+impl From<ProxyNet> for String {
+    fn from(net: ProxyNet) -> String {
+        net.0.to_string()
     }
 }
 
@@ -221,17 +285,25 @@ impl Default for P2pSection {
 
 /// Sessions, tokens and login throttling.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Lifetime of an access JWT, in seconds.
     pub access_token_ttl_secs: u64,
     /// Lifetime of a refresh token, in seconds.
     pub refresh_token_ttl_secs: u64,
-    /// Failed logins for one user name within the window before further attempts get 429.
+    /// Failed logins of one user name from one client address before each further attempt
+    /// waits (1 s, doubling up to `max_login_delay_secs`); other addresses are not slowed.
     pub max_failed_logins: u32,
-    /// The throttling window, in seconds.
+    /// Failed logins from one client address, over every user name, before that address waits.
+    pub address_failure_budget: u32,
+    /// Failures older than this are forgotten, in seconds.
     pub failed_login_window_secs: u64,
-    /// Longest lifetime a user may ask for an API token, in days.
+    /// Longest wait a throttled client is given, in seconds.
+    pub max_login_delay_secs: u64,
+    /// Password checks (argon2, about 19 MiB and tens of milliseconds each) run at once; a few
+    /// more may wait briefly, the rest get 429 at once. 0: the number of cores, at most 4.
+    pub parallel_password_checks: usize,
+    /// Longest lifetime of an API token, in days, for every role.
     pub max_api_token_days: u32,
 }
 
@@ -241,8 +313,11 @@ impl Default for AuthSection {
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 7 * 24 * 3600,
             max_failed_logins: 5,
+            address_failure_budget: 10,
             failed_login_window_secs: 15 * 60,
-            max_api_token_days: 365,
+            max_login_delay_secs: 15 * 60,
+            parallel_password_checks: 0,
+            max_api_token_days: 90,
         }
     }
 }

@@ -83,6 +83,7 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         Arc::default(),
         handle.republish.clone(),
     ));
+    auth.spawn_throttle_auditor();
     let state = AppState {
         store: store.clone(),
         auth,
@@ -101,7 +102,8 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
 
     let handle: Handle<SocketAddr> = Handle::new();
     let app = api::router(state, config.api.max_body_bytes);
-    let server = axum_server::bind_rustls(config.api.listen, tls)
+    let cap = api::connections::PerAddressCap::new(config.api.max_connections_per_address, &config.api.trusted_proxies);
+    let server = api::connections::server(&config.api, tls, cap)
         .handle(handle.clone())
         .serve(app.into_make_service_with_connect_info::<SocketAddr>());
     let server = tokio::spawn(server);

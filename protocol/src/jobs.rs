@@ -133,7 +133,8 @@ pub enum JobReply {
         /// Thousandths (0 to 1000): the canonical encoding has no floats.
         progress_permille: u32,
         message: Option<String>,
-        /// The host's QC report, once there is one.
+        /// The host's QC report once there is one, as JSON text (a string): its call rates are
+        /// fractions, and a signed body holds no floats.
         qc_report: Option<Value>,
     },
     /// The results are ready to fetch.

@@ -24,7 +24,7 @@ CA="$WORK/node/tls/api.crt"
 LOGIN=$(curl -s --cacert "$CA" -H 'content-type: application/json' -d '{"username":"admin","password":"bench passphrase 123"}' "$API/api/v1/auth/login")
 ACCESS=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["access_token"])' "$LOGIN")
 TOKEN=$(curl -s --cacert "$CA" -H "Authorization: Bearer $ACCESS" -H 'content-type: application/json' \
-  -d '{"name":"bench","expires_in_days":1}' "$API/api/v1/me/tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  -d '{"name":"bench","expires_in_days":1,"password":"bench passphrase 123"}' "$API/api/v1/me/tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
 echo "| run | direct Beagle s | job through the API s | ratio |"
 echo "|---|---|---|---|"

@@ -74,6 +74,16 @@ fed_login() {
     "$(fed_api "$1")/api/v1/auth/login" | fed_json "['access_token']"
 }
 
+# fed_first_login NAME USER ONE_TIME_PASSWORD NEW_PASSWORD: a generated password must be
+# changed before anything else; prints the access token of the session the change opens.
+fed_first_login() {
+  local token
+  token=$(fed_login "$1" "$2" "$3")
+  fed_curl "$1" -X PUT -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+    -d "{\"current_password\":\"$3\",\"new_password\":\"$4\"}" \
+    "$(fed_api "$1")/api/v1/me/password" | fed_json "['access_token']"
+}
+
 # Waits until node NAME's catalog lists COUNT reachable (panel, host) pairs.
 fed_wait_catalog() {
   local name=$1 count=$2 token n

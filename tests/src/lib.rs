@@ -20,6 +20,9 @@ use serde_json::{Value, json};
 /// The admin password every test node is created with.
 pub const ADMIN_PASSWORD: &str = "test root passphrase 42";
 
+/// What [`TestNode::first_login`] changes a one-time password to.
+pub const CHANGED_PASSWORD: &str = "a passphrase of my own 7";
+
 /// Path of the `fedimpute` binary, built once per test process.
 ///
 /// `cargo test` builds this crate's tests but not other packages' binaries, so the harness
@@ -221,6 +224,14 @@ impl TestNode {
     }
 
     /// Waits (up to `timeout`) for the process to exit by itself; returns its status.
+    /// The running node's peak resident memory so far, in bytes (VmHWM).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let pid = self.pid().expect("the node is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status of the node");
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM line");
+        line.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()).expect("VmHWM in kB") * 1024
+    }
+
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let child = self.child.as_mut().context("node is not running")?;
         let deadline = Instant::now() + timeout;
@@ -248,13 +259,20 @@ impl TestNode {
 
     /// An HTTPS client that trusts this node's certificate (and nothing else).
     pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().expect("reqwest client")
+    }
+
+    /// A client whose connections come from `source`, another loopback address (127.0.0.2,
+    /// ...), so a test can play several clients the node tells apart by address.
+    pub fn client_from(&self, source: &str) -> reqwest::Client {
+        let ip: std::net::IpAddr = source.parse().expect("an IP address");
+        self.client_builder().local_address(ip).build().expect("reqwest client")
+    }
+
+    fn client_builder(&self) -> reqwest::ClientBuilder {
         let pem = std::fs::read(self.data_dir().join("tls/api.crt")).expect("node certificate");
         let cert = reqwest::Certificate::from_pem(&pem).expect("PEM certificate");
-        reqwest::Client::builder()
-            .tls_certs_only([cert])
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("reqwest client")
+        reqwest::Client::builder().tls_certs_only([cert]).timeout(Duration::from_secs(30))
     }
 
     /// Logs in and returns the full token response.
@@ -281,6 +299,24 @@ impl TestNode {
             bail!("login as {username} failed with {status}: {body}");
         }
         Ok(body["access_token"].as_str().context("access_token in login response")?.to_string())
+    }
+
+    /// Logs in with a one-time (generated) password, changes it to [`CHANGED_PASSWORD`] as the
+    /// node requires, and returns the access token of the session that gives.
+    pub async fn first_login(&self, username: &str, one_time_password: &str) -> anyhow::Result<String> {
+        let token = self.token_for(username, one_time_password).await?;
+        let (status, body) = self
+            .send(
+                reqwest::Method::PUT,
+                "/me/password",
+                &token,
+                &json!({ "current_password": one_time_password, "new_password": CHANGED_PASSWORD }),
+            )
+            .await?;
+        if !status.is_success() {
+            bail!("changing {username}'s one-time password failed with {status}: {body}");
+        }
+        Ok(body["access_token"].as_str().context("access_token in the password change response")?.to_string())
     }
 
     /// GET with a bearer token; returns status and JSON body (Null if none).

@@ -164,7 +164,7 @@ async fn the_node_view_shows_its_policy_to_admins_only() {
         .send(reqwest::Method::POST, "/users", &admin, &serde_json::json!({"username": "rosa", "role": "researcher"}))
         .await
         .unwrap();
-    let rosa = node.token_for("rosa", user["generated_password"].as_str().unwrap()).await.unwrap();
+    let rosa = node.first_login("rosa", user["generated_password"].as_str().unwrap()).await.unwrap();
     assert_eq!(node.get("/node", &rosa).await.unwrap().0, StatusCode::FORBIDDEN);
 }
 

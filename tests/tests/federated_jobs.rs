@@ -28,6 +28,8 @@ async fn a_job_at_a_on_bs_panel_matches_a_local_run_at_b_and_b_keeps_nothing() {
     assert_eq!(done["state"], "completed", "{done}\nB's log:\n{}", b.log());
     assert_eq!(done["qc_report"]["status"], "passed", "{done}");
     assert!(done["summary"]["variants_imputed"].as_u64().unwrap() > 19_000, "{done}");
+    // Every status B pushed was signed, the one carrying its QC report (with fractions) too.
+    assert!(!b.log().contains("cannot sign a job reply"), "B could not sign a status:\n{}", b.log());
 
     // The same job run locally at B gives the same imputed VCF.
     let local = submit_targets(b, &tb, &params).await;
@@ -176,7 +178,7 @@ async fn data_policies_refuse_with_their_reasons_and_nothing_reaches_an_excluded
         // A's data may go to B only.
         0 => set(c, "send_to = []", "send_to = [\"Host B\"]"),
         // B takes one job a month from each member.
-        1 => set(c, "max_jobs_per_origin_per_month = 0", "max_jobs_per_origin_per_month = 1"),
+        1 => set(c, "max_jobs_per_origin_per_month = 500", "max_jobs_per_origin_per_month = 1"),
         _ => c,
     })
     .await;
@@ -209,6 +211,41 @@ async fn data_policies_refuse_with_their_reasons_and_nothing_reaches_an_excluded
     let tc = c.admin_token().await.unwrap();
     assert_eq!(c.get("/jobs", &tc).await.unwrap().1, serde_json::json!([]));
     assert_eq!(metric(c, RECEIVED_INPUT).await, 0);
+}
+
+/// Per-origin limits at a host hold by default; these are tightened to show each one refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_bounds_the_jobs_in_flight_and_the_bytes_one_origin_holds_there() {
+    let input = size(&test_data("targets.vcf.gz"));
+    let fed = federation(2, |i, c| match i {
+        // B keeps less than one input for each member; C runs one of a member's jobs at a time.
+        1 => set(
+            c,
+            "max_stored_bytes_per_origin = 107374182400",
+            &format!("max_stored_bytes_per_origin = {}", input / 2),
+        ),
+        2 => set(c, "max_jobs_in_flight_per_origin = 16", "max_jobs_in_flight_per_origin = 1"),
+        _ => c,
+    })
+    .await;
+    let (a, b, c) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
+    let ta = a.admin_token().await.unwrap();
+    let (on_b, on_c) = ([("panel", "Host B/sim"), ("build", "hg19")], [("panel", "Host C/sim"), ("build", "hg19")]);
+
+    let too_big = submit_targets(a, &ta, &on_b).await;
+    let refused = wait_state(a, &ta, &too_big, &["completed", "failed"], Duration::from_secs(60)).await;
+    let error = refused["error"].as_str().unwrap_or_default();
+    assert!(error.contains("Host B refused the job") && error.contains("bytes this node keeps"), "{refused}");
+    assert_eq!(metric(b, RECEIVED_INPUT).await, 0, "B pulled nothing of the refused job");
+
+    let first = submit_targets(a, &ta, &on_c).await;
+    let second = submit_targets(a, &ta, &on_c).await;
+    let refused = wait_state(a, &ta, &second, &["completed", "failed"], Duration::from_secs(60)).await;
+    let error = refused["error"].as_str().unwrap_or_default();
+    assert!(error.contains("Host C refused the job") && error.contains("not yet ended here"), "{refused}");
+    let done = wait_state(a, &ta, &first, &["completed", "failed"], Duration::from_secs(180)).await;
+    assert_eq!(done["state"], "completed", "the job in flight is unaffected: {done}");
+    assert_eq!(metric(c, RECEIVED_INPUT).await, input, "C pulled the first job's input only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

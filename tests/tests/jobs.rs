@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fedimpute_tests::jobs::*;
-use fedimpute_tests::{fedimpute, test_data, wait_for};
+use fedimpute_tests::{ADMIN_PASSWORD, fedimpute, test_data, wait_for};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -247,12 +247,12 @@ async fn a_qc_only_job_stops_after_qc_and_others_cannot_see_it() {
         .send(reqwest::Method::POST, "/users", &admin, &serde_json::json!({"username": "rita", "role": "researcher"}))
         .await
         .unwrap();
-    let rita = node.token_for("rita", rita["generated_password"].as_str().unwrap()).await.unwrap();
+    let rita = node.first_login("rita", rita["generated_password"].as_str().unwrap()).await.unwrap();
     let (_, viewer) = node
         .send(reqwest::Method::POST, "/users", &admin, &serde_json::json!({"username": "val", "role": "viewer"}))
         .await
         .unwrap();
-    let viewer = node.token_for("val", viewer["generated_password"].as_str().unwrap()).await.unwrap();
+    let viewer = node.first_login("val", viewer["generated_password"].as_str().unwrap()).await.unwrap();
 
     let (status, _) =
         submit(&node, &viewer, &[(&test_data("targets.vcf.gz"), "t.vcf.gz")], &[("panel", "sim"), ("build", "hg19")])
@@ -313,7 +313,12 @@ async fn the_cli_client_submits_follows_and_downloads() {
     let node = node_with_panel().await;
     let admin = node.admin_token().await.unwrap();
     let (_, token) = node
-        .send(reqwest::Method::POST, "/me/tokens", &admin, &serde_json::json!({"name": "cli", "expires_in_days": 1}))
+        .send(
+            reqwest::Method::POST,
+            "/me/tokens",
+            &admin,
+            &serde_json::json!({"name": "cli", "expires_in_days": 1, "password": ADMIN_PASSWORD}),
+        )
         .await
         .unwrap();
     let token = token["token"].as_str().unwrap().to_string();
@@ -402,13 +407,6 @@ async fn a_job_that_keeps_stopping_the_node_fails_after_its_attempts_instead_of_
     assert_eq!(status, StatusCode::OK, "the node stays up once it gave up on the job");
 }
 
-/// The node's peak resident memory so far, in bytes (VmHWM).
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_line_is_refused_with_its_line_number_without_holding_it_in_memory() {
     let node = node_with_panel().await;
@@ -465,6 +463,6 @@ async fn a_100_mb_line_is_refused_with_its_line_number_without_holding_it_in_mem
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(&format!("line {line}")), "{what}: {message}");
     }
-    let peak = peak_rss(node.pid().unwrap());
+    let peak = node.peak_rss_bytes();
     assert!(peak < 200 << 20, "the node's memory peaked at {} MB", peak >> 20);
 }

@@ -132,7 +132,7 @@ async fn the_panel_api_reads_only_the_incoming_folder_and_explains_bad_panels() 
     // A researcher may list but not add or remove.
     let (_, created) =
         node.send(Method::POST, "/users", &admin, &json!({"username": "rita", "role": "researcher"})).await.unwrap();
-    let rita = node.token_for("rita", created["generated_password"].as_str().unwrap()).await.unwrap();
+    let rita = node.first_login("rita", created["generated_password"].as_str().unwrap()).await.unwrap();
     assert_eq!(node.get("/panels", &rita).await.unwrap().0, StatusCode::OK);
     assert_eq!(
         node.send(Method::POST, "/panels", &rita, &add("r", "panel.vcf.gz")).await.unwrap().0,

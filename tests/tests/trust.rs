@@ -473,8 +473,9 @@ async fn a_data_directory_others_can_write_to_is_refused() {
 async fn every_route_answers_each_role_as_the_role_table_says() {
     let node = node_with_panel().await;
     let admin = node.admin_token().await.unwrap();
-    let mut tokens = vec![("admin", admin.clone())];
-    for role in ["researcher", "auditor", "viewer"] {
+    let mut tokens = Vec::new();
+    // A second admin with the others' password, so one token-creation body fits every role.
+    for role in ["admin", "researcher", "auditor", "viewer"] {
         let user = json!({"username": format!("a-{role}"), "role": role, "password": "correct horse battery staple 9"});
         let (status, body) = node.send(Method::POST, "/users", &admin, &user).await.unwrap();
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -488,12 +489,14 @@ async fn every_route_answers_each_role_as_the_role_table_says() {
     let j = |p: &str| format!("/jobs/{job}{p}");
     let none = Value::Null;
     let bad_user = json!({"username": "", "role": "viewer"});
-    let token_req = json!({"name": "t", "expires_in_days": 1});
+    let token_req = json!({"name": "t", "expires_in_days": 1, "password": "correct horse battery staple 9"});
+    let weak_password = json!({"current_password": "correct horse battery staple 9", "new_password": "short"});
     // (method, path, body, [admin, researcher, auditor, viewer])
     let table: Vec<(Method, String, Value, [u16; 4])> = vec![
         (Method::GET, "/me".into(), none.clone(), [200, 200, 200, 200]),
         (Method::GET, "/me/tokens".into(), none.clone(), [200, 200, 200, 200]),
         (Method::POST, "/me/tokens".into(), token_req, [201, 201, 201, 201]),
+        (Method::PUT, "/me/password".into(), weak_password, [422, 422, 422, 422]),
         (Method::GET, "/users".into(), none.clone(), [200, 403, 403, 403]),
         (Method::POST, "/users".into(), bad_user, [422, 403, 403, 403]),
         (Method::PATCH, "/users/999999".into(), json!({}), [404, 403, 403, 403]),
@@ -557,4 +560,41 @@ async fn an_upload_cut_off_before_its_job_was_recorded_leaves_nothing_after_a_re
     })
     .await
     .unwrap();
+}
+
+/// A non-member mints a new key for every dial: each key is refused, and the member's audit
+/// log still gets a bounded number of rows (refusals are keyed by address, not by PeerId).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_member_dialing_with_a_new_key_each_time_writes_a_bounded_number_of_audit_rows() {
+    let fed = federation(0, |_, config| config).await;
+    let member = &fed.nodes[0];
+    let real = FederationConfig::from_json(&std::fs::read_to_string(&fed.config).unwrap()).unwrap();
+    let mut dialers = Vec::new();
+    for _ in 0..30 {
+        // A config of its own making that lists it beside the member, so it dials the member,
+        // which refuses it at the TLS handshake.
+        let identity = NodeIdentity::generate();
+        let mut own = real.clone();
+        own.edit(|doc| {
+            doc.members.push(fedimpute_protocol::federation::Member {
+                peer_id: identity.peer_id().to_string(),
+                institution: "Outsider".into(),
+                addresses: vec![],
+                roles: vec![],
+                tags: Default::default(),
+            })
+        })
+        .unwrap();
+        let (tx, watch) = tokio::sync::watch::channel(Some(Arc::new(own)));
+        let listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        let (network, events) = Network::spawn(&identity, NetworkConfig { listen }, watch).unwrap();
+        dialers.push((tx, network, events));
+    }
+    wait_for("thirty refused connections", Duration::from_secs(60), || async {
+        Ok(metric(member, "fedimpute_refused_connections_total{direction=\"inbound\"}").await >= 30)
+    })
+    .await
+    .unwrap();
+    let rows = member.audit("p2p.connection").await.unwrap();
+    assert!(!rows.is_empty() && rows.len() <= 3, "{} audit rows for 30 refused keys: {rows:?}", rows.len());
 }

@@ -37,6 +37,9 @@ pub struct TokenResponse {
     token_type: &'static str,
     /// Seconds until `access_token` expires.
     expires_in: i64,
+    /// The password is a one-time one: until `PUT /api/v1/me/password` changes it, every other
+    /// endpoint answers 403 `password_change_required`.
+    must_change_password: bool,
 }
 
 impl From<SessionTokens> for TokenResponse {
@@ -46,6 +49,7 @@ impl From<SessionTokens> for TokenResponse {
             refresh_token: t.refresh_token,
             token_type: "Bearer",
             expires_in: t.expires_in,
+            must_change_password: t.must_change_password,
         }
     }
 }
@@ -53,7 +57,7 @@ impl From<SessionTokens> for TokenResponse {
 /// Log in with a user name and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest, tag = "auth",
     responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody),
-              (status = 429, description = "too many failed logins; see Retry-After", body = ErrorBody)))]
+              (status = 429, description = "too many failed logins, or the node is busy checking passwords; see Retry-After", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -63,17 +67,19 @@ async fn login(
     Ok(axum::Json(tokens.into()))
 }
 
-/// Trade a refresh token for a new session; the old refresh token stops working.
+/// Trade a refresh token for new tokens of the same session; the old refresh token stops
+/// working, and presenting it again ends the session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", request_body = RefreshRequest, tag = "auth",
     responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody)))]
 async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<axum::Json<TokenResponse>, ApiError> {
-    Ok(axum::Json(state.auth.refresh(&req.refresh_token).await?.into()))
+    Ok(axum::Json(state.auth.refresh(&req.refresh_token, &ip).await?.into()))
 }
 
-/// Revoke a refresh token.
+/// End the caller's session: its access token and refresh tokens stop working at once.
 #[utoipa::path(post, path = "/api/v1/auth/logout", request_body = RefreshRequest, tag = "auth",
     security(("bearer" = [])), responses((status = 204), (status = 401, body = ErrorBody)))]
 async fn logout(

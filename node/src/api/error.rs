@@ -37,6 +37,10 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     QuotaExceeded(String),
+    #[error("this account has a one-time password: change it (PUT /api/v1/me/password) before anything else")]
+    PasswordChangeRequired,
+    #[error("the password is wrong")]
+    WrongPassword,
     #[error("internal error")]
     Internal(String),
 }
@@ -71,6 +75,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::PasswordChangeRequired => (StatusCode::FORBIDDEN, "password_change_required"),
+            ApiError::WrongPassword => (StatusCode::FORBIDDEN, "wrong_password"),
             ApiError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -119,6 +125,8 @@ impl From<AuthError> for ApiError {
         match err {
             AuthError::InvalidCredentials | AuthError::Unauthenticated => ApiError::Unauthorized(err.to_string()),
             AuthError::Throttled { retry_after_secs } => ApiError::TooManyRequests { retry_after_secs },
+            AuthError::Busy => ApiError::TooManyRequests { retry_after_secs: 1 },
+            AuthError::WrongPassword => ApiError::WrongPassword,
             AuthError::Invalid(msg) => ApiError::Unprocessable(msg),
             AuthError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             AuthError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),

@@ -2,15 +2,17 @@
 //! parsing whose failures use the API's error format.
 
 use std::marker::PhantomData;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, OriginalUri, Path, Query};
+use axum::http::HeaderName;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::Principal;
+use crate::config::ProxyNet;
 use crate::store::users::Role;
 
 /// A JSON body; malformed input is a 400/422 in the API's error format.
@@ -63,6 +65,9 @@ impl RolePolicy for AdminOrAuditor {
     }
 }
 
+/// What a user with a one-time password may reach until they have changed it.
+const ONE_TIME_PASSWORD_PATHS: [&str; 3] = ["/api/v1/me", "/api/v1/me/password", "/api/v1/auth/logout"];
+
 /// An authenticated caller whose role satisfies `P`. A handler that takes `Auth<AdminOnly>`
 /// cannot run for anyone else: the check lives in the type, not in the handler body.
 pub struct Auth<P: RolePolicy = AnyRole> {
@@ -83,6 +88,11 @@ impl<P: RolePolicy> FromRequestParts<AppState> for Auth<P> {
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
         let principal = state.auth.authenticate(bearer.trim()).await?;
+        // Inside a nested router `uri` has lost its prefix; OriginalUri has the path as sent.
+        let path = parts.extensions.get::<OriginalUri>().map_or(parts.uri.path(), |original| original.path());
+        if principal.user.must_change_password && !ONE_TIME_PASSWORD_PATHS.contains(&path) {
+            return Err(ApiError::PasswordChangeRequired);
+        }
         if !P::allows(principal.user.role) {
             return Err(ApiError::Forbidden(format!("role `{}` may not use this endpoint", principal.user.role)));
         }
@@ -90,18 +100,70 @@ impl<P: RolePolicy> FromRequestParts<AppState> for Auth<P> {
     }
 }
 
-/// The client's IP address as seen on the TCP connection (proxies are not trusted).
+/// The client's IP address: the TCP peer's, or, when the peer is a trusted proxy
+/// (`api.trusted_proxies`), the nearest address in `X-Forwarded-For` that is not one. A client
+/// cannot forge its address by sending the header itself: from an untrusted peer it is ignored.
 pub struct ClientIp(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string())
-            .unwrap_or_else(|| "unknown".to_string());
-        Ok(ClientIp(ip))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(ClientIp("unknown".to_string()));
+        };
+        let forwarded = parts.headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
+        Ok(ClientIp(client_address(peer.ip(), forwarded, &state.config.api.trusted_proxies).to_string()))
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Walks `X-Forwarded-For` from the nearest hop back while the hops are trusted proxies; the
+/// first untrusted one is the client. Garbage in the header stops the walk at the last trusted
+/// hop, which then counts as the client (it is the one that passed the garbage on).
+pub fn client_address<'a>(peer: IpAddr, forwarded: impl Iterator<Item = &'a str>, trusted: &[ProxyNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded.flat_map(|value| value.split(',')).map(str::trim).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<ProxyNet> {
+        list.iter().map(|s| ProxyNet::try_from(s.to_string()).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_header_counts_only_from_a_trusted_proxy() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted = nets(&["10.0.0.0/24", "127.0.0.1"]);
+        // From an untrusted peer the header is the client's own claim: ignored.
+        assert_eq!(client_address(ip("192.0.2.7"), ["1.2.3.4"].into_iter(), &trusted), ip("192.0.2.7"));
+        // Through the proxy: the nearest untrusted hop, not a spoofed one further left.
+        assert_eq!(
+            client_address(ip("10.0.0.5"), ["6.6.6.6, 198.51.100.9", "10.0.0.4"].into_iter(), &trusted),
+            ip("198.51.100.9")
+        );
+        assert_eq!(client_address(ip("127.0.0.1"), ["garbage"].into_iter(), &trusted), ip("127.0.0.1"));
+        assert_eq!(client_address(ip("127.0.0.1"), std::iter::empty(), &trusted), ip("127.0.0.1"));
+        assert_eq!(client_address(ip("127.0.0.1"), ["1.2.3.4"].into_iter(), &[]), ip("127.0.0.1"));
     }
 }

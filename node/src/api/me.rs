@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, put};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -16,6 +16,7 @@ use crate::time::rfc3339;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/me", get(me))
+        .route("/me/password", put(change_password))
         .route("/me/tokens", get(list_tokens).post(create_token))
         .route("/me/tokens/{id}", delete(revoke_token))
 }
@@ -46,7 +47,33 @@ async fn me(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<MeVi
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateTokenRequest {
     name: String,
+    /// At most `auth.max_api_token_days` (90 unless the node says otherwise).
     expires_in_days: u32,
+    /// The caller's password, again: a stolen access token must not become a lasting one.
+    password: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// Change the caller's own password. Every session of theirs ends; the answer is a fresh one.
+#[utoipa::path(put, path = "/api/v1/me/password", tag = "account", security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses((status = 200, body = super::auth::TokenResponse),
+              (status = 403, description = "the current password is wrong", body = ErrorBody),
+              (status = 422, description = "the new password breaks the policy", body = ErrorBody),
+              (status = 429, body = ErrorBody)))]
+async fn change_password(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> Result<axum::Json<super::auth::TokenResponse>, ApiError> {
+    let tokens = state.auth.change_own_password(&auth.principal, &req.current_password, &req.new_password, &ip).await?;
+    Ok(axum::Json(tokens.into()))
 }
 
 /// An API token, without its secret.
@@ -92,7 +119,8 @@ async fn list_tokens(State(state): State<AppState>, auth: Auth) -> Result<axum::
 /// Create an API token for scripts; accepted wherever a JWT is.
 #[utoipa::path(post, path = "/api/v1/me/tokens", tag = "account", security(("bearer" = [])),
     request_body = CreateTokenRequest,
-    responses((status = 201, body = CreatedToken), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = CreatedToken), (status = 403, description = "the password is wrong", body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn create_token(
     State(state): State<AppState>,
     auth: Auth,
@@ -100,7 +128,7 @@ async fn create_token(
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
     let (token, stored) =
-        state.auth.create_api_token(&auth.principal.user, &req.name, req.expires_in_days, &ip).await?;
+        state.auth.create_api_token(&auth.principal.user, &req.password, &req.name, req.expires_in_days, &ip).await?;
     Ok((StatusCode::CREATED, axum::Json(CreatedToken { token, info: TokenView::from(&stored) })))
 }
 

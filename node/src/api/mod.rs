@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod federation;
@@ -28,6 +29,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthService;
@@ -88,15 +90,32 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             axum::response::IntoResponse::into_response(ApiError::Internal("handler panicked".into()))
         }));
 
+    let body_stall = std::time::Duration::from_secs(state.config.api.body_stall_timeout_secs.max(1));
     Router::new()
         .nest("/api/v1", v1)
         .merge(health::router())
         .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn(security_headers))
+        .layer(RequestBodyTimeoutLayer::new(body_stall))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track_metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(layers)
         .with_state(state)
+}
+
+/// Headers every answer carries: browsers must only ever reach the node over HTTPS and must not
+/// guess content types; API answers (tokens, genotype summaries) must not be cached anywhere.
+async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let is_api = request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if is_api {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// Records every request under its route template (never the raw path, which would let clients

@@ -28,6 +28,8 @@ pub struct UserView {
     username: String,
     role: Role,
     disabled: bool,
+    /// Holds a one-time password it has yet to change.
+    must_change_password: bool,
     created_at: String,
     updated_at: String,
 }
@@ -39,6 +41,7 @@ impl From<&User> for UserView {
             username: u.username.clone(),
             role: u.role,
             disabled: u.disabled,
+            must_change_password: u.must_change_password,
             created_at: rfc3339(u.created_at),
             updated_at: rfc3339(u.updated_at),
         }
@@ -49,7 +52,8 @@ impl From<&User> for UserView {
 pub struct CreateUserRequest {
     username: String,
     role: Role,
-    /// If absent, the node generates one and returns it once.
+    /// If absent, the node generates a one-time password, returns it once, and the user must
+    /// change it at first login.
     password: Option<String>,
 }
 
@@ -71,7 +75,8 @@ pub struct UpdateUserRequest {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ResetPasswordRequest {
-    /// If absent, the node generates one and returns it once.
+    /// If absent, the node generates a one-time password, returns it once, and the user must
+    /// change it at first login.
     password: Option<String>,
 }
 
@@ -109,7 +114,8 @@ async fn create_user(
 ) -> Result<(StatusCode, axum::Json<CreatedUser>), ApiError> {
     let generated = req.password.is_none().then(random_password);
     let password = req.password.or_else(|| generated.clone()).unwrap_or_default();
-    let user = state.auth.create_user(&actor(&auth, &ip), &req.username, &password, req.role).await?;
+    let user =
+        state.auth.create_user(&actor(&auth, &ip), &req.username, &password, req.role, generated.is_some()).await?;
     Ok((StatusCode::CREATED, axum::Json(CreatedUser { user: UserView::from(&user), generated_password: generated })))
 }
 
@@ -135,7 +141,8 @@ async fn update_user(
     Ok(axum::Json(UserView::from(&target(&state, id).await?)))
 }
 
-/// Set a new password for a user and end their sessions.
+/// Set a new password for a user; every session and API token of theirs ends. A generated
+/// password is a one-time one.
 #[utoipa::path(post, path = "/api/v1/users/{id}/reset-password", tag = "users", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = ResetPasswordRequest,
     responses((status = 200, body = ResetPasswordResponse), (status = 404, body = ErrorBody)))]
@@ -149,6 +156,6 @@ async fn reset_password(
     let user = target(&state, id).await?;
     let generated = req.password.is_none().then(random_password);
     let password = req.password.or_else(|| generated.clone()).unwrap_or_default();
-    state.auth.reset_password(&actor(&auth, &ip), &user, &password).await?;
+    state.auth.reset_password(&actor(&auth, &ip), &user, &password, generated.is_some()).await?;
     Ok(axum::Json(ResetPasswordResponse { generated_password: generated }))
 }

@@ -27,6 +27,9 @@ pub struct AccessClaims {
     pub name: String,
     /// The role when the token was minted; requests re-read the current one from the store.
     pub role: Role,
+    /// The session the token belongs to; every request checks it is still live, so ending the
+    /// session ends the token.
+    pub sid: String,
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
@@ -67,6 +70,7 @@ impl JwtKeys {
         validation.set_audience(&[AUDIENCE]);
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        // `sid` is required too: it is a plain field of AccessClaims, so a token without it does not decode.
         validation.leeway = LEEWAY_SECS as u64;
         Self {
             // from_secret only fails on an empty secret, which load() rules out.
@@ -83,13 +87,14 @@ impl JwtKeys {
         self.ttl_secs
     }
 
-    /// Mints an access token for `user`.
-    pub fn issue(&self, user: &User) -> String {
+    /// Mints an access token for `user` in session `session_id`.
+    pub fn issue(&self, user: &User, session_id: &str) -> String {
         let iat = now_secs();
         let claims = AccessClaims {
             sub: user.id.to_string(),
             name: user.username.clone(),
             role: user.role,
+            sid: session_id.to_string(),
             iat,
             exp: iat + self.ttl_secs,
             iss: self.issuer.clone(),
@@ -127,13 +132,15 @@ mod tests {
             disabled: false,
             created_at: 0,
             updated_at: 0,
+            sessions_valid_after: 0,
+            must_change_password: false,
         }
     }
 
     #[test]
     fn issued_token_verifies() {
         let keys = JwtKeys::from_secret(&[1; 32], "node-a", 900);
-        let claims = keys.verify(&keys.issue(&user())).unwrap();
+        let claims = keys.verify(&keys.issue(&user(), "s1")).unwrap();
         assert_eq!((claims.sub.as_str(), claims.role), ("7", Role::Researcher));
     }
 
@@ -142,7 +149,7 @@ mod tests {
         let a = JwtKeys::from_secret(&[1; 32], "node-a", 900);
         let b = JwtKeys::from_secret(&[1; 32], "node-b", 900);
         let c = JwtKeys::from_secret(&[2; 32], "node-a", 900);
-        let token = a.issue(&user());
+        let token = a.issue(&user(), "s1");
         assert!(b.verify(&token).is_err());
         assert!(c.verify(&token).is_err());
     }
@@ -150,7 +157,7 @@ mod tests {
     #[test]
     fn alg_none_is_refused() {
         let keys = JwtKeys::from_secret(&[1; 32], "node-a", 900);
-        let token = keys.issue(&user());
+        let token = keys.issue(&user(), "s1");
         let payload = token.split('.').nth(1).unwrap();
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         assert!(keys.verify(&format!("{header}.{payload}.")).is_err());

@@ -4,6 +4,7 @@
 pub mod jwt;
 pub mod password;
 pub mod service;
+pub mod throttle;
 
 pub use jwt::{AccessClaims, JwtKeys};
 pub use service::{AuthError, AuthService, Principal};

@@ -1,6 +1,9 @@
 //! Passwords: argon2id hashes (PHC strings) and the node's password policy.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -59,6 +62,54 @@ pub fn verify_against_dummy(password: &str) {
     let _ = verify(password, stored);
 }
 
+/// Bounds the argon2 work a node does at once. Each check holds about 19 MiB for tens of
+/// milliseconds; unbounded, a few hundred parallel logins take the node's memory to the better
+/// part of a gigabyte. A few callers may wait briefly for a slot; beyond that they are told at
+/// once that the node is busy.
+#[derive(Clone)]
+pub struct HashingGate {
+    running: Arc<Semaphore>,
+    admitted: Arc<Semaphore>,
+}
+
+/// The node is doing as much password work as it allows.
+#[derive(Debug, thiserror::Error)]
+#[error("the node is busy checking passwords; retry in a second")]
+pub struct Busy;
+
+/// Callers that may wait for a slot, per slot.
+const WAITERS_PER_SLOT: usize = 4;
+/// Longest wait for a slot.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
+impl HashingGate {
+    /// `parallel` checks at once; 0 means the number of cores, at most 4.
+    pub fn new(parallel: usize) -> Self {
+        let parallel =
+            if parallel == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) } else { parallel };
+        Self {
+            running: Arc::new(Semaphore::new(parallel)),
+            admitted: Arc::new(Semaphore::new(parallel * (1 + WAITERS_PER_SLOT))),
+        }
+    }
+
+    /// Runs `work` on a blocking thread once a slot is free. The slot stays taken until the
+    /// work ends, even when the caller gives up on it (a client that hangs up).
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
+        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
+        let slot = tokio::time::timeout(SLOT_WAIT, self.running.clone().acquire_owned())
+            .await
+            .map_err(|_| Busy)?
+            .map_err(|_| Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _held = (slot, admitted);
+            work()
+        })
+        .await
+        .map_err(|_| Busy)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +135,35 @@ mod tests {
         assert!(check_username("dr.smith@uct").is_ok());
         assert!(check_username("../etc").is_err());
         assert!(check_username("").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_gate_runs_at_most_its_slots_and_refuses_beyond_its_queue() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let gate = HashingGate::new(2);
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let calls: Vec<_> = (0..40)
+            .map(|_| {
+                let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    gate.run(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(50));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut busy = 0;
+        for call in calls {
+            if call.await.unwrap().is_err() {
+                busy += 1;
+            }
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2, "{} ran at once", most.load(Ordering::SeqCst));
+        assert_eq!(busy, 40 - 10, "two running and eight waiting are admitted, the rest refused");
     }
 }

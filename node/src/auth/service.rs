@@ -3,17 +3,19 @@
 //! The HTTP API and the admin CLI both go through [`AuthService`], so a rule (password policy,
 //! throttling, what gets audited) exists once.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::jwt::JwtKeys;
-use super::password;
+use super::password::{self, HashingGate};
+use super::throttle::{FinishedBurst, LoginThrottle, ThrottleLimits};
 use crate::config::AuthSection;
 use crate::identity::NodeIdentity;
 use crate::secrets::{random_token, token_digest};
 use crate::store::audit::{AuditEvent, Outcome};
-use crate::store::sessions::ApiToken;
+use crate::store::sessions::{ApiToken, RefreshUse};
 use crate::store::users::{Role, User};
 use crate::store::{Store, StoreError};
 use crate::time::now_ms;
@@ -53,6 +55,8 @@ pub struct Principal {
     pub user: User,
     /// The API token used, if the caller came with one rather than a JWT.
     pub api_token_id: Option<i64>,
+    /// The session of the access token used, if the caller came with a JWT.
+    pub session_id: Option<String>,
 }
 
 /// Tokens handed out by login and refresh.
@@ -61,6 +65,8 @@ pub struct SessionTokens {
     pub access_token: String,
     pub refresh_token: String,
     pub expires_in: i64,
+    /// The password is a one-time one: until it is changed, only that is allowed.
+    pub must_change_password: bool,
 }
 
 /// Why an auth operation was refused.
@@ -70,6 +76,10 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("too many failed logins; try again in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
+    #[error("the node is busy checking passwords; retry in a second")]
+    Busy,
+    #[error("the password is wrong")]
+    WrongPassword,
     #[error("missing or invalid credentials")]
     Unauthenticated,
     #[error("{0}")]
@@ -103,15 +113,101 @@ pub struct AuthService {
     jwt: Arc<JwtKeys>,
     identity: NodeIdentity,
     config: AuthSection,
+    throttle: Arc<Mutex<LoginThrottle>>,
+    hashing: HashingGate,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| AuthError::Internal(e.to_string()))
-}
+/// Keys the login throttle holds at most (a few hundred bytes each).
+const MAX_THROTTLE_KEYS: usize = 100_000;
+/// How often finished bursts of refused logins are written to the audit log.
+const THROTTLE_SWEEP: Duration = Duration::from_secs(10);
 
 impl AuthService {
     pub fn new(store: Store, jwt: Arc<JwtKeys>, identity: NodeIdentity, config: AuthSection) -> Self {
-        Self { store, jwt, identity, config }
+        let limits = ThrottleLimits {
+            pair_free_failures: config.max_failed_logins,
+            address_budget: config.address_failure_budget,
+            window: Duration::from_secs(config.failed_login_window_secs),
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(config.max_login_delay_secs.max(1)),
+            max_entries: MAX_THROTTLE_KEYS,
+        };
+        let hashing = HashingGate::new(config.parallel_password_checks);
+        Self { store, jwt, identity, config, throttle: Arc::new(Mutex::new(LoginThrottle::new(limits))), hashing }
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, LoginThrottle> {
+        // The table holds counters only; a panic mid-update leaves nothing worth refusing over.
+        self.throttle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Password work (argon2) through the node's bounded gate.
+    async fn hashing<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+        self.hashing.run(work).await.map_err(|_| AuthError::Busy)
+    }
+
+    /// Writes one audit row per finished burst of throttled logins, every few seconds, until
+    /// the process ends. A burst of a thousand refused attempts is one row with its count.
+    pub fn spawn_throttle_auditor(&self) {
+        let auth = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(THROTTLE_SWEEP);
+            loop {
+                tick.tick().await;
+                let finished = auth.throttle().sweep(Instant::now());
+                for burst in finished {
+                    if let Err(e) = auth.audit_burst(&burst).await {
+                        tracing::warn!(error = %e, "cannot audit a burst of throttled logins");
+                    }
+                }
+            }
+        });
+    }
+
+    async fn audit_burst(&self, burst: &FinishedBurst) -> Result<(), AuthError> {
+        self.audit(
+            AuditEvent::new("node", "local", "auth.login_throttled", Outcome::Denied)
+                .target(burst.key.target())
+                .details(json!({ "by": burst.key.scope(), "refused_attempts": burst.refused })),
+        )
+        .await
+    }
+
+    /// Refuses an attempt the throttle holds back; the first refusal of a burst is audited at
+    /// once, the rest are counted ([`Self::spawn_throttle_auditor`]).
+    async fn admit_attempt(&self, username: &str, source: &str, action: &str) -> Result<(), AuthError> {
+        let refusal = match self.throttle().check(username, source, Instant::now()) {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        };
+        let retry_after_secs = refusal.retry_after.as_millis().div_ceil(1000).max(1) as u64;
+        if refusal.starts_burst {
+            let actor = Actor::user(username, source);
+            self.audit(AuditEvent::new(&actor.name, &actor.source, action, Outcome::Denied).target(username).details(
+                json!({"reason": "throttled", "by": refusal.key.scope(), "retry_after_secs": retry_after_secs}),
+            ))
+            .await?;
+        }
+        Err(AuthError::Throttled { retry_after_secs })
+    }
+
+    /// Checks `password` for `user` as a repeat confirmation (API-token creation, own password
+    /// change), throttled like a login.
+    async fn confirm_password(&self, user: &User, password: &str, source: &str, action: &str) -> Result<(), AuthError> {
+        self.admit_attempt(&user.username, source, action).await?;
+        let (given, stored) = (password.to_string(), user.password_hash.clone());
+        if self.hashing(move || password::verify(&given, &stored)).await? {
+            return Ok(());
+        }
+        self.throttle().record_failure(&user.username, source, Instant::now());
+        let actor = Actor::user(&user.username, source);
+        self.audit(
+            AuditEvent::new(&actor.name, &actor.source, action, Outcome::Failure)
+                .target(&user.username)
+                .details(json!({ "reason": "wrong password" })),
+        )
+        .await?;
+        Err(AuthError::WrongPassword)
     }
 
     /// The store, for callers that also need it.
@@ -125,42 +221,28 @@ impl AuthService {
         Ok(())
     }
 
-    /// Checks a password and opens a session. Throttled per user name (known or not), so the
-    /// answer does not reveal whether a name exists.
+    /// Checks a password and opens a session. Throttled per (user name, address) and per
+    /// address, known name or not, so the answer does not reveal whether a name exists.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         source: &str,
     ) -> Result<(SessionTokens, User), AuthError> {
-        let window_ms = self.config.failed_login_window_secs as i64 * 1000;
-        let since = now_ms() - window_ms;
-        let (failures, oldest) = self.store.recent_login_failures(username, since).await?;
+        self.admit_attempt(username, source, "auth.login").await?;
         let actor = Actor::user(username, source);
-        if failures >= i64::from(self.config.max_failed_logins) {
-            let retry_after_ms = oldest.unwrap_or(now_ms()) + window_ms - now_ms();
-            let retry_after_secs = (retry_after_ms.max(1000) as u64).div_ceil(1000);
-            self.audit(
-                AuditEvent::new(&actor.name, &actor.source, "auth.login", Outcome::Denied)
-                    .target(username)
-                    .details(json!({"reason": "throttled", "recent_failures": failures})),
-            )
-            .await?;
-            return Err(AuthError::Throttled { retry_after_secs });
-        }
-
         let user = self.store.user_by_name(username).await?;
-        let password_owned = password.to_string();
-        let verified = match &user {
-            Some(u) => {
-                let stored = u.password_hash.clone();
-                blocking(move || password::verify(&password_owned, &stored)).await?
-            }
-            None => {
-                blocking(move || password::verify_against_dummy(&password_owned)).await?;
-                false
-            }
-        };
+        let given = password.to_string();
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let verified = self
+            .hashing(move || match stored {
+                Some(stored) => password::verify(&given, &stored),
+                None => {
+                    password::verify_against_dummy(&given);
+                    false
+                }
+            })
+            .await?;
         let user = match user {
             Some(u) if verified && !u.disabled => u,
             other => {
@@ -169,7 +251,7 @@ impl AuthService {
                     Some(_) => "wrong password",
                     None => "unknown user",
                 };
-                self.store.record_login_failure(username, since).await?;
+                self.throttle().record_failure(username, source, Instant::now());
                 self.audit(
                     AuditEvent::new(&actor.name, &actor.source, "auth.login", Outcome::Failure)
                         .target(username)
@@ -179,49 +261,95 @@ impl AuthService {
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        self.store.clear_login_failures(username).await?;
+        self.throttle().record_success(username, source);
         let tokens = self.open_session(&user).await?;
         self.audit(AuditEvent::new(&actor.name, &actor.source, "auth.login", Outcome::Success).target(username))
             .await?;
         Ok((tokens, user))
     }
 
+    fn refresh_expiry(&self) -> i64 {
+        now_ms() + self.config.refresh_token_ttl_secs as i64 * 1000
+    }
+
     async fn open_session(&self, user: &User) -> Result<SessionTokens, AuthError> {
         let refresh_token = random_token(REFRESH_TOKEN_PREFIX);
-        let expires_at = now_ms() + self.config.refresh_token_ttl_secs as i64 * 1000;
-        self.store.insert_refresh_token(user.id, &token_digest(&refresh_token), expires_at).await?;
-        Ok(SessionTokens { access_token: self.jwt.issue(user), refresh_token, expires_in: self.jwt.ttl_secs() })
+        let session_id = self.store.open_session(user.id, &token_digest(&refresh_token), self.refresh_expiry()).await?;
+        Ok(self.tokens_for(user, &session_id, refresh_token))
+    }
+
+    fn tokens_for(&self, user: &User, session_id: &str, refresh_token: String) -> SessionTokens {
+        SessionTokens {
+            access_token: self.jwt.issue(user, session_id),
+            refresh_token,
+            expires_in: self.jwt.ttl_secs(),
+            must_change_password: user.must_change_password,
+        }
     }
 
     /// Trades a refresh token for a new access token and a new refresh token (rotation: the old
-    /// refresh token stops working).
-    pub async fn refresh(&self, refresh_token: &str) -> Result<SessionTokens, AuthError> {
-        let user_id =
-            self.store.consume_refresh_token(&token_digest(refresh_token)).await?.ok_or(AuthError::Unauthenticated)?;
+    /// refresh token stops working). A spent token presented again ends its whole session.
+    pub async fn refresh(&self, refresh_token: &str, source: &str) -> Result<SessionTokens, AuthError> {
+        let successor = random_token(REFRESH_TOKEN_PREFIX);
+        let used = self
+            .store
+            .use_refresh_token(&token_digest(refresh_token), &token_digest(&successor), self.refresh_expiry())
+            .await?;
+        let (user_id, session_id) = match used {
+            RefreshUse::Rotated { user_id, session_id } => (user_id, session_id),
+            RefreshUse::Replayed { user_id, session_id } => {
+                let user = self.store.user_by_id(user_id).await?;
+                let name = user.map(|u| u.username).unwrap_or_default();
+                let actor = Actor::user(&name, source);
+                self.audit(
+                    AuditEvent::new(&actor.name, &actor.source, "auth.refresh", Outcome::Denied)
+                        .target(&name)
+                        .details(json!({"reason": "a spent refresh token was replayed; its session is ended",
+                                        "session": session_id})),
+                )
+                .await?;
+                return Err(AuthError::Unauthenticated);
+            }
+            RefreshUse::Refused => return Err(AuthError::Unauthenticated),
+        };
         let user = self.store.user_by_id(user_id).await?.ok_or(AuthError::Unauthenticated)?;
         if user.disabled {
             return Err(AuthError::Unauthenticated);
         }
-        self.open_session(&user).await
+        Ok(self.tokens_for(&user, &session_id, successor))
     }
 
-    /// Revokes a refresh token (logout). Unknown tokens are not an error: logout is idempotent.
+    /// Ends the caller's session (its access token and refresh tokens) and the session of the
+    /// refresh token given, if it is the caller's. Idempotent.
     pub async fn logout(&self, principal: &Principal, refresh_token: &str, source: &str) -> Result<(), AuthError> {
-        let revoked = self.store.consume_refresh_token(&token_digest(refresh_token)).await?;
+        let mut ended = Vec::new();
+        if let Some(session_id) = &principal.session_id {
+            ended.push(session_id.clone());
+        }
+        if let Some(session_id) =
+            self.store.session_of_refresh_token(&token_digest(refresh_token), principal.user.id).await?
+            && !ended.contains(&session_id)
+        {
+            ended.push(session_id);
+        }
+        for session_id in &ended {
+            self.store.end_session(session_id, "logout").await?;
+        }
         let actor = Actor::user(&principal.user.username, source);
-        let outcome = if revoked == Some(principal.user.id) { Outcome::Success } else { Outcome::Failure };
+        let outcome = if ended.is_empty() { Outcome::Failure } else { Outcome::Success };
         self.audit(AuditEvent::new(&actor.name, &actor.source, "auth.logout", outcome)).await
     }
 
     /// Resolves an `Authorization: Bearer` credential (JWT or API token) to a live user.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
-        let (user_id, api_token_id) = if bearer.starts_with(API_TOKEN_PREFIX) {
+        let (user_id, api_token_id, session_id) = if bearer.starts_with(API_TOKEN_PREFIX) {
             let (user_id, token_id) =
                 self.store.use_api_token(&token_digest(bearer)).await?.ok_or(AuthError::Unauthenticated)?;
-            (user_id, Some(token_id))
+            (user_id, Some(token_id), None)
         } else {
             let claims = self.jwt.verify(bearer).map_err(|_| AuthError::Unauthenticated)?;
-            (claims.sub.parse::<i64>().map_err(|_| AuthError::Unauthenticated)?, None)
+            let user_id = claims.sub.parse::<i64>().map_err(|_| AuthError::Unauthenticated)?;
+            (user_id, None, Some(claims.sid))
         };
         // Re-reading the user makes a disable or role change take effect on the next request,
         // not when the 15-minute token expires.
@@ -229,13 +357,22 @@ impl AuthService {
         if user.disabled {
             return Err(AuthError::Unauthenticated);
         }
-        Ok(Principal { user, api_token_id })
+        if let Some(session_id) = &session_id {
+            let session = self.store.live_session(session_id).await?.ok_or(AuthError::Unauthenticated)?;
+            if session.user_id != user.id || session.created_at < user.sessions_valid_after {
+                return Err(AuthError::Unauthenticated);
+            }
+        }
+        Ok(Principal { user, api_token_id, session_id })
     }
 
-    /// Creates an API token for `user`; the token is returned once and stored only as a digest.
+    /// Creates an API token for `user`, who confirms with their password (a stolen access
+    /// token must not turn into a long-lived credential). The token is returned once and
+    /// stored only as a digest.
     pub async fn create_api_token(
         &self,
         user: &User,
+        password: &str,
         name: &str,
         expires_in_days: u32,
         source: &str,
@@ -250,6 +387,7 @@ impl AuthService {
                 self.config.max_api_token_days
             )));
         }
+        self.confirm_password(user, password, source, "token.create").await?;
         let token = random_token(API_TOKEN_PREFIX);
         let expires_at = now_ms() + i64::from(expires_in_days) * 86_400_000;
         let stored = self.store.insert_api_token(user.id, name, &token_digest(&token), expires_at).await?;
@@ -273,23 +411,25 @@ impl AuthService {
         .await
     }
 
-    /// Creates a user after checking the name and the password policy.
+    /// Creates a user after checking the name and the password policy. A `one_time` password
+    /// (one the node generated) must be changed at first login.
     pub async fn create_user(
         &self,
         actor: &Actor,
         username: &str,
         password: &str,
         role: Role,
+        one_time: bool,
     ) -> Result<User, AuthError> {
         password::check_username(username).map_err(AuthError::Invalid)?;
         password::check_policy(username, password).map_err(AuthError::Invalid)?;
         let pw = password.to_string();
-        let hash = blocking(move || password::hash(&pw)).await?;
-        let user = self.store.create_user(username, &hash, role).await?;
+        let hash = self.hashing(move || password::hash(&pw)).await?;
+        let user = self.store.create_user(username, &hash, role, one_time).await?;
         self.audit(
             AuditEvent::new(&actor.name, &actor.source, "user.create", Outcome::Success)
                 .target(username)
-                .details(json!({ "role": role })),
+                .details(json!({ "role": role, "one_time_password": one_time })),
         )
         .await?;
         Ok(user)
@@ -304,12 +444,16 @@ impl AuthService {
         Ok(())
     }
 
-    /// Changes a user's role.
+    /// Changes a user's role, ending every session and API token they have: what was granted
+    /// under the old role is not carried into the new one.
     pub async fn set_role(&self, actor: &Actor, user: &User, role: Role) -> Result<(), AuthError> {
         if role != Role::Admin {
             self.keep_an_admin(user).await?;
         }
         self.store.set_user_role(user.id, role).await?;
+        if role != user.role {
+            self.store.end_all_sessions(user.id, "role changed", true).await?;
+        }
         self.audit(
             AuditEvent::new(&actor.name, &actor.source, "user.set_role", Outcome::Success)
                 .target(&user.username)
@@ -318,26 +462,69 @@ impl AuthService {
         .await
     }
 
-    /// Disables (revoking every session and token) or re-enables a user.
+    /// Disables (ending every session and API token) or re-enables a user.
     pub async fn set_disabled(&self, actor: &Actor, user: &User, disabled: bool) -> Result<(), AuthError> {
         if disabled {
             self.keep_an_admin(user).await?;
         }
         self.store.set_user_disabled(user.id, disabled).await?;
+        if disabled {
+            self.store.end_all_sessions(user.id, "user disabled", true).await?;
+        }
         let action = if disabled { "user.disable" } else { "user.enable" };
         self.audit(AuditEvent::new(&actor.name, &actor.source, action, Outcome::Success).target(&user.username)).await
     }
 
-    /// Sets a new password (policy-checked) and ends the user's sessions.
-    pub async fn reset_password(&self, actor: &Actor, user: &User, new_password: &str) -> Result<(), AuthError> {
+    /// Sets a new password (policy-checked) for someone else and ends every session and API
+    /// token of theirs. A `one_time` password must be changed at their next login.
+    pub async fn reset_password(
+        &self,
+        actor: &Actor,
+        user: &User,
+        new_password: &str,
+        one_time: bool,
+    ) -> Result<(), AuthError> {
         password::check_policy(&user.username, new_password).map_err(AuthError::Invalid)?;
         let pw = new_password.to_string();
-        let hash = blocking(move || password::hash(&pw)).await?;
-        self.store.set_user_password(user.id, &hash).await?;
-        self.store.clear_login_failures(&user.username).await?;
+        let hash = self.hashing(move || password::hash(&pw)).await?;
+        self.store.set_user_password(user.id, &hash, one_time).await?;
+        self.store.end_all_sessions(user.id, "password reset", true).await?;
         self.audit(
-            AuditEvent::new(&actor.name, &actor.source, "user.reset_password", Outcome::Success).target(&user.username),
+            AuditEvent::new(&actor.name, &actor.source, "user.reset_password", Outcome::Success)
+                .target(&user.username)
+                .details(json!({ "one_time_password": one_time })),
         )
         .await
+    }
+
+    /// A user changes their own password, confirming the current one. Every session of theirs
+    /// ends (a thief's included); the caller gets a fresh one. API tokens stay: the user
+    /// revokes those they no longer trust.
+    pub async fn change_own_password(
+        &self,
+        principal: &Principal,
+        current: &str,
+        new_password: &str,
+        source: &str,
+    ) -> Result<SessionTokens, AuthError> {
+        let user = &principal.user;
+        self.confirm_password(user, current, source, "user.change_password").await?;
+        password::check_policy(&user.username, new_password).map_err(AuthError::Invalid)?;
+        if current == new_password {
+            return Err(AuthError::Invalid("the new password must differ from the current one".into()));
+        }
+        let pw = new_password.to_string();
+        let hash = self.hashing(move || password::hash(&pw)).await?;
+        self.store.set_user_password(user.id, &hash, false).await?;
+        self.store.end_all_sessions(user.id, "password changed", false).await?;
+        let user = self.store.user_by_id(user.id).await?.ok_or(AuthError::NotFound("user"))?;
+        let tokens = self.open_session(&user).await?;
+        let actor = Actor::user(&user.username, source);
+        self.audit(
+            AuditEvent::new(&actor.name, &actor.source, "user.change_password", Outcome::Success)
+                .target(&user.username),
+        )
+        .await?;
+        Ok(tokens)
     }
 }

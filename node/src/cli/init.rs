@@ -126,7 +126,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         move || password::hash(&pw)
     })
     .await?;
-    store.create_user(FIRST_ADMIN, &hash, Role::Admin).await?;
+    store.create_user(FIRST_ADMIN, &hash, Role::Admin, generated).await?;
     store
         .append_audit(
             &identity,

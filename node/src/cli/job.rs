@@ -105,17 +105,32 @@ struct Client {
     token: String,
 }
 
+/// An HTTPS client for a node's API, trusting `ca_cert` besides the system's roots.
+pub(super) fn http_client(ca_cert: Option<&PathBuf>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(20));
+    if let Some(ca) = ca_cert {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        builder = builder
+            .tls_certs_merge([reqwest::Certificate::from_pem(&pem).context("the CA file is not a PEM certificate")?]);
+    }
+    Ok(builder.build()?)
+}
+
+/// The answer if it is a success, else an error carrying the node's message.
+pub(super) async fn success_or_error(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let message = body["error"]["message"].as_str().unwrap_or("no details");
+    bail!("the node answered {status}: {message}")
+}
+
 impl Client {
     fn new(args: &NodeArgs) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(20));
-        if let Some(ca) = &args.ca_cert {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            builder = builder.tls_certs_merge([
-                reqwest::Certificate::from_pem(&pem).context("the CA file is not a PEM certificate")?
-            ]);
-        }
         Ok(Self {
-            http: builder.build()?,
+            http: http_client(args.ca_cert.as_ref())?,
             base: args.node.trim_end_matches('/').to_string(),
             token: args.token.clone(),
         })
@@ -126,13 +141,7 @@ impl Client {
     }
 
     async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let message = body["error"]["message"].as_str().unwrap_or("no details");
-        bail!("the node answered {status}: {message}")
+        success_or_error(resp).await
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {

@@ -1,5 +1,6 @@
 //! The `fedimpute` command line: one module per command group.
 
+pub mod account;
 pub mod audit;
 pub mod federation;
 pub mod init;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Inspect this node's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Your own account on a node (works from any machine): change your password.
+    #[command(subcommand)]
+    Account(account::AccountCommand),
 }
 
 /// Runs a parsed command line.
@@ -97,6 +101,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(audit::run(cmd))
+        }
+        Command::Account(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(account::run(cmd))
         }
     }
 }

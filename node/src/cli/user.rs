@@ -81,10 +81,10 @@ pub async fn run(cmd: UserCommand) -> anyhow::Result<ExitCode> {
         UserCommand::Add { config, username, role, password_file } => {
             let node = NodeHandle::open(&config.config).await?;
             let (password, generated) = password_or_generated(password_file.as_ref())?;
-            let user = node.auth.create_user(&actor, &username, &password, role).await?;
+            let user = node.auth.create_user(&actor, &username, &password, role, generated).await?;
             println!("added user {} (id {}, role {})", user.username, user.id, user.role);
             if generated {
-                println!("one-time password (shown only now): {password}");
+                println!("one-time password, to be changed at first login (shown only now): {password}");
             }
         }
         UserCommand::List { config } => {
@@ -111,10 +111,10 @@ pub async fn run(cmd: UserCommand) -> anyhow::Result<ExitCode> {
             let node = NodeHandle::open(&config.config).await?;
             let user = find(&node, &username).await?;
             let (password, generated) = password_or_generated(password_file.as_ref())?;
-            node.auth.reset_password(&actor, &user, &password).await?;
-            println!("{username}: password changed; their sessions were ended");
+            node.auth.reset_password(&actor, &user, &password, generated).await?;
+            println!("{username}: password changed; their sessions and API tokens were ended");
             if generated {
-                println!("one-time password (shown only now): {password}");
+                println!("one-time password, to be changed at first login (shown only now): {password}");
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod naming;
 pub mod peers;
 pub mod policy;
+pub mod refusals;
 pub mod runtime;
 pub mod witness;
 

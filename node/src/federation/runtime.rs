@@ -17,6 +17,7 @@ use tokio::sync::{Mutex, Notify, mpsc};
 
 use super::catalog::{AdvertRejection, Catalog, Verdict};
 use super::peers::PeerTable;
+use super::refusals::{self, RefusalLedger, RefusalLimits, RefusalRow};
 use super::witness;
 use super::{ConfigSource, Federation, FederationStatus};
 use crate::identity::NodeIdentity;
@@ -26,8 +27,6 @@ use crate::store::Store;
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::time::now_ms;
 
-/// How often the same non-member's refused connections are audited, at most.
-const REFUSAL_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
 /// Shortest gap between two adverts of this node.
 const REPUBLISH_GAP: Duration = Duration::from_millis(750);
 /// How often the store is checked for a config applied by the admin CLI.
@@ -88,7 +87,7 @@ struct Runtime {
     metrics: Arc<Metrics>,
     node: NodeInfo,
     fetching_config: Mutex<()>,
-    last_refusal_audit: std::sync::Mutex<HashMap<PeerId, Instant>>,
+    refusals: std::sync::Mutex<RefusalLedger>,
     listen_addrs: std::sync::Mutex<Vec<String>>,
     /// When each peer was last asked what it witnessed of our audit head.
     last_witness_check: std::sync::Mutex<HashMap<PeerId, Instant>>,
@@ -112,7 +111,7 @@ pub fn start(
         metrics,
         node,
         fetching_config: Mutex::new(()),
-        last_refusal_audit: Default::default(),
+        refusals: std::sync::Mutex::new(RefusalLedger::new(RefusalLimits::default(), Instant::now())),
         listen_addrs: Default::default(),
         last_witness_check: Default::default(),
     });
@@ -372,16 +371,10 @@ impl Runtime {
 
     async fn on_refused(&self, peer: PeerId, address: Option<libp2p::Multiaddr>, inbound: bool) {
         self.metrics.refused_connection(inbound);
-        let due = {
-            let mut last = self.last_refusal_audit.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let due = last.get(&peer).is_none_or(|t| now.duration_since(*t) >= REFUSAL_AUDIT_INTERVAL);
-            if due {
-                last.insert(peer, now);
-            }
-            due
-        };
-        if due {
+        // Keyed by address: a dialer mints PeerIds for free, not addresses.
+        let key = address.as_ref().and_then(refusals::ip_of).unwrap_or_else(|| peer.to_string());
+        let row = self.refusals.lock().unwrap_or_else(|e| e.into_inner()).note(&key, Instant::now());
+        if let RefusalRow::Write { held_back } = row {
             let address = address.map(|a| a.to_string()).unwrap_or_default();
             self.audit(
                 AuditEvent::new(format!("peer:{peer}"), &address, "p2p.connection", Outcome::Denied)
@@ -390,6 +383,7 @@ impl Runtime {
                         "reason": "not a member of the federation",
                         "direction": if inbound { "inbound" } else { "outbound" },
                         "address": address,
+                        "refused_since_last_row": held_back,
                     })),
             )
             .await;

@@ -604,6 +604,14 @@ impl Store {
 }
 
 impl Store {
+    /// Jobs of `owner` that have not ended (at a host: receiving, queued or running).
+    pub async fn unfinished_jobs_of(&self, owner: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE owner_id = ? AND finished_at IS NULL")
+            .bind(owner)
+            .fetch_one(self.pool())
+            .await?)
+    }
+
     /// Bytes a user holds on the node: inputs not yet deleted plus results not yet deleted.
     pub async fn stored_bytes_of(&self, owner: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(

@@ -1,5 +1,4 @@
-//! Refresh tokens, API tokens and failed-login records. Tokens are stored only as SHA-256
-//! digests: they carry 256 random bits, so a fast hash suffices and a stolen database yields
+//! Sessions, refresh tokens and API tokens. Tokens are stored only as SHA-256 digests: they carry 256 random bits, so a fast hash suffices and a stolen database yields
 //! no usable token.
 
 use super::{Store, StoreError};
@@ -17,53 +16,162 @@ pub struct ApiToken {
     pub revoked_at: Option<i64>,
 }
 
+/// What presenting a refresh token came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// A live token, now spent; its session goes on with a new one.
+    Rotated { user_id: i64, session_id: String },
+    /// A token already spent: someone holds a copy. Its whole session has been ended.
+    Replayed { user_id: i64, session_id: String },
+    /// Unknown, expired, or of an ended session.
+    Refused,
+}
+
+/// A refresh token as presented, with its session's state.
+#[derive(sqlx::FromRow)]
+struct PresentedToken {
+    user_id: i64,
+    session_id: Option<String>,
+    revoked_at: Option<i64>,
+    expires_at: i64,
+    ended_at: Option<i64>,
+}
+
+/// A live session, as an access token's `sid` finds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LiveSession {
+    pub user_id: i64,
+    pub created_at: i64,
+}
+
 impl Store {
-    /// Stores a refresh token's digest for `user_id`, valid until `expires_at`.
-    pub async fn insert_refresh_token(&self, user_id: i64, digest: &str, expires_at: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO refresh_tokens (user_id, token_sha256, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(user_id)
-            .bind(digest)
-            .bind(now_ms())
-            .bind(expires_at)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
-
-    /// Revokes a live refresh token and returns its user, or None if it is unknown, expired or
-    /// already revoked. Used by refresh (which then issues a new one) and by logout; doing the
-    /// check and the revocation in one statement means a token is only ever used once.
-    pub async fn consume_refresh_token(&self, digest: &str) -> Result<Option<i64>, StoreError> {
+    /// Opens a session for `user_id` with its first refresh token; returns the session's id.
+    pub async fn open_session(
+        &self,
+        user_id: i64,
+        refresh_digest: &str,
+        expires_at: i64,
+    ) -> Result<String, StoreError> {
+        let session_id = hex::encode(crate::secrets::random_bytes::<16>());
         let now = now_ms();
-        let user_id = sqlx::query_scalar(
-            "UPDATE refresh_tokens SET revoked_at = ? \
-             WHERE token_sha256 = ? AND revoked_at IS NULL AND expires_at > ? RETURNING user_id",
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("INSERT INTO sessions (id, user_id, created_at) VALUES (?, ?, ?)")
+            .bind(&session_id)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        insert_refresh_token(&mut tx, user_id, &session_id, refresh_digest, expires_at).await?;
+        tx.commit().await?;
+        Ok(session_id)
+    }
+
+    /// Spends a refresh token and, if it was live, stores its successor in the same session.
+    /// A token spent before is a replay: the session ends, so the thief's copy and the owner's
+    /// newer token both stop working. One transaction, so two racing uses cannot both win.
+    pub async fn use_refresh_token(
+        &self,
+        digest: &str,
+        successor_digest: &str,
+        expires_at: i64,
+    ) -> Result<RefreshUse, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let row: Option<PresentedToken> = sqlx::query_as(
+            "SELECT t.user_id, t.session_id, t.revoked_at, t.expires_at, s.ended_at \
+             FROM refresh_tokens t LEFT JOIN sessions s ON s.id = t.session_id WHERE t.token_sha256 = ?",
         )
-        .bind(now)
         .bind(digest)
-        .bind(now)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(user_id)
+        let Some(PresentedToken {
+            user_id,
+            session_id: Some(session_id),
+            revoked_at,
+            expires_at: token_expires_at,
+            ended_at,
+        }) = row
+        else {
+            return Ok(RefreshUse::Refused);
+        };
+        if ended_at.is_some() || token_expires_at <= now {
+            return Ok(RefreshUse::Refused);
+        }
+        if revoked_at.is_some() {
+            end_session_in(&mut tx, &session_id, "a spent refresh token was presented again", now).await?;
+            tx.commit().await?;
+            return Ok(RefreshUse::Replayed { user_id, session_id });
+        }
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE token_sha256 = ?")
+            .bind(now)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?;
+        insert_refresh_token(&mut tx, user_id, &session_id, successor_digest, expires_at).await?;
+        tx.commit().await?;
+        Ok(RefreshUse::Rotated { user_id, session_id })
     }
 
-    pub(super) async fn revoke_refresh_tokens_of(&self, user_id: i64) -> Result<(), StoreError> {
+    /// The session a refresh token belongs to, if the token is live and its owner is `user_id`.
+    pub async fn session_of_refresh_token(&self, digest: &str, user_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT session_id FROM refresh_tokens WHERE token_sha256 = ? AND user_id = ? AND session_id IS NOT NULL",
+        )
+        .bind(digest)
+        .bind(user_id)
+        .fetch_optional(self.pool())
+        .await?
+        .flatten())
+    }
+
+    /// Ends one session and its refresh tokens. Ending an ended session changes nothing.
+    pub async fn end_session(&self, session_id: &str, reason: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        end_session_in(&mut tx, session_id, reason, now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every session of a user: sessions, refresh tokens and, through
+    /// `sessions_valid_after`, any access token minted before now. With `api_tokens`, their
+    /// API tokens are revoked too.
+    pub async fn end_all_sessions(&self, user_id: i64, reason: &str, api_tokens: bool) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        // A second line of defence beside ended_at: no session older than this is honoured.
+        sqlx::query("UPDATE users SET sessions_valid_after = ? WHERE id = ?")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE user_id = ? AND ended_at IS NULL")
+            .bind(now)
+            .bind(reason)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
-            .bind(now_ms())
+            .bind(now)
             .bind(user_id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        if api_tokens {
+            sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    pub(super) async fn revoke_all_credentials(&self, user_id: i64) -> Result<(), StoreError> {
-        self.revoke_refresh_tokens_of(user_id).await?;
-        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
-            .bind(now_ms())
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    /// The session `session_id` if it has not ended.
+    pub async fn live_session(&self, session_id: &str) -> Result<Option<LiveSession>, StoreError> {
+        Ok(sqlx::query_as("SELECT user_id, created_at FROM sessions WHERE id = ? AND ended_at IS NULL")
+            .bind(session_id)
+            .fetch_optional(self.pool())
+            .await?)
     }
 
     /// Stores a new API token's digest and returns its id.
@@ -128,30 +236,44 @@ impl Store {
         }
         Ok(())
     }
+}
 
-    /// Failed logins for `username` since `since_ms`: how many, and the oldest one's time.
-    pub async fn recent_login_failures(&self, username: &str, since_ms: i64) -> Result<(i64, Option<i64>), StoreError> {
-        Ok(sqlx::query_as("SELECT COUNT(*), MIN(at) FROM login_failures WHERE username = ? AND at > ?")
-            .bind(username)
-            .bind(since_ms)
-            .fetch_one(self.pool())
-            .await?)
-    }
+async fn insert_refresh_token(
+    tx: &mut sqlx::SqliteConnection,
+    user_id: i64,
+    session_id: &str,
+    digest: &str,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (user_id, session_id, token_sha256, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(user_id)
+    .bind(session_id)
+    .bind(digest)
+    .bind(now_ms())
+    .bind(expires_at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
 
-    /// Records a failed login and forgets those older than `forget_before_ms`.
-    pub async fn record_login_failure(&self, username: &str, forget_before_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO login_failures (username, at) VALUES (?, ?)")
-            .bind(username)
-            .bind(now_ms())
-            .execute(self.pool())
-            .await?;
-        sqlx::query("DELETE FROM login_failures WHERE at <= ?").bind(forget_before_ms).execute(self.pool()).await?;
-        Ok(())
-    }
-
-    /// Clears a user's failures after a successful login.
-    pub async fn clear_login_failures(&self, username: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM login_failures WHERE username = ?").bind(username).execute(self.pool()).await?;
-        Ok(())
-    }
+async fn end_session_in(
+    tx: &mut sqlx::SqliteConnection,
+    session_id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL")
+        .bind(now)
+        .bind(reason)
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE session_id = ? AND revoked_at IS NULL")
+        .bind(now)
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }

@@ -63,6 +63,10 @@ pub struct User {
     pub disabled: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Sessions opened before this instant (ms) are not honoured.
+    pub sessions_valid_after: i64,
+    /// The password was generated for them: they must change it before anything else.
+    pub must_change_password: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -74,6 +78,8 @@ struct UserRow {
     disabled: bool,
     created_at: i64,
     updated_at: i64,
+    sessions_valid_after: i64,
+    must_change_password: bool,
 }
 
 impl TryFrom<UserRow> for User {
@@ -89,25 +95,36 @@ impl TryFrom<UserRow> for User {
             disabled: row.disabled,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            sessions_valid_after: row.sessions_valid_after,
+            must_change_password: row.must_change_password,
         })
     }
 }
 
-const USER_COLUMNS: &str = "id, username, password_hash, role, disabled, created_at, updated_at";
+const USER_COLUMNS: &str =
+    "id, username, password_hash, role, disabled, created_at, updated_at, sessions_valid_after, must_change_password";
 
 impl Store {
-    /// Adds a user; a taken user name is [`StoreError::Conflict`].
-    pub async fn create_user(&self, username: &str, password_hash: &str, role: Role) -> Result<User, StoreError> {
+    /// Adds a user; a taken user name is [`StoreError::Conflict`]. With `one_time`, the
+    /// password must be changed at first login.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+        one_time: bool,
+    ) -> Result<User, StoreError> {
         let now = now_ms();
         let id = sqlx::query(
-            "INSERT INTO users (username, password_hash, role, disabled, created_at, updated_at) \
-             VALUES (?, ?, ?, 0, ?, ?)",
+            "INSERT INTO users (username, password_hash, role, disabled, created_at, updated_at, must_change_password) \
+             VALUES (?, ?, ?, 0, ?, ?, ?)",
         )
         .bind(username)
         .bind(password_hash)
         .bind(role.as_str())
         .bind(now)
         .bind(now)
+        .bind(one_time)
         .execute(self.pool())
         .await
         .map_err(|e| StoreError::unique_as_conflict(e, "user"))?
@@ -156,19 +173,26 @@ impl Store {
         self.update_user(id, "UPDATE users SET role = ?, updated_at = ? WHERE id = ?", role.as_str()).await
     }
 
-    /// Disables or re-enables a user. Disabling also revokes their sessions and API tokens.
+    /// Disables or re-enables a user. The caller ends their sessions ([`Store::end_all_sessions`]).
     pub async fn set_user_disabled(&self, id: i64, disabled: bool) -> Result<(), StoreError> {
-        self.update_user(id, "UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?", disabled).await?;
-        if disabled {
-            self.revoke_all_credentials(id).await?;
-        }
-        Ok(())
+        self.update_user(id, "UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?", disabled).await
     }
 
-    /// Replaces a user's password hash and revokes their sessions (not their API tokens).
-    pub async fn set_user_password(&self, id: i64, password_hash: &str) -> Result<(), StoreError> {
-        self.update_user(id, "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?", password_hash).await?;
-        self.revoke_refresh_tokens_of(id).await
+    /// Replaces a user's password hash; `one_time` makes them change it at their next login.
+    /// The caller ends their sessions ([`Store::end_all_sessions`]).
+    pub async fn set_user_password(&self, id: i64, password_hash: &str, one_time: bool) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("UPDATE users SET password_hash = ?, must_change_password = ?, updated_at = ? WHERE id = ?")
+                .bind(password_hash)
+                .bind(one_time)
+                .bind(now_ms())
+                .bind(id)
+                .execute(self.pool())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        Ok(())
     }
 
     async fn update_user<'q, T>(&self, id: i64, sql: &'static str, value: T) -> Result<(), StoreError>

@@ -7,6 +7,7 @@
 //! only by a pseudonym; the job is owned by the origin node's principal, so the scheduler's
 //! fairness and the quotas apply per origin.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fedimpute_protocol::jobs::{FileManifest, JobReply, JobRequest, JobRequestParams};
@@ -171,6 +172,26 @@ impl Federated {
                 origin.institution
             ));
         }
+        let in_flight_cap = config.policy.max_jobs_in_flight_per_origin;
+        let in_flight = self.jobs.store.unfinished_jobs_of(owner).await.map_err(|e| e.to_string())?;
+        if in_flight_cap > 0 && in_flight >= i64::from(in_flight_cap) {
+            return Err(format!(
+                "{} has {in_flight} jobs not yet ended here, the most this node takes from one member at once",
+                origin.institution
+            ));
+        }
+        let stored_cap = config.policy.max_stored_bytes_per_origin;
+        if stored_cap > 0 {
+            let held =
+                u64::try_from(self.jobs.store.stored_bytes_of(owner).await.map_err(|e| e.to_string())?).unwrap_or(0);
+            let incoming = inputs.iter().try_fold(0u64, |sum, f| sum.checked_add(f.size));
+            if incoming.and_then(|n| n.checked_add(held)).is_none_or(|total| total > stored_cap) {
+                return Err(format!(
+                    "{}'s jobs hold {held} bytes here; this job's inputs would pass the {stored_cap} bytes this node keeps for one member",
+                    origin.institution
+                ));
+            }
+        }
         let job_params = JobParams {
             name: format!("from {}", origin.institution),
             panel_id: params.panel_id.clone(),
@@ -241,7 +262,8 @@ impl Federated {
             stage: job.stage.clone(),
             progress_permille: (job.progress.clamp(0.0, 1.0) * 1000.0).round() as u32,
             message,
-            qc_report: job.qc_report.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+            // As JSON text: the report's call rates are fractions, and a signed body holds no floats.
+            qc_report: job.qc_report.clone().map(serde_json::Value::String),
         }
     }
 
@@ -337,7 +359,14 @@ impl Federated {
                     continue;
                 }
             };
-            match self.pull_inputs(&job).await {
+            // An origin gets no more pulls at once than it may run jobs at once: many small
+            // jobs from one member cannot take every transfer slot of the host.
+            let slots = self.input_pull_slots(job.peer.as_deref().unwrap_or_default());
+            let pulled = match slots.acquire_owned().await {
+                Ok(_slot) => self.pull_inputs(&job).await,
+                Err(_) => return,
+            };
+            match pulled {
                 Ok(true) => return,
                 Ok(false) => {
                     tokio::select! {
@@ -352,6 +381,15 @@ impl Federated {
                 }
             }
         }
+    }
+
+    fn input_pull_slots(&self, origin: &str) -> Arc<tokio::sync::Semaphore> {
+        let per_origin = match self.jobs.config.policy.max_concurrent_per_origin {
+            0 => tokio::sync::Semaphore::MAX_PERMITS,
+            n => n as usize,
+        };
+        let mut slots = self.input_pulls.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(origin.to_string()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_origin))).clone()
     }
 
     /// Pulls the inputs not yet here. `Ok(true)`: all here and the job queued; `Ok(false)`: the

@@ -54,6 +54,8 @@ pub struct Federated {
     metrics: Arc<Metrics>,
     /// One wake-up per job that has a driver running.
     drivers: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    /// Per origin PeerId, the input pulls it may have running here at once.
+    input_pulls: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
 }
 
 impl Federated {
@@ -64,7 +66,7 @@ impl Federated {
         identity: NodeIdentity,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { jobs, network, federation, identity, metrics, drivers: Arc::default() }
+        Self { jobs, network, federation, identity, metrics, drivers: Arc::default(), input_pulls: Arc::default() }
     }
 
     /// Starts the drivers of every forwarded job that has something left to do, and the tasks

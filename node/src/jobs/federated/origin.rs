@@ -258,7 +258,7 @@ impl Federated {
         match reply {
             JobReply::Status { state: remote, stage, progress_permille, message, qc_report, .. } => {
                 let progress = f64::from(progress_permille.min(1000)) / 1000.0;
-                let qc_report = qc_report.map(|r| r.to_string());
+                let qc_report = qc_report.and_then(qc_report_text);
                 match remote.as_str() {
                     "queued" if state == JobState::Transferring => {
                         let update = TransitionUpdate {
@@ -510,6 +510,18 @@ pub fn select_host(
         .collect();
     let needs = Needs { panel, build, engine, input_bytes, origin, excluded };
     choose_host(&candidates, &needs, &config.policy).map(|c| c.member.peer_id.clone())
+}
+
+/// The host's QC report as the origin stores it (JSON text), if it is JSON of a sane size. Hosts
+/// send it as JSON text; an object is taken too.
+fn qc_report_text(report: serde_json::Value) -> Option<String> {
+    const MAX_QC_REPORT_BYTES: usize = 1 << 20;
+    let text = match report {
+        serde_json::Value::String(text) => text,
+        other => other.to_string(),
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&text).ok()?;
+    (parsed.is_object() && text.len() <= MAX_QC_REPORT_BYTES).then_some(text)
 }
 
 #[cfg(test)]
