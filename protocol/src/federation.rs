@@ -162,6 +162,9 @@ impl std::fmt::Display for SignerSet {
     }
 }
 
+/// The largest version or sequence number a node accepts: what a signed 64-bit column holds.
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
+
 /// Why a config was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigRejection {
@@ -309,8 +312,19 @@ impl FederationConfig {
         if d.federation_id.is_empty() || d.federation_id.len() > 64 || !d.federation_id.chars().all(id_ok) {
             return bad(format!("federation_id {:?}: 1-64 of a-z 0-9 - _ .", d.federation_id));
         }
-        if d.version == 0 {
-            return bad("version starts at 1".into());
+        // Stores keep versions as signed 64-bit integers: a larger one would wrap.
+        if d.version == 0 || d.version > MAX_COUNTER {
+            return bad(format!("version must be between 1 and {MAX_COUNTER}"));
+        }
+        let p = &d.policy;
+        if !(1..=86_400).contains(&p.advert_interval_secs)
+            || !(1..=1000).contains(&p.advert_ttl_intervals)
+            || p.max_clock_skew_secs > 86_400
+        {
+            return bad(
+                "policy: advert_interval_secs 1 to 86400, advert_ttl_intervals 1 to 1000, max_clock_skew_secs at most 86400"
+                    .into(),
+            );
         }
         if d.expires_at <= d.issued_at {
             return bad("expires_at must be after issued_at".into());

@@ -319,6 +319,18 @@ impl TestNode {
         Ok(body["access_token"].as_str().context("access_token in the password change response")?.to_string())
     }
 
+    /// `POST /me/tokens` as the holder of `access`, confirming with `password`: status and body.
+    pub async fn create_api_token(
+        &self,
+        access: &str,
+        password: &str,
+        name: &str,
+        days: u32,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let body = json!({ "name": name, "expires_in_days": days, "password": password });
+        self.send(reqwest::Method::POST, "/me/tokens", access, &body).await
+    }
+
     /// GET with a bearer token; returns status and JSON body (Null if none).
     pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<(reqwest::StatusCode, Value)> {
         let resp = self.client().get(self.api(path)).bearer_auth(token).send().await?;

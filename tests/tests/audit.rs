@@ -14,14 +14,7 @@ async fn node_with_history() -> TestNode {
     let admin = node.admin_token().await.unwrap();
     node.login("admin", "a wrong password here").await.unwrap();
     node.send(Method::POST, "/users", &admin, &json!({"username": "rita", "role": "researcher"})).await.unwrap();
-    node.send(
-        Method::POST,
-        "/me/tokens",
-        &admin,
-        &json!({"name": "t", "expires_in_days": 1, "password": ADMIN_PASSWORD}),
-    )
-    .await
-    .unwrap();
+    node.create_api_token(&admin, ADMIN_PASSWORD, "t", 1).await.unwrap();
     node.admin_token().await.unwrap();
     assert_eq!(node.stop_with(libc::SIGTERM).unwrap().code(), Some(0));
     node
@@ -49,15 +42,7 @@ async fn logins_tokens_and_user_changes_are_recorded_with_actor_and_source() {
     node.send(Method::PATCH, &format!("/users/{rid}"), &admin, &json!({"role": "auditor", "disabled": true}))
         .await
         .unwrap();
-    let (_, tok) = node
-        .send(
-            Method::POST,
-            "/me/tokens",
-            &admin,
-            &json!({"name": "t", "expires_in_days": 1, "password": ADMIN_PASSWORD}),
-        )
-        .await
-        .unwrap();
+    let (_, tok) = node.create_api_token(&admin, ADMIN_PASSWORD, "t", 1).await.unwrap();
     node.send(Method::DELETE, &format!("/me/tokens/{}", tok["id"]), &admin, &Value::Null).await.unwrap();
 
     let (status, page) = node.get("/audit?limit=100", &admin).await.unwrap();

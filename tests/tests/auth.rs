@@ -170,15 +170,7 @@ async fn the_sixth_failed_login_in_a_row_is_429_whatever_the_password() {
 async fn api_tokens_work_until_revoked() {
     let node = running_node().await;
     let admin = node.admin_token().await.unwrap();
-    let (status, created) = node
-        .send(
-            Method::POST,
-            "/me/tokens",
-            &admin,
-            &json!({"name": "ci script", "expires_in_days": 30, "password": ADMIN_PASSWORD}),
-        )
-        .await
-        .unwrap();
+    let (status, created) = node.create_api_token(&admin, ADMIN_PASSWORD, "ci script", 30).await.unwrap();
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let token = created["token"].as_str().unwrap().to_string();
     assert!(token.starts_with("fit_"));
@@ -195,15 +187,7 @@ async fn api_tokens_work_until_revoked() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(node.get("/me", &token).await.unwrap().0, StatusCode::UNAUTHORIZED);
 
-    let (status, _) = node
-        .send(
-            Method::POST,
-            "/me/tokens",
-            &admin,
-            &json!({"name": "x", "expires_in_days": 100000, "password": ADMIN_PASSWORD}),
-        )
-        .await
-        .unwrap();
+    let (status, _) = node.create_api_token(&admin, ADMIN_PASSWORD, "x", 100_000).await.unwrap();
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 

@@ -312,15 +312,7 @@ async fn results_are_deleted_after_the_retention_period() {
 async fn the_cli_client_submits_follows_and_downloads() {
     let node = node_with_panel().await;
     let admin = node.admin_token().await.unwrap();
-    let (_, token) = node
-        .send(
-            reqwest::Method::POST,
-            "/me/tokens",
-            &admin,
-            &serde_json::json!({"name": "cli", "expires_in_days": 1, "password": ADMIN_PASSWORD}),
-        )
-        .await
-        .unwrap();
+    let (_, token) = node.create_api_token(&admin, ADMIN_PASSWORD, "cli", 1).await.unwrap();
     let token = token["token"].as_str().unwrap().to_string();
     let cert = node.data_dir().join("tls/api.crt");
     let base = node.base_url();

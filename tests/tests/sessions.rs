@@ -38,15 +38,7 @@ async fn sams_credentials(node: &TestNode, password: &str) -> (String, String, S
     let (status, session) = node.login("sam", password).await.unwrap();
     assert_eq!(status, StatusCode::OK, "{session}");
     let access = session["access_token"].as_str().unwrap().to_string();
-    let (status, token) = node
-        .send(
-            Method::POST,
-            "/me/tokens",
-            &access,
-            &json!({"name": "pipeline", "expires_in_days": 30, "password": password}),
-        )
-        .await
-        .unwrap();
+    let (status, token) = node.create_api_token(&access, password, "pipeline", 30).await.unwrap();
     assert_eq!(status, StatusCode::CREATED, "{token}");
     for credential in [&access, token["token"].as_str().unwrap()] {
         assert_eq!(node.get("/jobs", credential).await.unwrap().0, StatusCode::OK);

@@ -596,5 +596,5 @@ async fn a_non_member_dialing_with_a_new_key_each_time_writes_a_bounded_number_o
     .await
     .unwrap();
     let rows = member.audit("p2p.connection").await.unwrap();
-    assert!(!rows.is_empty() && rows.len() <= 3, "{} audit rows for 30 refused keys: {rows:?}", rows.len());
+    assert!(!rows.is_empty() && rows.len() <= 3, "{} audit rows for 30 refused keys", rows.len());
 }

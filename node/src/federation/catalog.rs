@@ -49,6 +49,8 @@ pub enum AdvertRejection {
     FromTheFuture(i64),
     #[error("message is not a JSON signed advert: {0}")]
     Unparseable(String),
+    #[error("advert seq {0} is beyond what a node can count")]
+    SeqOutOfRange(u64),
 }
 
 impl AdvertRejection {
@@ -62,6 +64,7 @@ impl AdvertRejection {
             AdvertRejection::AuthorMismatch { .. } => "author_mismatch",
             AdvertRejection::FromTheFuture(_) => "from_the_future",
             AdvertRejection::Unparseable(_) => "unparseable",
+            AdvertRejection::SeqOutOfRange(_) => "seq_out_of_range",
         }
     }
 }
@@ -87,6 +90,7 @@ pub struct Catalog {
 /// How long an advert stays valid without a refresh, per the federation policy.
 pub fn advert_ttl_ms(config: &FederationConfig) -> i64 {
     let p = &config.doc().policy;
+    // Within range: the config's schema check bounds both factors.
     (p.advert_interval_secs * u64::from(p.advert_ttl_intervals) * 1000) as i64
 }
 
@@ -171,12 +175,17 @@ impl Catalog {
         if doc.member(&advert.peer_id).is_none() {
             return Verdict::Reject(AdvertRejection::NotAMember(advert.peer_id.clone()));
         }
+        // At most a day (the config's schema check), so in range.
         let skew_ms = (doc.policy.max_clock_skew_secs * 1000) as i64;
         if advert.issued_at_ms > now_ms + skew_ms {
             return Verdict::Reject(AdvertRejection::FromTheFuture((advert.issued_at_ms - now_ms) / 1000));
         }
         if require_fresh && !is_fresh(advert.issued_at_ms, config, now_ms) {
             return Verdict::Ignore("stale");
+        }
+        // The store keeps seq as a signed 64-bit integer; a larger one would wrap negative.
+        if advert.seq > fedimpute_protocol::federation::MAX_COUNTER {
+            return Verdict::Reject(AdvertRejection::SeqOutOfRange(advert.seq));
         }
         if self.known_seq(&advert.peer_id).is_some_and(|known| known >= advert.seq) {
             return Verdict::Ignore("not newer");
@@ -198,6 +207,7 @@ impl Catalog {
     /// Stores an accepted advert, in memory and in SQLite.
     pub async fn insert(&self, advert: Advert, signed: SignedAdvert, now_ms: i64) -> anyhow::Result<()> {
         let text = serde_json::to_string(&signed)?;
+        // check() refused a seq beyond MAX_COUNTER.
         self.store.upsert_advert(&advert.peer_id, advert.seq as i64, &text).await?;
         self.put(CatalogEntry { advert, signed, received_at_ms: now_ms });
         Ok(())
@@ -314,6 +324,23 @@ mod tests {
             accept(&catalog, &signed(&a, 8, future), &config, now).await,
             Verdict::Reject(AdvertRejection::FromTheFuture(_))
         ));
+        // A seq past what the store counts would wrap negative and pin the author's catalog entry.
+        assert_eq!(
+            accept(&catalog, &signed(&a, u64::MAX, now), &config, now).await,
+            Verdict::Reject(AdvertRejection::SeqOutOfRange(u64::MAX))
+        );
+        assert!(matches!(accept(&catalog, &signed(&a, 9, now), &config, now).await, Verdict::Accept(_)));
+    }
+
+    #[test]
+    fn a_config_whose_numbers_would_overflow_is_refused() {
+        let base = config(&[]);
+        let mut doc = base.doc().clone();
+        doc.version = u64::MAX;
+        assert!(FederationConfig::new(doc.clone()).is_err(), "a version past i64");
+        doc.version = 1;
+        doc.policy.advert_interval_secs = u64::MAX / 2;
+        assert!(FederationConfig::new(doc).is_err(), "an interval whose TTL in ms overflows");
     }
 
     #[tokio::test]

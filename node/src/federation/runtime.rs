@@ -279,7 +279,11 @@ impl Runtime {
         }
         match request {
             FederationRequest::GetConfig { version } => {
-                let document = match self.store.federation_config(version as i64).await {
+                let stored = match i64::try_from(version) {
+                    Ok(version) => self.store.federation_config(version).await,
+                    Err(_) => Ok(None),
+                };
+                let document = match stored {
                     Ok(row) => row.map(|r| r.document),
                     Err(e) => {
                         tracing::error!(error = %e, "reading a stored config");

@@ -9,7 +9,7 @@
 //! go on. Memory does not grow with the number of variants: records are read into one reused
 //! buffer, and the panel is read alongside the input (both sorted) instead of loaded.
 
-mod lines;
+pub mod lines;
 mod panel_sites;
 pub mod report;
 
