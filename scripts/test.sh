@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check fedimpute's CI runs: formatting, lints, and the whole test suite (unit tests
-# and multi-process tests that start real nodes on 127.0.0.1), then the web UI in a real browser.
+# and multi-process tests that start real nodes on 127.0.0.1), a short run of every fuzz target,
+# then the web UI in a real browser.
 # Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,5 +20,8 @@ echo "== cargo test"
 cargo build --locked -p fedimpute-node --bin fedimpute
 export FEDIMPUTE_BIN="$PWD/target/debug/fedimpute"
 cargo test --workspace --locked
+echo "== fuzz smoke run (every cargo-fuzz target for 30 s from its seeds; a crash fails the run)"
+# Unoptimised: minutes quicker to build, and 30 s of it still runs each target 10^4 to 10^6 times.
+FUZZ_PROFILE=dev scripts/fuzz.sh 30
 echo "== browser tests (Chromium + playwright-core; screenshots in docs/screenshots/)"
 tests/browser/run.sh
