@@ -150,7 +150,7 @@ test('an admin creates a researcher, who cannot open the admin pages; the audit 
   await page.getByRole('heading', { name: 'Password' }).waitFor();
   await page.getByText('one-time password').waitFor();
   await shot('one-time-password');
-  const ritaPassword = 'rita chooses her own passphrase';
+  const ritaPassword = 'a passphrase of her own choosing';
   await page.getByLabel('Current password').fill(password);
   await page.getByLabel('New password (at least 12 characters)').fill(ritaPassword);
   await page.getByLabel('New password again').fill(ritaPassword);
