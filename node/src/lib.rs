@@ -8,6 +8,7 @@
 pub mod api;
 pub mod at_rest;
 pub mod auth;
+pub mod bounded;
 pub mod cli;
 pub mod config;
 pub mod credentials;

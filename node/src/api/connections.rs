@@ -48,12 +48,6 @@ impl PerAddressCap {
         *count += 1;
         Some(OpenConnection { key: Some(key), open: self.open.clone() })
     }
-
-    /// Connections now open from the address `ip` belongs to.
-    pub fn open_from(&self, ip: IpAddr) -> usize {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(&address_key(&ip.to_string())).copied().unwrap_or(0)
-    }
 }
 
 /// One admitted connection; dropping it frees its place.

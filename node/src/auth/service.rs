@@ -199,15 +199,20 @@ impl AuthService {
         if self.hashing(move || password::verify(&given, &stored)).await? {
             return Ok(());
         }
-        self.throttle().record_failure(&user.username, source, Instant::now());
-        let actor = Actor::user(&user.username, source);
+        self.failed_attempt(&user.username, source, action, "wrong password").await?;
+        Err(AuthError::WrongPassword)
+    }
+
+    /// A password check that failed: it lengthens the throttle's delay and is audited.
+    async fn failed_attempt(&self, username: &str, source: &str, action: &str, reason: &str) -> Result<(), AuthError> {
+        self.throttle().record_failure(username, source, Instant::now());
+        let actor = Actor::user(username, source);
         self.audit(
             AuditEvent::new(&actor.name, &actor.source, action, Outcome::Failure)
-                .target(&user.username)
-                .details(json!({ "reason": "wrong password" })),
+                .target(username)
+                .details(json!({ "reason": reason })),
         )
-        .await?;
-        Err(AuthError::WrongPassword)
+        .await
     }
 
     /// The store, for callers that also need it.
@@ -251,13 +256,7 @@ impl AuthService {
                     Some(_) => "wrong password",
                     None => "unknown user",
                 };
-                self.throttle().record_failure(username, source, Instant::now());
-                self.audit(
-                    AuditEvent::new(&actor.name, &actor.source, "auth.login", Outcome::Failure)
-                        .target(username)
-                        .details(json!({ "reason": reason })),
-                )
-                .await?;
+                self.failed_attempt(username, source, "auth.login", reason).await?;
                 return Err(AuthError::InvalidCredentials);
             }
         };

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// What the throttle is keyed on.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ThrottleKey {
     /// One user name tried from one address.
     Pair { username: String, address: String },
@@ -187,20 +187,11 @@ impl LoginThrottle {
         self.entries.is_empty()
     }
 
-    /// Drops the least recently touched tenth when the table is full, keeping their bursts for
-    /// the next sweep. Amortised: one full scan per `max_entries / 10` new keys.
+    /// Keeps the table bounded; bursts of the keys dropped are reported by the next sweep.
     fn keep_bounded(&mut self) {
-        if self.entries.len() <= self.limits.max_entries {
-            return;
-        }
-        let mut by_age: Vec<(Instant, ThrottleKey)> =
-            self.entries.iter().map(|(key, entry)| (entry.touched, key.clone())).collect();
-        by_age.sort_by_key(|(touched, _)| *touched);
-        let drop = (self.limits.max_entries / 10).max(1) + self.entries.len() - self.limits.max_entries;
-        for (_, key) in by_age.into_iter().take(drop) {
-            if let Some(entry) = self.entries.remove(&key)
-                && entry.refused > 0
-            {
+        let dropped = crate::bounded::drop_least_recent(&mut self.entries, self.limits.max_entries, |e| e.touched);
+        for (key, entry) in dropped {
+            if entry.refused > 0 {
                 self.dropped_bursts.push(FinishedBurst { key, refused: entry.refused });
             }
         }

@@ -87,17 +87,8 @@ impl RefusalLedger {
     }
 
     fn keep_bounded(&mut self) {
-        if self.keys.len() <= self.limits.max_keys {
-            return;
-        }
-        let mut by_age: Vec<(Instant, String)> = self.keys.iter().map(|(k, e)| (e.touched, k.clone())).collect();
-        by_age.sort();
-        let drop = self.keys.len() - self.limits.max_keys + (self.limits.max_keys / 10).max(1);
-        for (_, key) in by_age.into_iter().take(drop) {
-            if let Some(entry) = self.keys.remove(&key) {
-                self.held_back_elsewhere += entry.held_back;
-            }
-        }
+        let dropped = crate::bounded::drop_least_recent(&mut self.keys, self.limits.max_keys, |e| e.touched);
+        self.held_back_elsewhere += dropped.iter().map(|(_, entry)| entry.held_back).sum::<u64>();
     }
 
     /// Keys held.
