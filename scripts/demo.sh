@@ -82,7 +82,7 @@ for p in json.load(sys.stdin):
 say "creating researcher 'rosalind' at A, with an API token for her scripts"
 curl_at a -H "Authorization: Bearer $ADMIN_A" -H 'content-type: application/json' \
   -d '{"username":"rosalind","role":"researcher"}' "${API[a]}/api/v1/users" > "$FED_DIR/rosalind.json"
-R_PASSWORD="rosalind's own demo passphrase"
+R_PASSWORD="a demo passphrase of her own"
 say "rosalind logs in with her one-time password and chooses her own, as the node requires"
 R_TOKEN=$(fed_first_login node-a rosalind "$(json "['generated_password']" < "$FED_DIR/rosalind.json")" "$R_PASSWORD")
 API_TOKEN=$(curl_at a -H "Authorization: Bearer $R_TOKEN" -H 'content-type: application/json' \
