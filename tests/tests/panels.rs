@@ -149,3 +149,96 @@ async fn the_panel_api_reads_only_the_incoming_folder_and_explains_bad_panels() 
     assert!(audit.iter().any(|e| e["action"] == "panel.add" && e["target"] == "unphased" && e["outcome"] == "failure"));
     assert!(audit.iter().any(|e| e["action"] == "panel.remove" && e["target"] == "good"));
 }
+
+/// The committed panel reshaped as published panels are (scripts/published_panel.py): gzip not
+/// bgzip, indels, multi-allelic records, symbolic alleles, a malformed, an unphased and a
+/// repeated record.
+fn published_panel(dir: &std::path::Path) -> Value {
+    let out = std::process::Command::new("python3")
+        .arg(fedimpute_tests::workspace_root().join("scripts/published_panel.py"))
+        .arg("--data")
+        .arg(test_data(""))
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panel_as_published_registers_with_a_report_and_its_indels_are_imputed_by_both_engines() {
+    use fedimpute_tests::jobs::*;
+    install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let expected = published_panel(dir.path());
+    let mut node = TestNode::init("Inst A").unwrap();
+    add_panel(&node, "sim");
+    let out = fedimpute(&[
+        "panel",
+        "add",
+        "--config",
+        &node.config_arg(),
+        "--id",
+        "published",
+        "--name",
+        "As published",
+        "--build",
+        "hg19",
+        "--vcf",
+        dir.path().join("panel.vcf.gz").to_str().unwrap(),
+        "--map",
+        test_data("map.txt").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("multi-allelic records split") && stderr.contains("1 malformed"), "{stderr}");
+    node.start().await.unwrap();
+    let token = node.admin_token().await.unwrap();
+
+    let (_, panels) = node.get("/panels", &token).await.unwrap();
+    let panel = panels.as_array().unwrap().iter().find(|p| p["id"] == "published").unwrap().clone();
+    assert_eq!(panel["status"], "ready", "{panel}");
+    let report = &panel["registration"][0]["report"];
+    assert_eq!(report["records_read"], expected["records_read"], "{report}");
+    assert_eq!(report["multiallelic_split"], expected["multiallelic_split"], "{report}");
+    assert_eq!(report["excluded"], expected["excluded"], "{report}");
+    assert_eq!(report["indels"], expected["indels"], "{report}");
+    let excluded: u64 = expected["excluded"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let sites =
+        expected["records_read"].as_u64().unwrap() - excluded + expected["multiallelic_split"].as_u64().unwrap();
+    assert_eq!(panel["sites"].as_u64(), Some(sites), "a split record counts as two sites");
+
+    // Beagle on the published panel and on the original, side by side: the same SNP accuracy.
+    let on = |panel: &'static str, engine: &'static str| {
+        let (node, token, dir) = (&node, &token, dir.path());
+        async move {
+            let id = submit_targets(node, token, &[("panel", panel), ("build", "hg19"), ("engine", engine)]).await;
+            let done = wait_state(node, token, &id, &["completed", "failed"], Duration::from_secs(300)).await;
+            assert_eq!(done["state"], "completed", "{done}");
+            let dose = dir.join(format!("{panel}-{engine}.dose.vcf.gz"));
+            download(node, token, &id, "chr20.dose.vcf.gz", &dose).await;
+            dose
+        }
+    };
+    let (published, original) = (on("published", "beagle").await, on("sim", "beagle").await);
+    let (r2_published, r2_original) = (r2_common(&published), r2_common(&original));
+    assert!(
+        (r2_published - r2_original).abs() < 0.005,
+        "dosage r2 at MAF > 5% SNPs: {r2_published} on the published panel, {r2_original} on the original"
+    );
+    let minimac = on("published", "minimac4").await;
+    for dose in [&published, &minimac] {
+        let body = vcf_body(dose);
+        let indels = body
+            .iter()
+            .filter(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                f[3].len() != 1 || f[4].len() != 1
+            })
+            .count() as u64;
+        assert_eq!(indels, expected["indels"].as_u64().unwrap(), "indels in {}", dose.display());
+        let split = body.windows(2).filter(|w| w[0].split('\t').nth(1) == w[1].split('\t').nth(1)).count() as u64;
+        assert_eq!(split, expected["multiallelic_split"].as_u64().unwrap(), "split records in {}", dose.display());
+    }
+}

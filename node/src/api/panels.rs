@@ -12,6 +12,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AdminOnly, ApiJson, ApiPath, Auth, ClientIp};
 use crate::imputation::GenomeBuild;
+use crate::imputation::panels::published::RegistrationReport;
 use crate::imputation::panels::{self, PanelError, PanelSpec, check_panel_id};
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::panels::panel_totals;
@@ -35,6 +36,15 @@ pub struct PanelView {
     sites: i64,
     has_map: bool,
     created_at: String,
+    /// Per chromosome, what registration did: records read, multi-allelic records split,
+    /// records excluded per reason.
+    registration: Vec<ChromosomeRegistration>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ChromosomeRegistration {
+    chromosome: String,
+    report: Option<RegistrationReport>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -45,8 +55,13 @@ pub struct AddPanelRequest {
     #[schema(value_type = String, example = "hg38")]
     build: GenomeBuild,
     populations: Vec<String>,
-    /// File names inside the node's `panels-incoming` folder, one bgzipped phased VCF per chromosome.
+    /// File names inside the node's `panels-incoming` folder, one phased VCF per chromosome, as
+    /// published (indels and multi-allelic records are split; plain, gzip or bgzip).
     vcfs: Vec<String>,
+    /// A file in the same folder with `sample population` rows, for per-population allele
+    /// frequencies (the 1000 Genomes `.panel` file is one).
+    #[serde(default)]
+    sample_populations: Option<String>,
     /// A PLINK genetic map file name in the same folder.
     map: Option<String>,
 }
@@ -62,6 +77,13 @@ async fn list(State(state): State<AppState>, _: Auth) -> Result<axum::Json<Vec<P
         out.push(PanelView {
             populations: p.population_list(),
             chromosomes: chromosomes.iter().map(|c| c.chromosome.clone()).collect(),
+            registration: chromosomes
+                .iter()
+                .map(|c| ChromosomeRegistration {
+                    chromosome: c.chromosome.clone(),
+                    report: c.report.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+                })
+                .collect(),
             samples,
             sites,
             id: p.id,
@@ -109,8 +131,16 @@ async fn add(
     }
     let vcfs = req.vcfs.iter().map(|v| incoming(&state, v)).collect::<Result<Vec<_>, _>>()?;
     let map = req.map.as_deref().map(|m| incoming(&state, m)).transpose()?;
-    let spec =
-        PanelSpec { id: req.id.clone(), name: req.name, build: req.build, populations: req.populations, vcfs, map };
+    let sample_populations = req.sample_populations.as_deref().map(|m| incoming(&state, m)).transpose()?;
+    let spec = PanelSpec {
+        id: req.id.clone(),
+        name: req.name,
+        build: req.build,
+        populations: req.populations,
+        sample_populations,
+        vcfs,
+        map,
+    };
     let actor = format!("user:{}", auth.principal.user.username);
     let (store, config, identity) = (state.store.clone(), state.config.clone(), state.identity.clone());
     tokio::spawn(async move {

@@ -15,7 +15,9 @@ use crate::store::panels::panel_totals;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PanelCommand {
-    /// Register a panel: validate it, index it, convert it for Beagle (bref3) and Minimac4 (msav).
+    /// Register a panel as published: check it, split multi-allelic records, leave out records
+    /// no engine can use (with a count per reason), index it, convert it for Beagle (bref3) and
+    /// Minimac4 (msav), and record its allele frequencies for QC.
     Add {
         #[command(flatten)]
         config: ConfigArg,
@@ -30,9 +32,14 @@ pub enum PanelCommand {
         /// Population labels, comma-separated (e.g. AFR,EUR).
         #[arg(long, value_delimiter = ',')]
         population: Vec<String>,
-        /// A bgzipped, phased VCF of biallelic SNPs, one per chromosome (repeatable).
+        /// A phased VCF per chromosome, as published: SNPs, indels and multi-allelic records;
+        /// plain, gzip or bgzip (repeatable).
         #[arg(long = "vcf", required = true)]
         vcfs: Vec<PathBuf>,
+        /// `sample population` rows (whitespace-separated; the 1000 Genomes `.panel` file is
+        /// one): QC then compares a job's allele frequencies with its chosen population's.
+        #[arg(long)]
+        sample_populations: Option<PathBuf>,
         /// A PLINK genetic map for the engines.
         #[arg(long)]
         map: Option<PathBuf>,
@@ -53,9 +60,10 @@ pub enum PanelCommand {
 pub async fn run(cmd: PanelCommand) -> anyhow::Result<ExitCode> {
     let actor = Actor::cli();
     match cmd {
-        PanelCommand::Add { config, id, name, build, population, vcfs, map } => {
+        PanelCommand::Add { config, id, name, build, population, vcfs, sample_populations, map } => {
             let node = NodeHandle::open(&config.config).await?;
-            let spec = PanelSpec { id: id.clone(), name, build, populations: population, vcfs, map };
+            let spec =
+                PanelSpec { id: id.clone(), name, build, populations: population, sample_populations, vcfs, map };
             let result = panels::register(&node.store, &node.config, spec, |step| eprintln!("  {step}")).await;
             let (outcome, details) = match &result {
                 Ok(c) => (Outcome::Success, json!({ "chromosomes": c.len() })),

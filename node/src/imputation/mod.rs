@@ -6,6 +6,7 @@ pub mod external;
 pub mod panels;
 pub mod qc;
 pub mod tools;
+pub mod vcf_io;
 
 use serde::{Deserialize, Serialize};
 

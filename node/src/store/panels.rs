@@ -30,6 +30,8 @@ pub struct PanelChromosome {
     pub chromosome: String,
     pub samples: i64,
     pub sites: i64,
+    /// The registration report (JSON), for panels registered since reports were kept.
+    pub report: Option<String>,
 }
 
 /// A panel's samples (the most of any chromosome file) and sites (all files together).
@@ -69,13 +71,16 @@ impl Store {
     pub async fn panel_ready(&self, id: &str, chromosomes: &[PanelChromosome]) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         for c in chromosomes {
-            sqlx::query("INSERT INTO panel_chromosomes (panel_id, chromosome, samples, sites) VALUES (?, ?, ?, ?)")
-                .bind(id)
-                .bind(&c.chromosome)
-                .bind(c.samples)
-                .bind(c.sites)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO panel_chromosomes (panel_id, chromosome, samples, sites, report) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(&c.chromosome)
+            .bind(c.samples)
+            .bind(c.sites)
+            .bind(&c.report)
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("UPDATE panels SET status = 'ready', error = NULL, updated_at = ? WHERE id = ?")
             .bind(now_ms())
@@ -110,7 +115,7 @@ impl Store {
     /// A panel's chromosomes.
     pub async fn panel_chromosomes(&self, id: &str) -> Result<Vec<PanelChromosome>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT chromosome, samples, sites FROM panel_chromosomes WHERE panel_id = ? ORDER BY chromosome",
+            "SELECT chromosome, samples, sites, report FROM panel_chromosomes WHERE panel_id = ? ORDER BY chromosome",
         )
         .bind(id)
         .fetch_all(self.pool())

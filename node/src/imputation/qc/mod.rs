@@ -98,17 +98,21 @@ const BGZF_WORKERS: usize = 2;
 
 /// An input opened past its header: the reader at the first record, the header text, how many
 /// header lines it had, and the sample names of `#CHROM`.
-struct OpenedInput {
-    reader: Box<dyn BufRead>,
-    header_text: String,
-    header_lines: u64,
-    samples: Vec<String>,
+pub(crate) struct OpenedInput {
+    pub reader: Box<dyn BufRead + Send>,
+    pub header_text: String,
+    pub header_lines: u64,
+    pub samples: Vec<String>,
 }
 
 fn open_input(file: &InputFile) -> Result<OpenedInput, QcError> {
     let workers = std::num::NonZero::new(BGZF_WORKERS).unwrap_or(std::num::NonZero::<usize>::MIN);
     let inner = bgzf::io::MultithreadedReader::with_worker_count(workers, File::open(&file.path)?);
-    let mut reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, inner));
+    read_header(Box::new(BufReader::with_capacity(1 << 20, inner)), file)
+}
+
+/// Reads the header (bounded) from `reader`, which is at the start of `file`'s text.
+pub(crate) fn read_header(mut reader: Box<dyn BufRead + Send>, file: &InputFile) -> Result<OpenedInput, QcError> {
     let mut header_text = String::new();
     let mut bytes = Vec::new();
     let mut count = 0;
@@ -418,7 +422,7 @@ fn qc_pass(
                     reason = Some(ExclusionReason::Monomorphic);
                 } else if let Some(cursor) = panel_cursor.as_mut() {
                     reached_panel += 1;
-                    match cursor.lookup(pos, reference, alt)? {
+                    match cursor.lookup(pos, reference, alt)?.0 {
                         PanelMatch::Absent => reason = Some(ExclusionReason::NotInPanel),
                         found => {
                             in_panel += 1;

@@ -1,56 +1,74 @@
 //! A reference panel's sites, read alongside a sorted input to match alleles in constant memory.
+//!
+//! A panel as published holds several records at one position (a SNP and an indel, or the
+//! biallelic parts of a split multi-allelic record): an input SNP is matched against every
+//! SNP record at its position, and the closest relation wins.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io;
+use std::io::{self, BufRead};
 use std::path::PathBuf;
 
-use noodles::vcf;
+use super::lines;
+use crate::imputation::vcf_io;
 
-/// How an input SNP relates to the panel's SNP at the same position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an input SNP relates to the panel's SNPs at the same position, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum PanelMatch {
-    Absent,
     Exact { ambiguous: bool },
     Switch,
     Flip,
     FlipSwitch,
     Mismatch,
+    Absent,
 }
 
 /// The panel's sites-only VCF per chromosome (bgzipped, sorted).
 #[derive(Debug, Clone, Default)]
 pub struct PanelSites {
     pub by_chromosome: HashMap<String, PathBuf>,
+    /// The population whose allele frequencies QC compares with (the panel's overall ones when
+    /// it has none for it).
+    pub population: Option<String>,
+}
+
+/// One panel record: REF, ALT and the ALT frequency (overall, and of the population QC was
+/// asked to compare with, when the panel has it).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct PanelSite {
+    pub reference: String,
+    pub alt: String,
+    pub frequency: Option<f64>,
 }
 
 /// A forward-only reader over one chromosome's panel sites.
 pub(super) struct SitesCursor {
-    reader: Option<vcf::io::Reader<Box<dyn io::BufRead>>>,
-    record: vcf::Record,
-    /// The current panel record's position, REF and ALT (None: not read yet or exhausted).
-    current: Option<(usize, String, String)>,
-    exhausted: bool,
+    reader: Option<Box<dyn BufRead + Send>>,
+    /// The INFO key of the frequency to report (`AF`, or `AF_<population>`).
+    frequency_key: String,
+    line: Vec<u8>,
+    /// The first record past the current group, already read.
+    next: Option<(usize, PanelSite)>,
+    /// Position and records of the group last looked up.
+    group_pos: usize,
+    group: Vec<PanelSite>,
 }
 
 impl PanelSites {
+    /// A cursor over `chrom`.
     pub(super) fn cursor(&self, chrom: &str) -> io::Result<SitesCursor> {
         let reader = match self.by_chromosome.get(chrom) {
-            Some(path) => {
-                let mut r = vcf::io::reader::Builder::default()
-                    .set_compression_method(vcf::io::CompressionMethod::Bgzf)
-                    .build_from_reader(File::open(path)?)?;
-                r.read_header()?;
-                Some(r)
-            }
+            Some(path) => Some(vcf_io::open_text(path)?.0),
             None => None,
         };
-        let exhausted = reader.is_none();
-        Ok(SitesCursor { reader, record: vcf::Record::default(), current: None, exhausted })
+        let frequency_key = self.population.as_ref().map(|p| format!("AF_{p}")).unwrap_or_else(|| "AF".into());
+        let mut cursor =
+            SitesCursor { reader, frequency_key, line: Vec::new(), next: None, group_pos: 0, group: Vec::new() };
+        cursor.next = cursor.read_site()?;
+        Ok(cursor)
     }
 }
 
-fn complement(base: &str) -> &'static str {
+pub(super) fn complement(base: &str) -> &'static str {
     match base {
         "A" => "T",
         "T" => "A",
@@ -60,48 +78,85 @@ fn complement(base: &str) -> &'static str {
     }
 }
 
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("panel sites file: {what}"))
+}
+
 impl SitesCursor {
-    fn advance(&mut self) -> io::Result<()> {
-        let Some(reader) = self.reader.as_mut() else {
-            self.exhausted = true;
-            return Ok(());
-        };
-        if reader.read_record(&mut self.record)? == 0 {
-            self.exhausted = true;
-            self.current = None;
-            return Ok(());
+    /// The next record of the file (skipping the header).
+    fn read_site(&mut self) -> io::Result<Option<(usize, PanelSite)>> {
+        let Some(reader) = self.reader.as_mut() else { return Ok(None) };
+        loop {
+            match lines::read_line(reader.as_mut(), &mut self.line, lines::max_record_bytes(0))? {
+                lines::Line::End => return Ok(None),
+                lines::Line::TooLong => return Err(invalid("a record is too long")),
+                lines::Line::Read(_) => {}
+            }
+            if self.line.starts_with(b"#") {
+                continue;
+            }
+            let text = std::str::from_utf8(&self.line).map_err(|_| invalid("a record is not text"))?;
+            let mut cols = text.trim_end().split('\t');
+            let (_, pos, _, reference, alt) = (cols.next(), cols.next(), cols.next(), cols.next(), cols.next());
+            let (Some(pos), Some(reference), Some(alt)) = (pos.and_then(|p| p.parse().ok()), reference, alt) else {
+                return Err(invalid("a record without position or alleles"));
+            };
+            let info = cols.nth(2).unwrap_or("");
+            let frequency = info_value(info, &self.frequency_key).or_else(|| info_value(info, "AF"));
+            return Ok(Some((pos, PanelSite { reference: reference.to_string(), alt: alt.to_string(), frequency })));
         }
-        let pos = match self.record.variant_start() {
-            Some(Ok(p)) => usize::from(p),
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "panel site without a position")),
-        };
-        let alternate = self.record.alternate_bases();
-        let alt: &str = alternate.as_ref();
-        self.current = Some((pos, self.record.reference_bases().to_string(), alt.to_string()));
-        Ok(())
     }
 
-    /// Relation of the input SNP at `pos` to the panel. Calls must come in ascending `pos`.
-    pub(super) fn lookup(&mut self, pos: usize, reference: &str, alt: &str) -> io::Result<PanelMatch> {
-        while !self.exhausted && self.current.as_ref().is_none_or(|(p, _, _)| *p < pos) {
-            self.advance()?;
+    /// The panel's records at `pos`. Calls must come in ascending `pos`.
+    pub(super) fn at(&mut self, pos: usize) -> io::Result<&[PanelSite]> {
+        if pos != self.group_pos {
+            self.group.clear();
+            self.group_pos = pos;
+            while self.next.as_ref().is_some_and(|(p, _)| *p < pos) {
+                self.next = self.read_site()?;
+            }
+            while self.next.as_ref().is_some_and(|(p, _)| *p == pos) {
+                if let Some((_, site)) = self.next.take() {
+                    self.group.push(site);
+                }
+                self.next = self.read_site()?;
+            }
         }
-        let Some((p, pref, palt)) = self.current.as_ref() else { return Ok(PanelMatch::Absent) };
-        if *p != pos {
-            return Ok(PanelMatch::Absent);
-        }
+        Ok(&self.group)
+    }
+
+    /// Relation of the input SNP at `pos` to the panel, and the panel record it matched.
+    /// Calls must come in ascending `pos`.
+    pub(super) fn lookup(&mut self, pos: usize, reference: &str, alt: &str) -> io::Result<(PanelMatch, Option<f64>)> {
         let (fr, fa) = (complement(reference), complement(alt));
         let ambiguous = reference == complement(alt);
-        Ok(if pref == reference && palt == alt {
-            PanelMatch::Exact { ambiguous }
-        } else if pref == alt && palt == reference {
-            PanelMatch::Switch
-        } else if pref == fr && palt == fa {
-            PanelMatch::Flip
-        } else if pref == fa && palt == fr {
-            PanelMatch::FlipSwitch
-        } else {
-            PanelMatch::Mismatch
-        })
+        let mut best = (PanelMatch::Absent, None);
+        for site in self.at(pos)? {
+            // An indel at the same position is another variant, not a mismatch of this one.
+            if site.reference.len() != 1 || site.alt.len() != 1 {
+                continue;
+            }
+            let (pref, palt) = (site.reference.as_str(), site.alt.as_str());
+            let relation = if pref == reference && palt == alt {
+                PanelMatch::Exact { ambiguous }
+            } else if pref == alt && palt == reference {
+                PanelMatch::Switch
+            } else if pref == fr && palt == fa {
+                PanelMatch::Flip
+            } else if pref == fa && palt == fr {
+                PanelMatch::FlipSwitch
+            } else {
+                PanelMatch::Mismatch
+            };
+            if relation < best.0 {
+                best = (relation, site.frequency);
+            }
+        }
+        Ok(best)
     }
+}
+
+/// The value of `key` in an INFO column, as a number.
+fn info_value(info: &str, key: &str) -> Option<f64> {
+    info.split(';').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.split(',').next()?.parse().ok())
 }

@@ -68,7 +68,7 @@ impl Fixture {
         }
         let path = self.dir.path().join(format!("panel-{chrom}.sites.vcf.gz"));
         write_bgzf(&path, &t);
-        PanelSites { by_chromosome: [(chrom.to_string(), path)].into() }
+        PanelSites { by_chromosome: [(chrom.to_string(), path)].into(), population: None }
     }
 
     fn out(&self) -> PathBuf {
@@ -262,6 +262,29 @@ fn every_variant_rule_reports_its_reason() {
         reader.records().map(|r| usize::from(r.unwrap().variant_start().unwrap().unwrap())).collect();
     assert_eq!(kept, vec![100, 600, 1400]);
     assert_eq!(header.sample_names().len(), N);
+}
+
+#[test]
+fn an_input_snp_matches_the_panel_snp_among_several_records_at_its_position() {
+    let f = Fixture::new();
+    let p = poly();
+    let records = [
+        ("20", 100, "A", "G", "PASS", p.as_str()), // panel: an indel, then the split A>C and A>G
+        ("20", 200, "C", "T", "PASS", p.as_str()), // panel: only an indel here
+        ("20", 300, "G", "A", "PASS", p.as_str()), // panel: A>G (switched) and G>T: G>T is no match, the switch is named
+    ];
+    let input = f.input("multi.vcf.gz", &vcf_text(&samples(N), &records));
+    let panel = f.panel(
+        "20",
+        &[(100, "A", "AT"), (100, "A", "C"), (100, "A", "G"), (200, "C", "CTT"), (300, "A", "G"), (300, "G", "T")],
+    );
+    let settings = QcSettings { min_panel_overlap: 0.0, ..Default::default() };
+    let out = run_qc(&[input], GenomeBuild::Hg19, Some(&panel), &settings, &f.out()).unwrap();
+    let r = &out.report;
+    assert_eq!(r.panel_matches, 1, "{r:?}");
+    assert_eq!(r.excluded.get(&ExclusionReason::NotInPanel), Some(&1), "an indel is not the SNP: {r:?}");
+    assert_eq!(r.excluded.get(&ExclusionReason::AlleleSwitch), Some(&1), "{r:?}");
+    assert_eq!(r.excluded.len(), 2);
 }
 
 #[test]

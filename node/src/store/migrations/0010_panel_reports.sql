@@ -1,0 +1,2 @@
+-- What registering each panel file did (records read, split, excluded per reason), as JSON.
+ALTER TABLE panel_chromosomes ADD COLUMN report TEXT;
