@@ -39,13 +39,13 @@ export async function newJobPage(main) {
   // Imputation servers wrapped by members (Cloudgene) are engines too, named by their id.
   const external = [...new Map(services.filter((s) => !['beagle', 'minimac4'].includes(s.kind))
     .map((s) => [s.id, s])).values()];
-  const files = h('input', { type: 'file', multiple: true, accept: '.vcf.gz,.gz', name: 'files' });
+  const files = h('input', { type: 'file', multiple: true, accept: '.vcf,.vcf.gz,.gz,.bgz', name: 'files' });
   const chosen = h('ul.files', { 'aria-live': 'polite' });
   let picked = [];
   const showFiles = () => mount(chosen, picked.map((f) => h('li', {}, `${f.name} (${bytes(f.size)})`)));
   files.addEventListener('change', () => { picked = [...files.files]; showFiles(); fieldError(files, ''); });
   const drop = h('div.drop', {
-    tabindex: '0', role: 'button', 'aria-label': 'Drop .vcf.gz files here, or press Enter to pick them',
+    tabindex: '0', role: 'button', 'aria-label': 'Drop .vcf or .vcf.gz files here, or press Enter to pick them',
     on: {
       click: () => files.click(),
       keydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); files.click(); } },
@@ -53,7 +53,7 @@ export async function newJobPage(main) {
       dragleave: () => drop.classList.remove('over'),
       drop: (e) => { e.preventDefault(); drop.classList.remove('over'); picked = [...e.dataTransfer.files]; showFiles(); },
     },
-  }, 'Drop bgzipped VCF files here (one chromosome each), or click to choose.');
+  }, 'Drop VCF files here (.vcf or .vcf.gz; one per chromosome, or all chromosomes in one), or click to choose.');
 
   // Every (panel, host) pair of the catalog; the value names the host so the job goes there.
   const choices = panels.flatMap((p) => p.hosts.map((hst) => ({ value: `${hst.peer_id}/${p.id}`, panel: p, host: hst })));
@@ -72,6 +72,7 @@ export async function newJobPage(main) {
   const mode = h('select', { name: 'mode' }, h('option', { value: 'imputation' }, 'QC and imputation'), h('option', { value: 'qc_only' }, 'QC only'));
   const name = h('input', { name: 'name', placeholder: 'optional' });
   const resubmit = h('input', { type: 'checkbox', name: 'allow_resubmit' });
+  const repair = h('input', { type: 'checkbox', name: 'repair', checked: true });
   const progress = h('progress', { max: 1, value: 0, hidden: true, 'aria-label': 'Upload progress' });
   const status = h('div', { 'aria-live': 'polite' });
   const submit = h('button', { type: 'submit' }, 'Submit');
@@ -83,10 +84,10 @@ export async function newJobPage(main) {
         mount(status);
         const panelsChosen = [...panelBox.querySelectorAll('input[name=panel]:checked')];
         let ok = true;
-        fieldError(files, picked.length ? '' : 'Choose at least one .vcf.gz file.');
+        fieldError(files, picked.length ? '' : 'Choose at least one VCF file.');
         if (!picked.length) ok = false;
-        const bad = picked.find((f) => !f.name.endsWith('.gz'));
-        if (bad) { fieldError(files, `${bad.name} is not bgzipped (.vcf.gz).`); ok = false; }
+        const bad = picked.find((f) => !/\.vcf(\.b?gz)?$/.test(f.name));
+        if (bad) { fieldError(files, `${bad.name} is not a VCF (.vcf or .vcf.gz).`); ok = false; }
         const panelError = document.getElementById('panel-error');
         panelError.textContent = panelsChosen.length ? '' : 'Choose at least one panel.';
         if (!panelsChosen.length) ok = false;
@@ -99,6 +100,7 @@ export async function newJobPage(main) {
         data.append('panel', panelsChosen.map((p) => p.value).join(','));
         for (const el of [build, engine, phasing, population, r2, mode, name]) if (el.value.trim()) data.append(el.name, el.value.trim());
         data.append('allow_resubmit', resubmit.checked ? 'true' : 'false');
+        data.append('repair', repair.checked ? 'true' : 'false');
         submit.disabled = true;
         progress.hidden = false;
         try {
@@ -117,6 +119,7 @@ export async function newJobPage(main) {
   panelBox,
   h('div.grid', {}, field('Genome build', build), field('Engine', engine), field('Phasing', phasing),
     field('Population', population), field('r2 filter', r2), field('Mode', mode), field('Job name', name)),
+  h('label.check', {}, repair, ' Repair common problems (plain VCF, unsorted, chr20 vs 20, several chromosomes in one file) and list each repair in the QC report'),
   h('label.check', {}, resubmit, ' If the host becomes unreachable, move the job to another host of the panel'),
   progress, status, submit);
   // The file input's message slot is tied to its id.
@@ -151,15 +154,22 @@ function r2Chart(summary) {
   return h('figure', {}, svg, h('figcaption', {}, 'Mean estimated r2 of imputed variants, by minor allele frequency'));
 }
 
+function repairList(repairs) {
+  if (!repairs?.length) return null;
+  return h('div', {}, h('h3', {}, 'Repairs made to the uploaded files'),
+    h('ul.repairs', {}, repairs.map((r) => h('li', {}, `${r.file}: ${r.message}`))));
+}
+
 function qcSection(job, results, mayAct) {
   const qc = job.qc_report;
-  if (!qc) return null;
+  if (!qc) return job.repairs?.length ? h('section.card', {}, h('h2', {}, 'Input QC'), repairList(job.repairs)) : null;
   const rows = Object.entries(qc.excluded || {}).map(([reason, n]) => h('tr', {}, h('td', {}, reason.replace(/_/g, ' ')), h('td', {}, n)));
   const excluded = results.find((r) => r.name === 'excluded.tsv');
   return h('section.card', {}, h('h2', {}, 'Input QC'),
     h('p', {}, badge(qc.status), ` ${qc.variants_kept} of ${qc.variants_total} variants kept, ${qc.samples} samples`,
       qc.panel_overlap != null ? `, ${(qc.panel_overlap * 100).toFixed(1)}% found in the panel` : ''),
     qc.message ? h('p.error', {}, qc.message) : null,
+    repairList(qc.repairs || job.repairs),
     table(['Reason excluded', 'Variants'], rows, 'Excluded variants by reason'),
     excluded && mayAct ? h('button', { type: 'button', on: { click: () => download(`/jobs/${job.id}/results/excluded.tsv`, 'excluded.tsv') } }, 'Download the excluded variants') : null);
 }

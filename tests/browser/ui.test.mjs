@@ -96,7 +96,7 @@ test('a researcher flow: log in, find the peer panel, submit, watch it finish li
   await page.getByRole('heading', { name: 'New job' }).waitFor();
   // Validation next to the fields before anything is sent.
   await page.getByRole('button', { name: 'Submit' }).click();
-  await page.getByText('Choose at least one .vcf.gz file.').waitFor();
+  await page.getByText('Choose at least one VCF file.').waitFor();
   await page.getByText('Choose at least one panel.').waitFor();
   await page.locator('#files').setInputFiles(TARGETS);
   await page.getByLabel(/sim-afr .* at Browser Host B/).check();

@@ -144,7 +144,17 @@ async fn bad_inputs_are_refused_with_a_clear_message_and_leave_nothing() {
     let big = dir.path().join("big.vcf.gz");
     std::fs::write(&big, vec![b'x'; 300_000]).unwrap();
 
-    let fields = [("panel", "sim"), ("build", "hg19")];
+    let unknown = bgzip_text(
+        dir.path(),
+        "unknown.vcf.gz",
+        &(header.clone()
+            + &records.iter().map(|r| r.replacen("20\t", "chrUn_1\t", 1)).collect::<Vec<_>>().join("\n")
+            + "\n"),
+    );
+
+    // Everyday problems are repaired by default (tests/tests/input_repair.rs); asked not to,
+    // the node refuses them as it did before repairs existed.
+    let fields = [("panel", "sim"), ("build", "hg19"), ("repair", "false")];
     for (path, name, status, expect) in [
         (&plain, "plain.vcf.gz", StatusCode::UNPROCESSABLE_ENTITY, "not compressed with bgzip"),
         (&two_chrom, "two.vcf.gz", StatusCode::UNPROCESSABLE_ENTITY, "second chromosome"),
@@ -162,6 +172,11 @@ async fn bad_inputs_are_refused_with_a_clear_message_and_leave_nothing() {
         submit(&node, &token, &[(&test_data("targets.vcf.gz"), "t.vcf.gz")], &[("panel", "nope"), ("build", "hg19")])
             .await;
     assert_eq!(got, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // What no repair can fix is refused with repair on too.
+    let (got, body) =
+        submit(&node, &token, &[(&unknown, "unknown.vcf.gz")], &[("panel", "sim"), ("build", "hg19")]).await;
+    assert_eq!(got, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("not an autosome"), "{body}");
 
     // Files that each fit under the per-file limit but together exceed the user's storage quota
     // (160,000 bytes; the targets are 14,235 bytes, sent 12 times): refused, kept nowhere.
@@ -180,7 +195,7 @@ async fn bad_inputs_are_refused_with_a_clear_message_and_leave_nothing() {
     let denied = node.audit("job.submit").await.unwrap();
     let reasons: Vec<&str> =
         denied.iter().filter(|e| e["outcome"] == "denied").map(|e| e["details"].as_str().unwrap_or("")).collect();
-    assert_eq!(reasons.len(), 8, "{reasons:#?}");
+    assert_eq!(reasons.len(), 9, "{reasons:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

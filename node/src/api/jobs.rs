@@ -1,6 +1,7 @@
 //! `/api/v1/jobs`: imputation jobs of this node's researchers.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,6 +22,7 @@ use crate::auth::Principal;
 use crate::files::FileStoreError;
 use crate::imputation::GenomeBuild;
 use crate::imputation::qc::{InputFile, QcError, check_inputs};
+use crate::imputation::repair::{Repair, repair_inputs};
 use crate::jobs::federated::select_host;
 use crate::jobs::federated::selection::PanelRef;
 use crate::jobs::merge::MergeReport;
@@ -59,8 +61,11 @@ pub struct JobView {
     progress: f64,
     params: JobParams,
     error: Option<String>,
+    /// The QC report (its `repairs` lists what was repaired in the uploads).
     #[schema(value_type = Object)]
     qc_report: Option<serde_json::Value>,
+    /// What was repaired in the uploads before QC: bgzipped, renamed, split, sorted.
+    repairs: Vec<Repair>,
     summary: Option<JobSummary>,
     inputs: Vec<JobInput>,
     attempts: i64,
@@ -119,9 +124,19 @@ async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
     } else {
         (Vec::new(), None)
     };
+    let repairs: Vec<Repair> =
+        job.input_repairs.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
+    let mut qc_report: Option<serde_json::Value> = job.qc_report.as_deref().and_then(|r| serde_json::from_str(r).ok());
+    // A host's report does not know what this node repaired before sending the files.
+    if let Some(serde_json::Value::Object(report)) = qc_report.as_mut()
+        && !repairs.is_empty()
+    {
+        report.insert("repairs".into(), serde_json::to_value(&repairs).unwrap_or_default());
+    }
     Ok(JobView {
         params: job.params(),
-        qc_report: job.qc_report.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+        qc_report,
+        repairs,
         summary: job.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
         inputs,
         created_at: rfc3339(job.created_at),
@@ -329,11 +344,54 @@ async fn submit(
         for panel_ref in &panel_refs {
             placements.push(place(&state, panel_ref, &params, upload, allow_resubmit).await?);
         }
-        // Every check that needs no panel, before anything is queued.
-        let inputs: Vec<InputFile> = stored
+        let repair = match field("repair").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => return Err(ApiError::Unprocessable(format!("repair must be true or false, got {other:?}"))),
+        };
+        let mut inputs: Vec<InputFile> = stored
             .iter()
             .map(|i| InputFile { path: state.jobs.files.input_path(&job_id, i.idx), name: i.name.clone() })
             .collect();
+        // Everyday problems (plain VCF, unsorted, chr naming, several chromosomes) are repaired
+        // and reported, unless the researcher asked for a refusal instead.
+        let mut repairs = Vec::new();
+        if repair {
+            let (bcftools, dir, files) =
+                (state.config.engines.bcftools.clone(), state.jobs.job_dir(&job_id).join("repair"), inputs.clone());
+            let repaired = tokio::task::spawn_blocking(move || repair_inputs(&files, build, &bcftools, &dir))
+                .await
+                .map_err(ApiError::internal)?;
+            let repaired = match repaired {
+                Ok(r) => r,
+                Err(e @ QcError::Input { .. }) => return Err(ApiError::Unprocessable(e.to_string())),
+                Err(e) => return Err(ApiError::internal(e)),
+            };
+            if !repaired.repairs.is_empty() {
+                let paths: Vec<PathBuf> = repaired.inputs.iter().map(|i| i.path.clone()).collect();
+                let files =
+                    state.jobs.files.replace_inputs(&job_id, stored.len(), &paths).await.map_err(ApiError::internal)?;
+                let _ = tokio::fs::remove_dir_all(state.jobs.job_dir(&job_id).join("repair")).await;
+                stored = repaired
+                    .inputs
+                    .iter()
+                    .zip(files)
+                    .enumerate()
+                    .map(|(idx, (input, file))| JobInput {
+                        idx: idx as i64,
+                        name: input.name.clone(),
+                        sha256: file.sha256,
+                        size: file.size as i64,
+                    })
+                    .collect();
+                inputs = stored
+                    .iter()
+                    .map(|i| InputFile { path: state.jobs.files.input_path(&job_id, i.idx), name: i.name.clone() })
+                    .collect();
+                repairs = repaired.repairs;
+            }
+        }
+        // Every check that needs no panel, before anything is queued.
         let settings = state.config.qc;
         let checked = tokio::task::spawn_blocking(move || check_inputs(&inputs, build, &settings))
             .await
@@ -343,14 +401,21 @@ async fn submit(
             Err(e @ QcError::Input { .. }) => return Err(ApiError::Unprocessable(e.to_string())),
             Err(e) => return Err(ApiError::internal(e)),
         }
+        let repairs_json = (!repairs.is_empty()).then(|| serde_json::to_string(&repairs).unwrap_or_default());
         if let [placement] = placements.as_slice() {
             let single = JobParams { panel_id: panel_refs[0].panel_id.clone(), ..params.clone() };
             state.store.create_job(&job_id, user.id, &single, &stored, placement).await?;
+            if let Some(r) = &repairs_json {
+                state.store.set_input_repairs(&job_id, r).await?;
+            }
             return Ok((params, Vec::new()));
         }
         // Several panels: a parent, and a child per panel that does the work.
         let parent = JobPlacement { role: JobRole::Parent, ..Default::default() };
         state.store.create_job(&job_id, user.id, &params, &stored, &parent).await?;
+        if let Some(r) = &repairs_json {
+            state.store.set_input_repairs(&job_id, r).await?;
+        }
         let mut children = Vec::new();
         for (panel_ref, placement) in panel_refs.iter().zip(placements) {
             let child_id = hex::encode(crate::secrets::random_bytes::<12>());
@@ -362,6 +427,9 @@ async fn submit(
             let placement = JobPlacement { parent_id: Some(job_id.clone()), ..placement };
             state.jobs.files.share_inputs(&job_id, &child_id, stored.len()).await.map_err(ApiError::internal)?;
             state.store.create_job(&child_id, user.id, &child_params, &stored, &placement).await?;
+            if let Some(r) = &repairs_json {
+                state.store.set_input_repairs(&child_id, r).await?;
+            }
             children.push(child_id);
         }
         Ok((params, children))

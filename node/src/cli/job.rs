@@ -61,6 +61,10 @@ pub enum JobCommand {
         /// host of the same panel.
         #[arg(long)]
         allow_resubmit: bool,
+        /// Refuse files with everyday problems (plain VCF, unsorted, `chr20` vs `20`, several
+        /// chromosomes in one file) instead of repairing them; repairs are listed in the QC report.
+        #[arg(long)]
+        no_repair: bool,
         /// Follow the job until it ends.
         #[arg(long)]
         watch: bool,
@@ -253,6 +257,7 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             mode,
             name,
             allow_resubmit,
+            no_repair,
             watch: follow,
         } => {
             let client = Client::new(&node)?;
@@ -285,6 +290,7 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
                 ("mode", Some(mode)),
                 ("name", name),
                 ("allow_resubmit", Some(allow_resubmit.to_string())),
+                ("repair", Some((!no_repair).to_string())),
             ] {
                 if let Some(v) = v {
                     form = form.text(k, v);

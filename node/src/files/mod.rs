@@ -130,6 +130,34 @@ impl FileStore {
         }
     }
 
+    /// Makes `files` (in order) the job's inputs in place of the `count` it has: repaired inputs
+    /// replace the uploads. Returns each one's digest and size.
+    pub async fn replace_inputs(
+        &self,
+        job_id: &str,
+        count: usize,
+        files: &[PathBuf],
+    ) -> std::io::Result<Vec<StoredFile>> {
+        let dir = self.inputs_dir(job_id);
+        let staged: Vec<PathBuf> = (0..files.len()).map(|i| dir.join(format!("repaired-{i}.part"))).collect();
+        for (file, stage) in files.iter().zip(&staged) {
+            tokio::fs::rename(file, stage).await?;
+        }
+        for idx in 0..count as i64 {
+            match tokio::fs::remove_file(self.input_path(job_id, idx)).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        let mut stored = Vec::new();
+        for (idx, stage) in staged.iter().enumerate() {
+            let dest = self.input_path(job_id, idx as i64);
+            tokio::fs::rename(stage, &dest).await?;
+            stored.push(hash_file(&dest).await?);
+        }
+        Ok(stored)
+    }
+
     /// Gives job `to` the first `count` inputs of job `from` (one submission's jobs: a hard link
     /// where the file system allows it, else a copy).
     pub async fn share_inputs(&self, from: &str, to: &str, count: usize) -> std::io::Result<()> {

@@ -5,6 +5,7 @@ pub mod engines;
 pub mod external;
 pub mod panels;
 pub mod qc;
+pub mod repair;
 pub mod tools;
 pub mod vcf_io;
 

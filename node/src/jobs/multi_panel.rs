@@ -247,6 +247,7 @@ mod tests {
             remote_results: None,
             parent_id: Some("p".into()),
             external_id: None,
+            input_repairs: None,
         }
     }
 

@@ -11,7 +11,8 @@ use crate::imputation::engines::{
     EngineError, EngineRun, KillSwitch, beagle_args, beagle_phasing_progress, minimac4_args,
 };
 use crate::imputation::panels::PanelFiles;
-use crate::imputation::qc::{InputFile, QcStatus, run_qc};
+use crate::imputation::qc::{InputFile, QcReport, QcStatus, run_qc};
+use crate::imputation::repair::Repair;
 use crate::imputation::tools;
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::jobs::{JobResult, JobRow, JobState, TransitionUpdate};
@@ -106,6 +107,28 @@ pub(super) async fn add_result(svc: &JobsService, id: &str, path: &Path) -> Resu
     Ok(())
 }
 
+/// What was repaired in the job's uploads at this node.
+pub(super) fn repairs_of(job: &JobRow) -> Vec<Repair> {
+    job.input_repairs.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default()
+}
+
+/// Writes the QC report as `qc_report.json` and `qc_report.txt` into `results` and records
+/// both as results of the job. Returns the JSON.
+pub(super) async fn write_qc_report(
+    svc: &JobsService,
+    id: &str,
+    results: &Path,
+    report: &QcReport,
+) -> Result<String, JobFailure> {
+    let json = serde_json::to_string_pretty(report)?;
+    tokio::fs::write(results.join("qc_report.json"), &json).await?;
+    tokio::fs::write(results.join("qc_report.txt"), report.to_text()).await?;
+    for f in ["qc_report.json", "qc_report.txt"] {
+        add_result(svc, id, &results.join(f)).await?;
+    }
+    Ok(json)
+}
+
 /// The result-file prefix of a chromosome: `chr20` whether it was named `20` or `chr20`.
 pub(super) fn chrom_prefix(chrom: &str) -> String {
     format!("chr{}", chrom.strip_prefix("chr").unwrap_or(chrom))
@@ -156,14 +179,12 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     let outcome = tokio::task::spawn_blocking(move || run_qc(&inputs, build, Some(&sites), &settings, &qc_dir))
         .await
         .map_err(|e| JobFailure(e.to_string()))??;
-    let report_json = serde_json::to_string_pretty(&outcome.report)?;
-    tokio::fs::write(results.join("qc_report.json"), &report_json).await?;
-    tokio::fs::write(results.join("qc_report.txt"), outcome.report.to_text()).await?;
+    let mut report = outcome.report.clone();
+    report.repairs = repairs_of(job);
+    let report_json = write_qc_report(svc, &job.id, &results, &report).await?;
     let (excluded, copy) = (outcome.excluded_path.clone(), results.join("excluded.tsv"));
     tokio::task::spawn_blocking(move || crate::at_rest::private_copy(&excluded, &copy)).await??;
-    for f in ["qc_report.json", "qc_report.txt", "excluded.tsv"] {
-        add_result(svc, &job.id, &results.join(f)).await?;
-    }
+    add_result(svc, &job.id, &results.join("excluded.tsv")).await?;
     let passed = outcome.report.status == QcStatus::Passed;
     let recorded = svc
         .transition(

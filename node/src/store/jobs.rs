@@ -157,6 +157,8 @@ pub struct JobRow {
     pub parent_id: Option<String>,
     /// The job's id at the external service that runs it, if one does.
     pub external_id: Option<String>,
+    /// What was repaired in the uploads before QC (JSON list), at the node they were uploaded to.
+    pub input_repairs: Option<String>,
 }
 
 impl JobRow {
@@ -464,6 +466,16 @@ impl Store {
             .bind(&result.name)
             .bind(result.size)
             .bind(&result.sha256)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Records what was repaired in the job's uploads.
+    pub async fn set_input_repairs(&self, id: &str, repairs: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET input_repairs = ? WHERE id = ?")
+            .bind(repairs)
+            .bind(id)
             .execute(self.pool())
             .await?;
         Ok(())

@@ -516,6 +516,7 @@ fn qc_pass(
         ambiguous_strand_matches: ambiguous,
         panel_overlap: overlap,
         low_call_rate_samples: low,
+        repairs: Vec::new(),
     };
     Ok((report, filtered))
 }

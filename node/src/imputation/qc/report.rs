@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::imputation::repair::Repair;
+
 /// Why a variant was excluded. The names are stable: they appear in the API and in
 /// `excluded.tsv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
@@ -99,6 +101,9 @@ pub struct QcReport {
     /// Share of the input's SNPs found in the panel (null when checked without a panel).
     pub panel_overlap: Option<f64>,
     pub low_call_rate_samples: Vec<SampleCallRate>,
+    /// What was repaired in the uploads before QC, at the node they were uploaded to.
+    #[serde(default)]
+    pub repairs: Vec<Repair>,
 }
 
 impl QcReport {
@@ -114,6 +119,12 @@ impl QcReport {
             t.push_str(&format!("  {m}\n"));
         }
         t.push_str(&format!("Build: {}\nSamples: {}\n", self.build, self.samples));
+        if !self.repairs.is_empty() {
+            t.push_str("Repairs made to the uploaded files:\n");
+            for r in &self.repairs {
+                t.push_str(&format!("  {}: {}\n", r.file, r.message));
+            }
+        }
         for f in &self.files {
             t.push_str(&format!(
                 "File {}: chromosome {}, {} variants, {} kept\n",

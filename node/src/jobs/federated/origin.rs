@@ -402,6 +402,19 @@ impl Federated {
             }
         }
         let _ = tokio::fs::remove_dir_all(&staging).await;
+        // The host's QC report does not know what this node repaired before sending the inputs.
+        let repairs = crate::jobs::runner::repairs_of(job);
+        if !repairs.is_empty()
+            && let Ok(text) = tokio::fs::read_to_string(results_dir.join("qc_report.json")).await
+            && let Ok(mut report) = serde_json::from_str::<crate::imputation::qc::QcReport>(&text)
+        {
+            report.repairs = repairs;
+            if let Err(crate::jobs::runner::JobFailure(e)) =
+                crate::jobs::runner::write_qc_report(&self.jobs, &job.id, &results_dir, &report).await
+            {
+                tracing::warn!(job = %job.id, error = %e, "cannot add the repairs to the QC report");
+            }
+        }
         self.audit(
             AuditEvent::new("node", "local", "job.results_received", Outcome::Success).target(&job.id).details(json!({
                 "host": host, "institution": label,
@@ -422,11 +435,15 @@ impl Federated {
     /// Tells the host the results arrived, so it deletes its copies.
     async fn confirm_delivery(&self, job: &JobRow) -> Step {
         let Some(host) = job.peer.clone() else { return Step::Done };
-        let files = self.jobs.store.job_results(&job.id).await.unwrap_or_default();
-        let receipt = JobRequest::DeliveryReceipt {
-            job_id: job.id.clone(),
-            files: files.iter().map(JobResult::manifest).collect(),
+        // The receipt lists what the host offered; files this node rewrote since (the QC report
+        // with its repairs) are still the host's files received.
+        let files: Vec<FileManifest> = match job.remote_results.as_deref().map(serde_json::from_str) {
+            Some(Ok(files)) => files,
+            _ => {
+                self.jobs.store.job_results(&job.id).await.unwrap_or_default().iter().map(JobResult::manifest).collect()
+            }
         };
+        let receipt = JobRequest::DeliveryReceipt { job_id: job.id.clone(), files };
         match self.ask(&host, &receipt).await {
             Ok(_) => {
                 let _ = self.jobs.store.close_peer(&job.id).await;
