@@ -154,6 +154,41 @@ function r2Chart(summary) {
   return h('figure', {}, svg, h('figcaption', {}, 'Mean estimated r2 of imputed variants, by minor allele frequency'));
 }
 
+// The node's frequency check, drawn from its numbers (never from markup a host sent).
+function frequencyCheck(check) {
+  if (!check) return null;
+  const grid = Number(check.grid) || 50;
+  const size = 300, margin = 36;
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('viewBox', `0 0 ${size + 2 * margin} ${size + 2 * margin}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', `Input allele frequency against the panel's at ${check.sites} sites`);
+  svg.classList.add('chart', 'af-plot');
+  const mk = (tag, attrs, text) => {
+    const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text) el.textContent = text;
+    svg.append(el);
+    return el;
+  };
+  mk('rect', { x: margin, y: margin, width: size, height: size, fill: 'none', stroke: 'currentColor' });
+  const cells = Array.isArray(check.cells) ? check.cells : [];
+  const max = Math.max(1, ...cells.map((c) => Number(c[2]) || 0));
+  const step = size / grid;
+  for (const [x, y, n] of cells) {
+    const opacity = 0.15 + 0.85 * (Math.log1p(Number(n) || 0) / Math.log1p(max));
+    mk('rect', { x: margin + Number(x) * step, y: margin + size - (Number(y) + 1) * step, width: step, height: step, class: 'bar', 'fill-opacity': opacity.toFixed(2) });
+  }
+  mk('line', { x1: margin, y1: margin + size, x2: margin + size, y2: margin, stroke: '#c33', 'stroke-dasharray': '4 3' });
+  mk('text', { x: margin + size / 2, y: size + 2 * margin - 6, 'text-anchor': 'middle' }, `panel ALT frequency${check.population ? ` (${check.population})` : ''}`);
+  mk('text', { x: 12, y: margin + size / 2, 'text-anchor': 'middle', transform: `rotate(-90 12 ${margin + size / 2})` }, 'input ALT frequency');
+  const r = check.correlation == null ? '' : `, correlation ${Number(check.correlation).toFixed(3)}`;
+  return h('div', {}, h('h3', {}, 'Allele frequencies against the panel'),
+    h('p', {}, `${check.sites} sites compared with ${check.population || 'all panel samples'}; ${check.sites_over_threshold} with chi-square > ${check.chisq_threshold}${r}.`),
+    check.warning ? h('p.error', { role: 'alert' }, check.warning) : null,
+    h('figure', {}, svg, h('figcaption', {}, 'Each square: sites with that panel and input frequency; darker is more. Sites on the dashed line agree.')));
+}
+
 function repairList(repairs) {
   if (!repairs?.length) return null;
   return h('div', {}, h('h3', {}, 'Repairs made to the uploaded files'),
@@ -170,6 +205,7 @@ function qcSection(job, results, mayAct) {
       qc.panel_overlap != null ? `, ${(qc.panel_overlap * 100).toFixed(1)}% found in the panel` : ''),
     qc.message ? h('p.error', {}, qc.message) : null,
     repairList(qc.repairs || job.repairs),
+    frequencyCheck(qc.allele_frequency),
     table(['Reason excluded', 'Variants'], rows, 'Excluded variants by reason'),
     excluded && mayAct ? h('button', { type: 'button', on: { click: () => download(`/jobs/${job.id}/results/excluded.tsv`, 'excluded.tsv') } }, 'Download the excluded variants') : null);
 }

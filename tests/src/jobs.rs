@@ -178,3 +178,64 @@ pub fn engines_mentioning(needle: &str) -> usize {
         .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle)))
         .count()
 }
+
+/// Checks a completed job's result files for `chrom` (e.g. `chr20`) have the layout researchers'
+/// scripts read: an indexed dose VCF (`tabix -l` lists the chromosome) with provenance lines,
+/// and `<chrom>.info.gz` with Michigan's columns whose Rsq is the dose VCF's `rsq_tag`
+/// (`DR2` or `R2`), row for row. Returns the info rows (without the header).
+pub async fn check_result_layout(
+    node: &TestNode,
+    token: &str,
+    id: &str,
+    dir: &Path,
+    prefix: &str,
+    rsq_tag: &str,
+) -> Vec<Vec<String>> {
+    let dose = dir.join(format!("{prefix}.dose.vcf.gz"));
+    download(node, token, id, &format!("{prefix}.dose.vcf.gz"), &dose).await;
+    download(node, token, id, &format!("{prefix}.dose.vcf.gz.tbi"), &dir.join(format!("{prefix}.dose.vcf.gz.tbi")))
+        .await;
+    let listed = Command::new("tabix").arg("-l").arg(&dose).output().unwrap();
+    assert!(listed.status.success(), "tabix -l: {}", String::from_utf8_lossy(&listed.stderr));
+    assert!(!String::from_utf8_lossy(&listed.stdout).trim().is_empty(), "the index lists no chromosome");
+    let header = Command::new("bcftools").args(["view", "-h"]).arg(&dose).output().unwrap();
+    let header = String::from_utf8(header.stdout).unwrap();
+    for key in ["version", "job", "panel", "panel_host", "engine", "phasing", "r2_filter"] {
+        assert!(header.contains(&format!("##fedimpute_{key}=")), "no {key} provenance line in\n{header}");
+    }
+    assert!(header.contains(&format!("##fedimpute_job={id}")), "{header}");
+
+    let info = dir.join(format!("{prefix}.info.gz"));
+    download(node, token, id, &format!("{prefix}.info.gz"), &info).await;
+    let text = Command::new("bgzip").arg("-dc").arg(&info).output().unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("SNP\tREF(0)\tALT(1)\tALT_Frq\tMAF\tAvgCall\tRsq\tGenotyped\tLooRsq\tEmpR\tEmpRsq\tDose0\tDose1")
+    );
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split('\t').map(String::from).collect()).collect();
+    let query = Command::new("bcftools")
+        .args(["query", "-f", &format!("%CHROM:%POS:%REF:%ALT\\t%INFO/{rsq_tag}\\n")])
+        .arg(&dose)
+        .output()
+        .unwrap();
+    let expected: Vec<(String, String)> = String::from_utf8(query.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (snp, rsq) = l.split_once('\t').unwrap();
+            (snp.to_string(), rsq.to_string())
+        })
+        .collect();
+    assert_eq!(rows.len(), expected.len(), "one info row per dose record");
+    for (row, (snp, rsq)) in rows.iter().zip(&expected) {
+        assert_eq!(row.len(), 13, "{row:?}");
+        assert_eq!(
+            (&row[0], row[6].parse::<f64>().ok()),
+            (snp, rsq.parse::<f64>().ok()),
+            "Rsq is the engine's {rsq_tag}"
+        );
+    }
+    rows
+}

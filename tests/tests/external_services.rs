@@ -83,7 +83,7 @@ async fn jobs_run_through_a_cloudgene_server_and_its_failures_read_clearly() {
     assert_eq!(done["summary"]["variants_typed"], 1, "{done}");
     let (_, results) = node.get(&format!("/jobs/{id}/results"), &admin).await.unwrap();
     let names: Vec<&str> = results.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-    for expected in ["chr20.dose.vcf.gz", "chr20.info.tsv", "qcreport.html", "summary.json"] {
+    for expected in ["chr20.dose.vcf.gz", "chr20.dose.vcf.gz.tbi", "chr20.info.gz", "qcreport.html", "summary.json"] {
         assert!(names.contains(&expected), "{expected} missing: {names:?}");
     }
     let (_, events) = node.get(&format!("/jobs/{id}"), &admin).await.unwrap();

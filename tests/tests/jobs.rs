@@ -47,10 +47,21 @@ async fn a_beagle_job_is_accurate_and_identical_to_a_direct_beagle_run() {
     assert!(status.success());
     assert!(vcf_body(&dir.path().join("direct.vcf.gz")) == body, "the node's Beagle output differs from a direct run");
 
+    // Results as researchers' scripts read them; typed and imputed counted apart.
+    let rows = check_result_layout(&node, &token, id, dir.path(), "chr20", "DR2").await;
+    let typed = rows.iter().filter(|r| r[7] == "Genotyped").count() as u64;
+    assert_eq!(typed, 345, "the array's 345 sites are genotyped");
+    assert_eq!(done["summary"]["variants_typed"].as_u64(), Some(typed), "{done}");
+    assert_eq!(done["summary"]["variants_imputed"].as_u64(), Some(19_525 - typed), "{done}");
+    let raw = node.client().get(node.api(&format!("/jobs/{id}"))).bearer_auth(&token).send().await.unwrap();
+    let raw = raw.text().await.unwrap();
+    let at = |bin: &str| raw.find(&format!("\"{bin}\"")).unwrap_or_else(|| panic!("no {bin} bin in {raw}"));
+    assert!(at("<1%") < at("1-5%") && at("1-5%") < at(">5%"), "MAF bins in order: {raw}");
+
     // Range requests are served.
     let partial = node
         .client()
-        .get(node.api(&format!("/jobs/{id}/results/chr20.info.tsv")))
+        .get(node.api(&format!("/jobs/{id}/results/chr20.info.gz")))
         .bearer_auth(&token)
         .header("range", "bytes=0-31")
         .send()
@@ -96,6 +107,14 @@ async fn a_minimac4_job_is_accurate_and_streams_its_events() {
     download(&node, &token, &id, "chr20.dose.vcf.gz", &dose).await;
     let r2 = r2_common(&dose);
     assert!(r2 >= 0.95, "Minimac4 dosage r2 at MAF > 5% is {r2}");
+
+    // Minimac4's typed sites are counted (they were reported as 0) and keep its empirical r2.
+    let rows = check_result_layout(&node, &token, &id, dir.path(), "chr20", "R2").await;
+    let typed: Vec<&Vec<String>> = rows.iter().filter(|r| r[7] == "Genotyped").collect();
+    assert!(typed.len() > 300, "{} typed sites", typed.len());
+    assert!(typed.iter().all(|r| r[10].parse::<f64>().is_ok()), "EmpRsq is Minimac4's ER2 at typed sites");
+    let (_, job) = node.get(&format!("/jobs/{id}"), &token).await.unwrap();
+    assert_eq!(job["summary"]["variants_typed"].as_u64(), Some(typed.len() as u64), "{job}");
 }
 
 fn bgzip_text(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -472,4 +491,99 @@ async fn a_100_mb_line_is_refused_with_its_line_number_without_holding_it_in_mem
     }
     let peak = node.peak_rss_bytes();
     assert!(peak < 200 << 20, "the node's memory peaked at {} MB", peak >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_allele_frequencies_far_from_the_panels_are_flagged_against_the_chosen_population() {
+    fedimpute_tests::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    // The panel's samples in two populations, so the check compares with the one a job names.
+    let samples = Command::new("bcftools").args(["query", "-l"]).arg(test_data("panel.vcf.gz")).output().unwrap();
+    let samples = String::from_utf8(samples.stdout).unwrap();
+    let groups: String = samples
+        .lines()
+        .enumerate()
+        .map(|(i, s)| format!("{s}\t{}\n", if i % 2 == 0 { "POPA" } else { "POPB" }))
+        .collect();
+    let groups_file = dir.path().join("samples.panel");
+    std::fs::write(&groups_file, format!("sample\tpop\n{groups}")).unwrap();
+    let mut node = fedimpute_tests::TestNode::init("Inst A").unwrap();
+    let out = fedimpute(&[
+        "panel",
+        "add",
+        "--config",
+        &node.config_arg(),
+        "--id",
+        "sim",
+        "--name",
+        "Simulated",
+        "--build",
+        "hg19",
+        "--vcf",
+        test_data("panel.vcf.gz").to_str().unwrap(),
+        "--sample-populations",
+        groups_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    node.start().await.unwrap();
+    let token = node.admin_token().await.unwrap();
+
+    // Every 10th site's alleles exchanged in the input: its frequency p becomes 1 - p.
+    let text = targets_text();
+    let mut altered = std::collections::HashSet::new();
+    let mut index = 0;
+    let swapped: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with('#') {
+                return l.to_string();
+            }
+            index += 1;
+            if index % 10 != 0 {
+                return l.to_string();
+            }
+            let mut f: Vec<String> = l.split('\t').map(String::from).collect();
+            altered.insert(f[1].parse::<u64>().unwrap());
+            for gt in f.iter_mut().skip(9) {
+                *gt = gt
+                    .chars()
+                    .map(|c| match c {
+                        '0' => '1',
+                        '1' => '0',
+                        c => c,
+                    })
+                    .collect();
+            }
+            f.join("\t")
+        })
+        .collect();
+    let input = bgzip_text(dir.path(), "swapped.vcf.gz", &(swapped.join("\n") + "\n"));
+
+    let qc = |file: PathBuf, name: &'static str| {
+        let (node, token) = (&node, &token);
+        async move {
+            let fields = [("panel", "sim"), ("build", "hg19"), ("mode", "qc_only"), ("population", "POPA")];
+            let (status, job) = submit(node, token, &[(&file, name)], &fields).await;
+            assert_eq!(status, StatusCode::CREATED, "{job}");
+            let id = job["id"].as_str().unwrap().to_string();
+            let done = wait_state(node, token, &id, &["completed", "failed"], Duration::from_secs(120)).await;
+            assert_eq!(done["state"], "completed", "{done}");
+            (id, done["qc_report"]["allele_frequency"].clone())
+        }
+    };
+    let (_, clean) = qc(test_data("targets.vcf.gz"), "targets.vcf.gz").await;
+    assert_eq!(clean["population"], "POPA", "{clean}");
+    assert_eq!(clean["sites_over_threshold"], 0, "the unaltered input agrees with the panel: {clean}");
+    assert!(clean["warning"].is_null() && clean["correlation"].as_f64().unwrap() > 0.9, "{clean}");
+
+    let (id, check) = qc(input, "swapped.vcf.gz").await;
+    let over = check["sites_over_threshold"].as_u64().unwrap();
+    assert!(over >= 5, "altered sites flagged: {check}");
+    for outlier in check["outliers"].as_array().unwrap() {
+        let pos = outlier["pos"].as_u64().unwrap();
+        assert!(altered.contains(&pos), "{pos} was flagged but not altered");
+    }
+    let svg = node.client().get(node.api(&format!("/jobs/{id}/results/af_plot.svg"))).bearer_auth(&token).send().await;
+    let svg = svg.unwrap().text().await.unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<rect"), "{svg}");
 }

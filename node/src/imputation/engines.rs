@@ -206,3 +206,25 @@ pub fn beagle_phasing_progress(line: &str, iterations_seen: &mut u32) -> Option<
     }
     None
 }
+
+/// The first line an engine prints about itself (`beagle.22Jul22.46e.jar (version 5.4)`,
+/// `minimac v4.1.2`), asked once per process, for the provenance of result files.
+pub async fn engine_version(e: &EnginesSection, engine: &str) -> String {
+    static BEAGLE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    static MINIMAC4: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let (cell, program, args): (_, &Path, Vec<std::ffi::OsString>) = match engine {
+        "beagle" => (&BEAGLE, &e.java, vec!["-jar".into(), e.beagle_jar.clone().into()]),
+        "minimac4" => (&MINIMAC4, &e.minimac4, vec!["--version".into()]),
+        other => return other.to_string(),
+    };
+    cell.get_or_init(|| async {
+        let out = Command::new(program).args(&args).stdin(Stdio::null()).kill_on_drop(true).output().await;
+        let first = out.ok().and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+            text.lines().map(str::trim).find(|l| !l.is_empty()).map(String::from)
+        });
+        first.unwrap_or_else(|| format!("{engine} (version unknown)"))
+    })
+    .await
+    .clone()
+}

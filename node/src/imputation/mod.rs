@@ -1,6 +1,7 @@
 //! Imputation on this node: input QC, reference panels and engines.
 
 pub mod catalog_entry;
+pub mod dose;
 pub mod engines;
 pub mod external;
 pub mod panels;

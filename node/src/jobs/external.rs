@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::JobsService;
 use super::results::JobSummary;
-use super::runner::{InfoFormat, JobFailure, add_result, progress, write_beagle_dose, write_info_table};
+use super::runner::{JobFailure, add_result, progress, provenance, write_chromosome_results};
 use crate::credentials::Secret;
 use crate::imputation::engines::KillSwitch;
 use crate::imputation::external::cloudgene::{State, Submission};
@@ -162,18 +162,20 @@ pub(super) async fn execute(
         names.push(entry.file_name().to_string_lossy().into_owned());
     }
     names.sort();
+    // The service's own dosage VCFs, finished into our layout; its own info files (a Cloudgene
+    // server's hold leave-one-out figures ours cannot) are kept where it sent them.
+    let lines = provenance(svc, job, &format!("{} ({} server)", service.id, service.kind)).await;
     for name in names.iter().filter(|n| n.ends_with(".dose.vcf.gz")) {
         let prefix = name.trim_end_matches(".dose.vcf.gz");
-        let info = results.join(format!("{prefix}.info.tsv"));
-        write_info_table(
-            svc,
-            &results.join(name),
-            &info,
-            &work.join(format!("{prefix}.info.body")),
-            InfoFormat::Minimac,
-        )
-        .await?;
-        super::results::add_info_table(&mut summary, &info)?;
+        let theirs = work.join(name);
+        tokio::fs::rename(results.join(name), &theirs).await?;
+        let kept_info = results.join(format!("{prefix}.info.gz"));
+        let their_info = work.join(format!("{prefix}.service.info.gz"));
+        let had_info = tokio::fs::rename(&kept_info, &their_info).await.is_ok();
+        write_chromosome_results(svc, &job.id, &theirs, prefix, results, 0.0, &lines, &mut summary).await?;
+        if had_info {
+            tokio::fs::rename(&their_info, &kept_info).await?;
+        }
     }
     tokio::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&summary)?).await?;
     record_results_folder(svc, &job.id, results).await?;
@@ -404,12 +406,9 @@ pub(super) async fn execute_wes(
     {
         tracing::warn!(job = %job.id, error = %e, "could not fetch the engine log");
     }
-    let dose = results.join(format!("{stem}.dose.vcf.gz"));
-    write_beagle_dose(svc, &fetched, &dose, job.r2_filter).await?;
-    let info = results.join(format!("{stem}.info.tsv"));
-    write_info_table(svc, &dose, &info, &work.join("info.body"), InfoFormat::Beagle).await?;
     let mut summary = JobSummary { r2_filter: job.r2_filter, ..Default::default() };
-    super::results::add_info_table(&mut summary, &info)?;
+    let lines = provenance(svc, job, &format!("{} (WES server)", service.id)).await;
+    write_chromosome_results(svc, &job.id, &fetched, &stem, results, job.r2_filter, &lines, &mut summary).await?;
     tokio::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&summary)?).await?;
     record_results_folder(svc, &job.id, results).await?;
     Ok(Some(summary))

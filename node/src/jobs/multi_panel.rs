@@ -9,9 +9,9 @@ use serde_json::json;
 
 use super::JobsService;
 use super::merge::{MergeReport, PanelVcf, merge_chromosome, report_text};
+use super::results::JobSummary;
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::jobs::{JobResult, JobRole, JobRow, JobState, LIVE_STATES, TransitionUpdate};
-use crate::tool_args;
 
 /// Where the children of a parent are, taken together.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,10 +132,11 @@ impl JobsService {
             return;
         }
         let (to, update) = match self.write_merge(parent, children).await {
-            Ok(report) => (
+            Ok((report, summary)) => (
                 JobState::Completed,
                 TransitionUpdate {
                     message: Some(format!("merged {} variants from {} panels", report.variants, report.panels.len())),
+                    summary: serde_json::to_string(&summary).ok(),
                     ..Default::default()
                 },
             ),
@@ -151,7 +152,7 @@ impl JobsService {
     }
 
     /// Merges every chromosome the children imputed; returns the report.
-    async fn write_merge(&self, parent: &JobRow, children: &[JobRow]) -> Result<MergeReport, String> {
+    async fn write_merge(&self, parent: &JobRow, children: &[JobRow]) -> Result<(MergeReport, JobSummary), String> {
         let results = self.results_dir(&parent.id);
         let _ = tokio::fs::remove_dir_all(&results).await;
         self.store.clear_job_results(&parent.id).await.map_err(|e| e.to_string())?;
@@ -170,10 +171,28 @@ impl JobsService {
             return Err("no panel produced imputed VCFs to merge".into());
         }
         let mut report = MergeReport::default();
-        let tabix = self.config.engines.tabix.clone();
+        let mut summary = JobSummary { r2_filter: parent.r2_filter, ..Default::default() };
+        // Provenance: the panels and the institutions that host them, from the signed member list.
+        let mut hosts = Vec::new();
+        for child in children {
+            let host = match &child.peer {
+                Some(peer) => super::runner::signed_institution(self, peer).await.unwrap_or_else(|| peer.clone()),
+                None => self.config.node.institution.clone(),
+            };
+            hosts.push(format!("{}: {host}", child_label(child)));
+        }
+        let mut lines =
+            super::runner::provenance(self, parent, &format!("best-r2 merge of {} panels", children.len())).await;
+        for (key, value) in lines.iter_mut() {
+            if key == "panel_host" {
+                *value = hosts.join("; ");
+            }
+        }
+        let work = self.job_dir(&parent.id).join("merge");
+        tokio::fs::create_dir_all(&work).await.map_err(|e| e.to_string())?;
         for (name, inputs) in chromosomes {
-            let out = results.join(name.replace(".dose.vcf.gz", ".merged.dose.vcf.gz"));
-            let out_for_merge = out.clone();
+            let merged = work.join(&name);
+            let out_for_merge = merged.clone();
             report = tokio::task::spawn_blocking(move || {
                 let panels: Vec<PanelVcf<'_>> =
                     inputs.iter().map(|(label, path)| PanelVcf { panel: label, path }).collect();
@@ -182,19 +201,34 @@ impl JobsService {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("merging {name}: {e}"))?;
-            crate::imputation::tools::run(&tabix, &tool_args!("-f", "-p", "vcf", out.as_os_str()), None)
-                .await
-                .map_err(|e| e.to_string())?;
-            for path in [out.clone(), PathBuf::from(format!("{}.tbi", out.display()))] {
-                self.record_result(&parent.id, &path).await?;
-            }
+            let prefix = format!("{}.merged", name.trim_end_matches(".dose.vcf.gz"));
+            super::runner::write_chromosome_results(
+                self,
+                &parent.id,
+                &merged,
+                &prefix,
+                &results,
+                0.0,
+                &lines,
+                &mut summary,
+            )
+            .await
+            .map_err(|e| e.0)?;
         }
+        let _ = tokio::fs::remove_dir_all(&work).await;
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         for (file, text) in [("merge_report.json", json), ("merge_report.txt", report_text(&report))] {
             tokio::fs::write(results.join(file), text).await.map_err(|e| e.to_string())?;
             self.record_result(&parent.id, &results.join(file)).await?;
         }
-        Ok(report)
+        tokio::fs::write(
+            results.join("summary.json"),
+            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        self.record_result(&parent.id, &results.join("summary.json")).await?;
+        Ok((report, summary))
     }
 
     async fn record_result(&self, id: &str, path: &std::path::Path) -> Result<(), String> {

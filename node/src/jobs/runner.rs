@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::JobsService;
-use super::results::{INFO_HEADER, JobSummary, add_info_table};
-use crate::imputation::GenomeBuild;
+use super::results::{JobSummary, add_counts};
 use crate::imputation::engines::{
-    EngineError, EngineRun, KillSwitch, beagle_args, beagle_phasing_progress, minimac4_args,
+    EngineError, EngineRun, KillSwitch, beagle_args, beagle_phasing_progress, engine_version, minimac4_args,
 };
 use crate::imputation::panels::PanelFiles;
 use crate::imputation::qc::{InputFile, QcReport, QcStatus, run_qc};
 use crate::imputation::repair::Repair;
 use crate::imputation::tools;
+use crate::imputation::{GenomeBuild, dose};
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::jobs::{JobResult, JobRow, JobState, TransitionUpdate};
 use crate::tool_args;
@@ -165,7 +165,8 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     }
     let files = PanelFiles::new(cfg, &panel.id);
     let chromosomes = svc.store.panel_chromosomes(&panel.id).await?;
-    let sites = files.panel_sites(chromosomes.iter().map(|c| c.chromosome.as_str()));
+    let mut sites = files.panel_sites(chromosomes.iter().map(|c| c.chromosome.as_str()));
+    sites.population = job.population.clone();
     let inputs: Vec<InputFile> = svc
         .store
         .job_inputs(&job.id)
@@ -185,6 +186,10 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     let (excluded, copy) = (outcome.excluded_path.clone(), results.join("excluded.tsv"));
     tokio::task::spawn_blocking(move || crate::at_rest::private_copy(&excluded, &copy)).await??;
     add_result(svc, &job.id, &results.join("excluded.tsv")).await?;
+    if let Some(check) = &report.allele_frequency {
+        tokio::fs::write(results.join("af_plot.svg"), check.svg()).await?;
+        add_result(svc, &job.id, &results.join("af_plot.svg")).await?;
+    }
     let passed = outcome.report.status == QcStatus::Passed;
     let recorded = svc
         .transition(
@@ -250,24 +255,12 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
             other => return Err(JobFailure(format!("unknown engine {other}"))),
         };
 
-        // Results: the dosage VCF (r2-filtered) and its info table.
+        // Results: the indexed dosage VCF (r2-filtered, with provenance) and its info file.
         progress(svc, &job.id, "writing", base + share * 0.95, Some(&format!("{chrom}: writing results"))).await;
-        let dose = results.join(format!("{prefix}.dose.vcf.gz"));
-        let r2_tag = if job.engine == "beagle" { "DR2" } else { "R2" };
-        if job.engine == "beagle" {
-            write_beagle_dose(svc, &imputed, &dose, job.r2_filter).await?;
-        } else {
-            // Minimac4 applied the filter itself (`--min-r2`).
-            tokio::fs::rename(&imputed, &dose).await?;
-        }
-        let info = results.join(format!("{prefix}.info.tsv"));
-        let engine = if job.engine == "beagle" { InfoFormat::Beagle } else { InfoFormat::Minimac };
-        write_info_table(svc, &dose, &info, &work.join(format!("{prefix}.info.body")), engine).await?;
-        add_info_table(&mut summary, &info)?;
-        tracing::debug!(job = %job.id, chrom, r2_tag, "chromosome done");
-        for f in [&dose, &info] {
-            add_result(svc, &job.id, f).await?;
-        }
+        let provenance = provenance(svc, job, &engine_version(e, &job.engine).await).await;
+        write_chromosome_results(svc, &job.id, &imputed, &prefix, &results, job.r2_filter, &provenance, &mut summary)
+            .await?;
+        tracing::debug!(job = %job.id, chrom, "chromosome done");
     }
     tokio::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&summary)?).await?;
     add_result(svc, &job.id, &results.join("summary.json")).await?;
@@ -275,54 +268,67 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     Ok(Some(summary))
 }
 
-/// Makes Beagle's output `imputed` the dosage VCF `dose`, keeping only variants whose DR2 is at
-/// least `r2_filter` (Beagle has no such option; 0 keeps all).
-pub(super) async fn write_beagle_dose(
+/// Finishes an engine's output for one chromosome into the results: `<prefix>.dose.vcf.gz` (r2
+/// filter applied, provenance in the header) with its tabix index, and `<prefix>.info.gz`; adds
+/// the chromosome to the summary.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn write_chromosome_results(
     svc: &JobsService,
-    imputed: &Path,
-    dose: &Path,
+    id: &str,
+    engine_output: &Path,
+    prefix: &str,
+    results: &Path,
     r2_filter: f64,
+    provenance: &[(String, String)],
+    summary: &mut JobSummary,
 ) -> Result<(), JobFailure> {
-    if r2_filter > 0.0 {
-        let expr = format!("INFO/DR2>={r2_filter}");
-        tools::run(
-            &svc.config.engines.bcftools,
-            &tool_args!("view", "-i", &expr, "-Oz", "-o", dose.as_os_str(), imputed.as_os_str()),
-            None,
-        )
-        .await?;
-    } else {
-        // Same file system (both under the job's folder): a rename, not a copy.
-        tokio::fs::rename(imputed, dose).await?;
+    let dose = results.join(format!("{prefix}.dose.vcf.gz"));
+    let info = results.join(format!("{prefix}.info.gz"));
+    let (input, dose_out, info_out, lines) =
+        (engine_output.to_path_buf(), dose.clone(), info.clone(), provenance.to_vec());
+    let counts = tokio::task::spawn_blocking(move || dose::finish(&input, &dose_out, &info_out, r2_filter, &lines))
+        .await
+        .map_err(|e| JobFailure(e.to_string()))??;
+    tools::run(&svc.config.engines.tabix, &tool_args!("-f", "-p", "vcf", dose.as_os_str()), None).await?;
+    add_counts(summary, &counts);
+    let index = PathBuf::from(format!("{}.tbi", dose.display()));
+    for f in [&dose, &index, &info] {
+        add_result(svc, id, f).await?;
     }
     Ok(())
 }
 
-/// Which engine wrote a dosage VCF: their INFO fields differ.
-pub(super) enum InfoFormat {
-    /// Beagle: AF, DR2, IMP.
-    Beagle,
-    /// Minimac4 (also what Cloudgene servers return): MAF, R2, IMPUTED.
-    Minimac,
+/// The institution of `peer` as the current signed member list names it.
+pub(super) async fn signed_institution(svc: &JobsService, peer: &str) -> Option<String> {
+    let row = svc.store.current_federation_config().await.ok()??;
+    let config = fedimpute_protocol::federation::FederationConfig::from_json(&row.document).ok()?;
+    config.doc().member(peer).map(|m| m.institution.clone())
 }
 
-/// Writes the info table (`INFO_HEADER` columns) of a dosage VCF, using `scratch` on the way.
-pub(super) async fn write_info_table(
-    svc: &JobsService,
-    dose: &Path,
-    info: &Path,
-    scratch: &Path,
-    format: InfoFormat,
-) -> Result<(), JobFailure> {
-    let query = match format {
-        InfoFormat::Beagle => "%CHROM\t%POS\t%REF\t%ALT\t%INFO/AF\t%INFO/DR2\t%INFO/IMP\n",
-        InfoFormat::Minimac => "%CHROM\t%POS\t%REF\t%ALT\t%INFO/MAF\t%INFO/R2\t%INFO/IMPUTED\n",
+/// The provenance lines of a job's result files: software, job, panel and the node hosting it
+/// (as the signed member list names it), engine, phasing and r2 filter.
+pub(super) async fn provenance(svc: &JobsService, job: &JobRow, engine: &str) -> Vec<(String, String)> {
+    let me = svc.identity.peer_id().to_string();
+    let institution = signed_institution(svc, &me)
+        .await
+        .unwrap_or_else(|| format!("{} (not in a federation)", svc.config.node.institution));
+    let phasing = match (job.engine.as_str(), job.phasing.as_str()) {
+        (_, "no_phasing") => "none (the input was phased)".to_string(),
+        ("beagle", _) => "Beagle, with imputation".to_string(),
+        _ => "Beagle, before imputation".to_string(),
     };
-    tools::run(&svc.config.engines.bcftools, &tool_args!("query", "-f", query, dose.as_os_str()), Some(scratch))
-        .await?;
-    let text = format!("{INFO_HEADER}\n{}", tokio::fs::read_to_string(scratch).await?);
-    tokio::fs::write(info, text).await?;
-    Ok(())
+    [
+        ("version", format!("fedimpute {}", env!("CARGO_PKG_VERSION"))),
+        ("job", job.id.clone()),
+        ("panel", job.panel_id.clone()),
+        ("panel_host", format!("{institution} ({me})")),
+        ("engine", engine.to_string()),
+        ("phasing", phasing),
+        ("r2_filter", job.r2_filter.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn engine_failure(e: EngineError) -> JobFailure {

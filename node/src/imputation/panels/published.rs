@@ -508,7 +508,7 @@ fn finish(
         info.push_str(&format!("AC={alt};AN={total};AF={}", frequency(alt, total)));
         if let Some(p) = populations {
             for (name, (a, n)) in p.names.iter().zip(&group_counts) {
-                info.push_str(&format!(";AF_{name}={}", frequency(*a, *n)));
+                info.push_str(&format!(";AF_{name}={};AC_{name}={a};AN_{name}={n}", frequency(*a, *n)));
             }
         }
         vcf.write_all(record)?;
@@ -534,6 +534,8 @@ fn write_sites_header(out: &mut impl Write, populations: Option<&PopulationIndex
     out.write_all(b"##INFO=<ID=AF,Number=A,Type=Float,Description=\"ALT allele frequency in the panel\">\n")?;
     for name in populations.map(|p| p.names.as_slice()).unwrap_or_default() {
         writeln!(out, "##INFO=<ID=AF_{name},Number=A,Type=Float,Description=\"ALT allele frequency in {name}\">")?;
+        writeln!(out, "##INFO=<ID=AC_{name},Number=A,Type=Integer,Description=\"ALT allele count in {name}\">")?;
+        writeln!(out, "##INFO=<ID=AN_{name},Number=1,Type=Integer,Description=\"Alleles in {name}\">")?;
     }
     out.write_all(b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
 }

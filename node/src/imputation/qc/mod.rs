@@ -9,6 +9,7 @@
 //! go on. Memory does not grow with the number of variants: records are read into one reused
 //! buffer, and the panel is read alongside the input (both sorted) instead of loaded.
 
+mod frequency;
 pub mod lines;
 mod panel_sites;
 pub mod report;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use noodles::{bgzf, vcf};
 
+pub use self::frequency::{FrequencyCheck, FrequencyOutlier};
 use self::panel_sites::PanelMatch;
 pub use self::panel_sites::PanelSites;
 pub use self::report::{ExclusionReason, FileSummary, QcReport, QcStatus, SampleCallRate};
@@ -243,6 +245,7 @@ fn qc_pass(
     let mut seen_chromosomes = HashSet::new();
     let (mut total, mut kept_total, mut reached_panel, mut in_panel, mut matches, mut ambiguous) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut frequencies = frequency::FrequencyAccumulator::new(panel.and_then(|p| p.population.clone()));
 
     for (index, input) in inputs.iter().enumerate() {
         check_bgzf(input)?;
@@ -422,7 +425,8 @@ fn qc_pass(
                     reason = Some(ExclusionReason::Monomorphic);
                 } else if let Some(cursor) = panel_cursor.as_mut() {
                     reached_panel += 1;
-                    match cursor.lookup(pos, reference, alt)?.0 {
+                    let (found, panel_frequency) = cursor.lookup(pos, reference, alt)?;
+                    match found {
                         PanelMatch::Absent => reason = Some(ExclusionReason::NotInPanel),
                         found => {
                             in_panel += 1;
@@ -430,6 +434,9 @@ fn qc_pass(
                                 PanelMatch::Exact { ambiguous: a } => {
                                     matches += 1;
                                     ambiguous += u64::from(a);
+                                    if let Some(f) = &panel_frequency {
+                                        frequencies.add(chrom, pos as u64, stats.alt_alleles, stats.alleles, f);
+                                    }
                                 }
                                 PanelMatch::Switch => reason = Some(ExclusionReason::AlleleSwitch),
                                 PanelMatch::Flip => reason = Some(ExclusionReason::StrandFlip),
@@ -517,6 +524,7 @@ fn qc_pass(
         panel_overlap: overlap,
         low_call_rate_samples: low,
         repairs: Vec::new(),
+        allele_frequency: frequencies.finish(),
     };
     Ok((report, filtered))
 }

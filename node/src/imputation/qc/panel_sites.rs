@@ -31,13 +31,22 @@ pub struct PanelSites {
     pub population: Option<String>,
 }
 
-/// One panel record: REF, ALT and the ALT frequency (overall, and of the population QC was
-/// asked to compare with, when the panel has it).
+/// One panel record: REF, ALT and its allele frequency.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct PanelSite {
     pub reference: String,
     pub alt: String,
-    pub frequency: Option<f64>,
+    pub frequency: Option<PanelFrequency>,
+}
+
+/// A panel site's ALT frequency: of the population QC compares with where the panel has it,
+/// else overall; with the allele count it comes from when the sites file has it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PanelFrequency {
+    pub af: f64,
+    pub alleles: Option<u64>,
+    /// Whether it is the chosen population's frequency (not the overall one).
+    pub of_population: bool,
 }
 
 /// A forward-only reader over one chromosome's panel sites.
@@ -102,7 +111,15 @@ impl SitesCursor {
                 return Err(invalid("a record without position or alleles"));
             };
             let info = cols.nth(2).unwrap_or("");
-            let frequency = info_value(info, &self.frequency_key).or_else(|| info_value(info, "AF"));
+            let population = self.frequency_key.strip_prefix("AF_").and_then(|p| {
+                let af = info_value(info, &self.frequency_key)?;
+                let alleles = info_value(info, &format!("AN_{p}")).map(|n| n as u64);
+                Some(PanelFrequency { af, alleles, of_population: true })
+            });
+            let frequency = population.or_else(|| {
+                let af = info_value(info, "AF")?;
+                Some(PanelFrequency { af, alleles: info_value(info, "AN").map(|n| n as u64), of_population: false })
+            });
             return Ok(Some((pos, PanelSite { reference: reference.to_string(), alt: alt.to_string(), frequency })));
         }
     }
@@ -127,7 +144,12 @@ impl SitesCursor {
 
     /// Relation of the input SNP at `pos` to the panel, and the panel record it matched.
     /// Calls must come in ascending `pos`.
-    pub(super) fn lookup(&mut self, pos: usize, reference: &str, alt: &str) -> io::Result<(PanelMatch, Option<f64>)> {
+    pub(super) fn lookup(
+        &mut self,
+        pos: usize,
+        reference: &str,
+        alt: &str,
+    ) -> io::Result<(PanelMatch, Option<PanelFrequency>)> {
         let (fr, fa) = (complement(reference), complement(alt));
         let ambiguous = reference == complement(alt);
         let mut best = (PanelMatch::Absent, None);

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::frequency::FrequencyCheck;
 use crate::imputation::repair::Repair;
 
 /// Why a variant was excluded. The names are stable: they appear in the API and in
@@ -104,6 +105,9 @@ pub struct QcReport {
     /// What was repaired in the uploads before QC, at the node they were uploaded to.
     #[serde(default)]
     pub repairs: Vec<Repair>,
+    /// The input's allele frequencies against the panel's, at the sites kept.
+    #[serde(default)]
+    pub allele_frequency: Option<FrequencyCheck>,
 }
 
 impl QcReport {
@@ -149,6 +153,25 @@ impl QcReport {
                 t.push_str(&format!("  {:<32} {n}\n", reason.as_str()));
             }
             t.push_str("Every excluded variant is listed in excluded.tsv.\n");
+        }
+        if let Some(f) = &self.allele_frequency {
+            t.push_str(&format!(
+                "Allele frequencies against the panel ({}): {} sites, {} with chi-square > {}{}\n",
+                f.population.as_deref().unwrap_or("all samples"),
+                f.sites,
+                f.sites_over_threshold,
+                f.chisq_threshold,
+                f.correlation.map(|r| format!(", correlation {r:.3}")).unwrap_or_default()
+            ));
+            if let Some(w) = &f.warning {
+                t.push_str(&format!("  WARNING: {w}\n"));
+            }
+            for o in &f.outliers {
+                t.push_str(&format!(
+                    "  {}:{} input AF {:.3}, panel AF {:.3}, chi-square {:.1}\n",
+                    o.chrom, o.pos, o.input_af, o.panel_af, o.chisq
+                ));
+            }
         }
         for s in &self.low_call_rate_samples {
             t.push_str(&format!("Sample {} has call rate {:.1}%\n", s.sample, s.call_rate * 100.0));

@@ -123,9 +123,9 @@ fn a_published_file_is_split_into_biallelic_records_with_frequencies_overall_and
     assert_eq!(
         body(&sites),
         [
-            "20\t100\trs1\tA\tG\t.\t.\tAC=2;AN=6;AF=0.333333;AF_AFR=0.5;AF_EUR=0",
-            "20\t100\trs1\tA\tC\t.\t.\tAC=1;AN=6;AF=0.166667;AF_AFR=0.25;AF_EUR=0",
-            "20\t200\trs2\tACT\tA\t.\t.\tAC=3;AN=6;AF=0.5;AF_AFR=0.5;AF_EUR=0.5",
+            "20\t100\trs1\tA\tG\t.\t.\tAC=2;AN=6;AF=0.333333;AF_AFR=0.5;AC_AFR=2;AN_AFR=4;AF_EUR=0;AC_EUR=0;AN_EUR=2",
+            "20\t100\trs1\tA\tC\t.\t.\tAC=1;AN=6;AF=0.166667;AF_AFR=0.25;AC_AFR=1;AN_AFR=4;AF_EUR=0;AC_EUR=0;AN_EUR=2",
+            "20\t200\trs2\tACT\tA\t.\t.\tAC=3;AN=6;AF=0.5;AF_AFR=0.5;AC_AFR=2;AN_AFR=4;AF_EUR=0.5;AC_EUR=1;AN_EUR=2",
         ]
     );
     let e = prepare_file(&source, GenomeBuild::Hg38, Path::new("bcftools"), None, &vcf, &sites).unwrap_err();
