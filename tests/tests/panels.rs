@@ -242,3 +242,101 @@ async fn a_panel_as_published_registers_with_a_report_and_its_indels_are_imputed
         assert_eq!(split, expected["multiallelic_split"].as_u64().unwrap(), "split records in {}", dose.display());
     }
 }
+
+/// Registers the committed panel as `id` with `map` as its genetic map.
+fn add_panel_with_map(node: &TestNode, id: &str, map: &std::path::Path) -> String {
+    let out = fedimpute(&[
+        "panel",
+        "add",
+        "--config",
+        &node.config_arg(),
+        "--id",
+        id,
+        "--name",
+        id,
+        "--build",
+        "hg19",
+        "--vcf",
+        test_data("panel.vcf.gz").to_str().unwrap(),
+        "--map",
+        map.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{id}: {stderr}");
+    stderr
+}
+
+fn gzip(path: &std::path::Path, text: &str) {
+    let mut child = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(path).unwrap())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genetic_maps_in_each_format_give_the_same_output_and_debians_real_map_works() {
+    use fedimpute_tests::jobs::*;
+    install_crypto_provider();
+    let real = std::path::Path::new("/usr/share/doc/shapeit4/examples/maps/genetic_maps.b37.tar.gz");
+    assert!(real.is_file(), "Debian's shapeit4-example is missing: run scripts/install-deps.sh");
+    let dir = tempfile::tempdir().unwrap();
+    // The committed PLINK map, and the same map as SHAPEIT and Eagle tables (gzipped).
+    let shapeit = dir.path().join("chr20.gmap.gz");
+    gzip(&shapeit, "pos\tchr\tcM\n30000000\t20\t30.0\n32000000\t20\t32.0\n");
+    let eagle = dir.path().join("genetic_map_hg19.txt.gz");
+    gzip(
+        &eagle,
+        "chr position COMBINED_rate(cM/Mb) Genetic_Map(cM)\n1 100 1 0\n1 200 1 0.0001\n20 30000000 1 30.0\n20 32000000 0 32.0\n",
+    );
+    // The real b37 map of chromosome 20, as an admin takes it from the package.
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(real)
+        .arg("-C")
+        .arg(dir.path())
+        .arg("chr20.b37.gmap.gz")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut node = TestNode::init("Inst A").unwrap();
+    add_panel_with_map(&node, "plink", &test_data("map.txt"));
+    assert!(add_panel_with_map(&node, "shapeit", &shapeit).contains("Shapeit format"));
+    assert!(add_panel_with_map(&node, "eagle", &eagle).contains("Eagle format"));
+    let real_log = add_panel_with_map(&node, "real", &dir.path().join("chr20.b37.gmap.gz"));
+    assert!(real_log.contains("Shapeit format") && real_log.contains("20: "), "{real_log}");
+    node.start().await.unwrap();
+    let token = node.admin_token().await.unwrap();
+
+    let mut bodies = Vec::new();
+    for (panel, engine) in
+        [("plink", "beagle"), ("shapeit", "beagle"), ("eagle", "beagle"), ("real", "beagle"), ("real", "minimac4")]
+    {
+        let id = submit_targets(&node, &token, &[("panel", panel), ("build", "hg19"), ("engine", engine)]).await;
+        let done = wait_state(&node, &token, &id, &["completed", "failed"], Duration::from_secs(300)).await;
+        assert_eq!(done["state"], "completed", "{panel} {engine}: {done}");
+        let dose = dir.path().join(format!("{panel}-{engine}.vcf.gz"));
+        download(&node, &token, &id, "chr20.dose.vcf.gz", &dose).await;
+        if panel == "real" {
+            let r2 = r2_common(&dose);
+            assert!(r2 >= 0.94, "{engine} with the real b37 map: dosage r2 at MAF > 5% is {r2}");
+        } else {
+            bodies.push(vcf_body(&dose));
+        }
+    }
+    assert!(bodies[1] == bodies[0], "the SHAPEIT map gives other Beagle output than the PLINK map");
+    assert!(bodies[2] == bodies[0], "the Eagle map gives other Beagle output than the PLINK map");
+    // Minimac4 is given the map too (the last job's engine log).
+    let engine_log = std::fs::read_to_string(
+        fedimpute_tests::jobs::walk(&node.data_dir().join("jobs"))
+            .into_iter()
+            .filter(|p| p.ends_with("job.log"))
+            .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(engine_log.contains("--map") && engine_log.contains("map-20.txt"), "minimac4 ran without the map");
+}

@@ -167,7 +167,7 @@ pub fn beagle_args(
     args
 }
 
-/// Minimac4's arguments: impute phased `target` against `msav`.
+/// Minimac4's arguments: impute phased `target` against `msav`, with the panel's PLINK map.
 pub fn minimac4_args(
     e: &EnginesSection,
     msav: &Path,
@@ -175,6 +175,7 @@ pub fn minimac4_args(
     out: &Path,
     sites: &Path,
     min_r2: f64,
+    map: Option<&Path>,
 ) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = vec![
         "-t".into(),
@@ -191,6 +192,10 @@ pub fn minimac4_args(
     if min_r2 > 0.0 {
         args.push("--min-r2".into());
         args.push(min_r2.to_string().into());
+    }
+    if let Some(map) = map {
+        args.push("--map".into());
+        args.push(map.into());
     }
     args.push(msav.into());
     args.push(target.into());

@@ -4,6 +4,7 @@ pub mod catalog_entry;
 pub mod dose;
 pub mod engines;
 pub mod external;
+pub mod genetic_map;
 pub mod panels;
 pub mod qc;
 pub mod repair;

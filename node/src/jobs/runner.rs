@@ -223,7 +223,7 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
         let share = 0.85 / n;
         tools::run(&e.tabix, &tool_args!("-f", "-p", "vcf", filtered.as_os_str()), None).await?;
         let prefix = chrom_prefix(chrom);
-        let map = panel.has_map.then(|| files.map());
+        let map = panel.has_map.then(|| files.map_for(chrom));
         let beagle = BeagleInputs { kill, log: &log, bref3: &files.bref3(chrom), gt: filtered, map: map.as_deref() };
         let imputed = match job.engine.as_str() {
             "beagle" => beagle.run(svc, job, &work.join(&prefix), true, base, share).await?,
@@ -242,7 +242,7 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
                 EngineRun {
                     engine: "minimac4",
                     program: &e.minimac4,
-                    args: minimac4_args(e, &files.msav(chrom), &phased, &out, &sites, job.r2_filter),
+                    args: minimac4_args(e, &files.msav(chrom), &phased, &out, &sites, job.r2_filter, map.as_deref()),
                     stdout_to: None,
                     log: &log,
                     kill,

@@ -32,7 +32,7 @@ pub struct PanelSpec {
     pub sample_populations: Option<PathBuf>,
     /// One phased VCF per chromosome, as published (plain, gzip or bgzip).
     pub vcfs: Vec<PathBuf>,
-    /// A PLINK genetic map covering the panel's chromosomes.
+    /// A genetic map covering the panel's chromosomes: PLINK, SHAPEIT or Eagle, plain or gzipped.
     pub map: Option<PathBuf>,
 }
 
@@ -73,8 +73,14 @@ impl PanelFiles {
     pub fn msav(&self, chrom: &str) -> PathBuf {
         self.dir.join(format!("{chrom}.msav"))
     }
-    pub fn map(&self) -> PathBuf {
-        self.dir.join("map.txt")
+    /// The PLINK map of `chrom` the engines read (converted at registration), or the single
+    /// `map.txt` of a panel registered before maps were converted.
+    pub fn map_for(&self, chrom: &str) -> PathBuf {
+        let converted = self.converted_map(chrom);
+        if converted.is_file() { converted } else { self.dir.join("map.txt") }
+    }
+    fn converted_map(&self, chrom: &str) -> PathBuf {
+        self.dir.join(format!("map-{chrom}.txt"))
     }
 
     /// The sites files of `chromosomes`, for QC.
@@ -188,9 +194,6 @@ async fn prepare(
         }
     }
     std::fs::create_dir_all(&files.dir)?;
-    if let Some(map) = &spec.map {
-        crate::at_rest::private_copy(map, &files.map())?;
-    }
     let e = &config.engines;
     let populations = std::sync::Arc::new(populations);
     let mut seen = HashSet::new();
@@ -236,6 +239,19 @@ async fn prepare(
             sites: prepared.report.sites as i64,
             report: serde_json::to_string(&prepared.report).ok(),
         });
+    }
+    if let Some(map) = &spec.map {
+        progress(&format!("{}: checking and converting the genetic map", map.display()));
+        let names: Vec<String> = out.iter().map(|c| c.chromosome.clone()).collect();
+        let (source, target) = (map.clone(), files.clone());
+        let summary = tokio::task::spawn_blocking(move || {
+            crate::imputation::genetic_map::convert(&source, &names, |c| target.converted_map(c))
+        })
+        .await
+        .map_err(|e| PanelError::Invalid(e.to_string()))?
+        .map_err(PanelError::Invalid)?;
+        let counts: Vec<String> = summary.chromosomes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+        progress(&format!("genetic map ({:?} format) positions per chromosome: {}", summary.format, counts.join(", ")));
     }
     Ok(out)
 }
