@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod federation;
 pub mod files;
+pub mod html;
 pub mod identity;
 pub mod imputation;
 pub mod jobs;

@@ -204,6 +204,12 @@ pub async fn check_result_layout(
         assert!(header.contains(&format!("##fedimpute_{key}=")), "no {key} provenance line in\n{header}");
     }
     assert!(header.contains(&format!("##fedimpute_job={id}")), "{header}");
+    let page = dir.join("report.html");
+    download(node, token, id, "report.html", &page).await;
+    let page = std::fs::read_to_string(&page).unwrap();
+    for section in ["Input QC", "Allele frequencies against the panel", "Mean estimated r2", "Per chromosome", prefix] {
+        assert!(page.contains(section), "report.html has no {section:?}");
+    }
 
     let info = dir.join(format!("{prefix}.info.gz"));
     download(node, token, id, &format!("{prefix}.info.gz"), &info).await;

@@ -691,5 +691,10 @@ async fn download(
     if let Ok(v) = format!("attachment; filename=\"{file}\"").parse() {
         response.headers_mut().insert(axum::http::header::CONTENT_DISPOSITION, v);
     }
+    // A result page (ours, or one an external service sent) must never run as this node's site.
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"),
+    );
     Ok(response)
 }

@@ -7,6 +7,7 @@
 
 mod external;
 pub mod federated;
+pub mod html_report;
 pub mod merge;
 pub mod multi_panel;
 mod results;

@@ -228,6 +228,8 @@ impl JobsService {
         .await
         .map_err(|e| e.to_string())?;
         self.record_result(&parent.id, &results.join("summary.json")).await?;
+        let page = super::html_report::write(parent, &results).await.map_err(|e| e.to_string())?;
+        self.record_result(&parent.id, &page).await?;
         Ok((report, summary))
     }
 
@@ -247,41 +249,12 @@ mod tests {
 
     fn child(panel: &str, state: &str, progress: f64, error: Option<&str>) -> JobRow {
         JobRow {
-            id: panel.into(),
-            owner_id: 1,
-            name: String::new(),
             state: state.into(),
-            stage: None,
             progress,
-            panel_id: panel.into(),
-            build: "hg19".into(),
-            engine: "beagle".into(),
-            phasing: "beagle".into(),
-            population: None,
-            r2_filter: 0.0,
-            mode: "imputation".into(),
             error: error.map(String::from),
-            qc_report: None,
-            summary: None,
-            attempts: 0,
-            created_at: 0,
-            updated_at: 0,
-            started_at: None,
-            finished_at: None,
-            inputs_deleted_at: None,
-            results_deleted_at: None,
             role: "origin".into(),
-            peer: None,
-            peer_user: None,
-            pinned_host: None,
-            allow_resubmit: false,
-            excluded_hosts: String::new(),
-            peer_seen_at: None,
-            peer_closed_at: None,
-            remote_results: None,
             parent_id: Some("p".into()),
-            external_id: None,
-            input_repairs: None,
+            ..JobRow::for_tests(panel, panel)
         }
     }
 

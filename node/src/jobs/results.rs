@@ -37,6 +37,19 @@ pub struct JobSummary {
     /// Imputed variants by minor-allele-frequency bin: `<1%`, `1-5%`, `>5%`.
     pub imputed_by_maf: MafBins,
     pub r2_filter: f64,
+    /// Per chromosome (result prefix, e.g. `chr20`): typed and imputed variants kept.
+    #[serde(default)]
+    pub chromosomes: Vec<ChromosomeCounts>,
+}
+
+/// One chromosome's share of the summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChromosomeCounts {
+    pub chromosome: String,
+    pub typed: u64,
+    pub imputed: u64,
+    /// Dropped by the r2 filter.
+    pub filtered: u64,
 }
 
 /// The MAF bin a variant falls in.
@@ -45,7 +58,13 @@ pub(crate) fn maf_bin(maf: f64) -> &'static str {
 }
 
 /// Adds one chromosome's counts to the running summary.
-pub fn add_counts(summary: &mut JobSummary, counts: &DoseCounts) {
+pub fn add_counts(summary: &mut JobSummary, chromosome: &str, counts: &DoseCounts) {
+    summary.chromosomes.push(ChromosomeCounts {
+        chromosome: chromosome.to_string(),
+        typed: counts.typed,
+        imputed: counts.imputed,
+        filtered: counts.filtered,
+    });
     summary.variants_imputed += counts.imputed;
     summary.variants_typed += counts.typed;
     for (bin, (n, sum)) in summary.imputed_by_maf.bins_mut().into_iter().zip(counts.bins) {
@@ -62,9 +81,21 @@ mod tests {
     #[test]
     fn chromosomes_add_up_and_bins_serialize_in_order() {
         let mut s = JobSummary::default();
-        add_counts(&mut s, &DoseCounts { imputed: 3, typed: 1, filtered: 0, bins: [(1, 0.5), (1, 0.7), (1, 0.9)] });
-        add_counts(&mut s, &DoseCounts { imputed: 1, typed: 2, filtered: 4, bins: [(1, 0.3), (0, 0.0), (0, 0.0)] });
+        add_counts(
+            &mut s,
+            "chr20",
+            &DoseCounts { imputed: 3, typed: 1, filtered: 0, bins: [(1, 0.5), (1, 0.7), (1, 0.9)] },
+        );
+        add_counts(
+            &mut s,
+            "chr21",
+            &DoseCounts { imputed: 1, typed: 2, filtered: 4, bins: [(1, 0.3), (0, 0.0), (0, 0.0)] },
+        );
         assert_eq!((s.variants_imputed, s.variants_typed), (4, 3));
+        assert_eq!(
+            s.chromosomes[1],
+            ChromosomeCounts { chromosome: "chr21".into(), typed: 2, imputed: 1, filtered: 4 }
+        );
         assert_eq!(s.imputed_by_maf.rare.variants, 2);
         assert!((s.imputed_by_maf.rare.mean_r2.unwrap() - 0.4).abs() < 1e-9);
         let json = serde_json::to_string(&s.imputed_by_maf).unwrap();

@@ -107,6 +107,12 @@ pub(super) async fn add_result(svc: &JobsService, id: &str, path: &Path) -> Resu
     Ok(())
 }
 
+/// Writes `report.html` from the job's report files in `results` and records it.
+pub(super) async fn write_html_report(svc: &JobsService, job: &JobRow, results: &Path) -> Result<(), JobFailure> {
+    let path = super::html_report::write(job, results).await?;
+    add_result(svc, &job.id, &path).await
+}
+
 /// What was repaired in the job's uploads at this node.
 pub(super) fn repairs_of(job: &JobRow) -> Vec<Repair> {
     job.input_repairs.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default()
@@ -212,6 +218,7 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
         return Err(JobFailure(format!("input QC failed: {}", outcome.report.message.clone().unwrap_or_default())));
     }
     if job.mode == "qc_only" {
+        write_html_report(svc, job, &results).await?;
         return Ok(None);
     }
 
@@ -265,6 +272,7 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     tokio::fs::write(results.join("summary.json"), serde_json::to_string_pretty(&summary)?).await?;
     add_result(svc, &job.id, &results.join("summary.json")).await?;
     add_result(svc, &job.id, &log).await?;
+    write_html_report(svc, job, &results).await?;
     Ok(Some(summary))
 }
 
@@ -290,7 +298,7 @@ pub(super) async fn write_chromosome_results(
         .await
         .map_err(|e| JobFailure(e.to_string()))??;
     tools::run(&svc.config.engines.tabix, &tool_args!("-f", "-p", "vcf", dose.as_os_str()), None).await?;
-    add_counts(summary, &counts);
+    add_counts(summary, prefix, &counts);
     let index = PathBuf::from(format!("{}.tbi", dose.display()));
     for f in [&dose, &index, &info] {
         add_result(svc, id, f).await?;

@@ -162,6 +162,48 @@ pub struct JobRow {
 }
 
 impl JobRow {
+    /// A queued local Beagle job on `panel`, for unit tests to adjust.
+    #[cfg(test)]
+    pub fn for_tests(id: &str, panel: &str) -> Self {
+        JobRow {
+            id: id.into(),
+            owner_id: 1,
+            name: format!("job {id}"),
+            state: "queued".into(),
+            stage: None,
+            progress: 0.0,
+            panel_id: panel.into(),
+            build: "hg19".into(),
+            engine: "beagle".into(),
+            phasing: "beagle".into(),
+            population: None,
+            r2_filter: 0.0,
+            mode: "imputation".into(),
+            error: None,
+            qc_report: None,
+            summary: None,
+            attempts: 0,
+            created_at: 0,
+            updated_at: 0,
+            started_at: None,
+            finished_at: None,
+            inputs_deleted_at: None,
+            results_deleted_at: None,
+            role: "local".into(),
+            peer: None,
+            peer_user: None,
+            pinned_host: None,
+            allow_resubmit: false,
+            excluded_hosts: String::new(),
+            peer_seen_at: None,
+            peer_closed_at: None,
+            remote_results: None,
+            parent_id: None,
+            external_id: None,
+            input_repairs: None,
+        }
+    }
+
     pub fn state(&self) -> JobState {
         self.state.parse().unwrap_or(JobState::Failed)
     }

@@ -204,7 +204,7 @@ impl FrequencyCheck {
             "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"13\">panel ALT frequency{}</text>\n",
             margin + size / 2.0,
             size + 2.0 * margin - 12.0,
-            self.population.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
+            self.population.as_ref().map(|p| format!(" ({})", crate::html::escape(p))).unwrap_or_default()
         ));
         out.push_str(&format!(
             "<text x=\"14\" y=\"{}\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"13\" transform=\"rotate(-90 14 {})\">input ALT frequency</text>\n",

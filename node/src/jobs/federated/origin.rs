@@ -415,6 +415,13 @@ impl Federated {
                 tracing::warn!(job = %job.id, error = %e, "cannot add the repairs to the QC report");
             }
         }
+        // The report page is this node's own, drawn from the reports' numbers (with the repairs
+        // above), never the host's markup.
+        if let Err(crate::jobs::runner::JobFailure(e)) =
+            crate::jobs::runner::write_html_report(&self.jobs, job, &results_dir).await
+        {
+            tracing::warn!(job = %job.id, error = %e, "cannot write the report page");
+        }
         self.audit(
             AuditEvent::new("node", "local", "job.results_received", Outcome::Success).target(&job.id).details(json!({
                 "host": host, "institution": label,
