@@ -267,9 +267,23 @@ export async function jobPage(main, id) {
         table(['MAF bin', ...r.panels], rows, 'Variants won by each panel')));
     }
     if (results.length) {
+      // Password-protected archives: the password is shown here once and kept nowhere.
+      const archiveStatus = h('div', { 'aria-live': 'polite' });
+      const makeArchives = mayAct && job.state === 'completed' && results.some((r) => r.name.endsWith('.dose.vcf.gz'))
+        ? h('button', { type: 'button', on: { click: async () => {
+          try {
+            const made = await api(`/jobs/${id}/archives`, { method: 'POST' });
+            await draw();
+            mount(document.getElementById('archive-status'), h('p.notice', { role: 'alert' },
+              `Made ${made.archives.join(', ')}. Password, shown only now: `, h('code', {}, made.password)));
+          } catch (err) { mount(archiveStatus, errorBox(err)); }
+        } } }, 'Make password-protected archives')
+        : null;
+      archiveStatus.id = 'archive-status';
       parts.push(h('section.card', {}, h('h2', {}, 'Results'), table(['File', 'Size', 'SHA-256', ''], results.map((r) => h('tr', {},
         h('td', {}, r.name), h('td', {}, bytes(r.size)), h('td.mono', {}, r.sha256.slice(0, 16) + '…'),
-        h('td', {}, mayAct ? h('button', { type: 'button', 'aria-label': `Download ${r.name}`, on: { click: () => download(`/jobs/${id}/results/${encodeURIComponent(r.name)}`, r.name) } }, 'Download') : null))), 'Result files')));
+        h('td', {}, mayAct ? h('button', { type: 'button', 'aria-label': `Download ${r.name}`, on: { click: () => download(`/jobs/${id}/results/${encodeURIComponent(r.name)}`, r.name) } }, 'Download') : null))), 'Result files'),
+        makeArchives, archiveStatus));
     }
     mount(body, parts);
     return job;

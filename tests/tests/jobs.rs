@@ -69,6 +69,28 @@ async fn a_beagle_job_is_accurate_and_identical_to_a_direct_beagle_run() {
         .unwrap();
     assert_eq!(partial.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(partial.bytes().await.unwrap().len(), 32);
+    // A password-protected archive per chromosome, its password shown once and kept nowhere.
+    let made = node.client().post(node.api(&format!("/jobs/{id}/archives"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let made: Value = made.json().await.unwrap();
+    let password = made["password"].as_str().unwrap().to_string();
+    assert_eq!(made["archives"], serde_json::json!(["chr20.zip"]));
+    let zip_path = dir.path().join("chr20.zip");
+    download(&node, &token, id, "chr20.zip", &zip_path).await;
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
+    assert!(archive.by_name_decrypt("chr20.dose.vcf.gz", b"not the password").is_err());
+    let mut inside = Vec::new();
+    std::io::Read::read_to_end(
+        &mut archive.by_name_decrypt("chr20.dose.vcf.gz", password.as_bytes()).unwrap(),
+        &mut inside,
+    )
+    .unwrap();
+    assert!(inside == std::fs::read(&dose).unwrap(), "the archive holds the dose VCF as served");
+    assert!(archive.by_name_decrypt("chr20.info.gz", password.as_bytes()).is_ok());
+    let audit = node.audit("job.archives_made").await.unwrap();
+    assert_eq!(audit.len(), 1);
+    let db = std::fs::read(node.db_path()).unwrap();
+    assert!(!db.windows(password.len()).any(|w| w == password.as_bytes()), "the password is kept nowhere");
     // Inputs are deleted once the job is done; the deletion is audited.
     let audit = node.audit("job.").await.unwrap();
     assert!(audit.iter().any(|e| e["action"] == "job.inputs_deleted" && e["target"] == id));

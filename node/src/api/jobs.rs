@@ -44,6 +44,7 @@ pub fn router(max_upload_bytes: u64) -> Router<AppState> {
         .route("/jobs/{id}/events", get(events))
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/jobs/{id}/retry", post(retry))
+        .route("/jobs/{id}/archives", post(archives))
         .route("/jobs/{id}/results", get(results))
         .route("/jobs/{id}/results/{file}", get(download))
 }
@@ -653,6 +654,66 @@ async fn job_action(
     }
     .map_err(action_error)?;
     Ok(axum::Json(view(state, visible_job(state, &auth.principal, id, Access::Read).await?).await?))
+}
+
+/// Password-protected archives of a completed job's results, made on request.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ArchivesMade {
+    /// The archives' one password: shown this once and kept nowhere.
+    password: String,
+    /// One AES-256 zip per chromosome (its dose VCF, index and info file), now among the results.
+    archives: Vec<String>,
+}
+
+/// Make an AES-256 zip of each chromosome's results under a new password, shown once. Its owner
+/// or an admin; asking again replaces the archives and their password.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/archives", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 201, body = ArchivesMade), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn archives(
+    State(state): State<AppState>,
+    auth: Auth<Submitter>,
+    ClientIp(ip): ClientIp,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, axum::Json<ArchivesMade>), ApiError> {
+    let job = visible_job(&state, &auth.principal, &id, Access::Act).await?;
+    if job.state() != crate::store::jobs::JobState::Completed || job.results_deleted_at.is_some() {
+        return Err(ApiError::Conflict(format!("job {id} has no results to archive (it is {})", job.state)));
+    }
+    let results = state.store.job_results(&job.id).await?;
+    let prefixes = crate::jobs::archives::prefixes(results.iter().map(|r| r.name.as_str()));
+    if prefixes.is_empty() {
+        return Err(ApiError::Conflict(format!("job {id} has no imputed chromosomes to archive")));
+    }
+    let password = crate::secrets::random_password();
+    let (dir, list, secret) = (state.jobs.results_dir(&job.id), prefixes.clone(), password.clone());
+    let written = tokio::task::spawn_blocking(move || crate::jobs::archives::write(&dir, &list, &secret))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let mut names = Vec::new();
+    for path in &written {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let file = crate::files::hash_file(path).await.map_err(ApiError::internal)?;
+        state
+            .store
+            .add_job_result(&job.id, &JobResult { name: name.clone(), size: file.size as i64, sha256: file.sha256 })
+            .await?;
+        names.push(name);
+    }
+    state
+        .auth
+        .audit(
+            AuditEvent::new(
+                format!("user:{}", auth.principal.user.username),
+                &ip,
+                "job.archives_made",
+                Outcome::Success,
+            )
+            .target(&job.id)
+            .details(json!({ "archives": names })),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(ArchivesMade { password, archives: names })))
 }
 
 /// The job's result files.

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::federation::panels, super::federation::services,
         super::panels::list, super::panels::add, super::panels::remove,
         super::jobs::submit, super::jobs::list, super::jobs::show, super::jobs::events, super::jobs::cancel,
-        super::jobs::retry, super::jobs::results, super::jobs::download,
+        super::jobs::retry, super::jobs::archives, super::jobs::results, super::jobs::download,
         super::node::show, super::services::list, super::services::add, super::services::remove,
         super::health::healthz, super::health::readyz, super::health::metrics,
     ),

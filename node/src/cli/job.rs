@@ -96,6 +96,13 @@ pub enum JobCommand {
         node: NodeArgs,
         id: String,
     },
+    /// Make an AES-256 zip of each chromosome's results (dose VCF, index, info file) under a new
+    /// password, printed once; `job download` then fetches the archives with the rest.
+    Archive {
+        #[command(flatten)]
+        node: NodeArgs,
+        id: String,
+    },
     /// List your jobs.
     List {
         #[command(flatten)]
@@ -364,6 +371,19 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
                 client.http.post(client.url(&format!("/jobs/{id}/cancel"))).bearer_auth(&client.token).send().await?;
             Client::check(resp).await?;
             println!("cancelled {id}");
+        }
+        JobCommand::Archive { node, id } => {
+            let client = Client::new(&node)?;
+            let resp =
+                client.http.post(client.url(&format!("/jobs/{id}/archives"))).bearer_auth(&client.token).send().await?;
+            let made: serde_json::Value = Client::check(resp).await?.json().await?;
+            for name in made["archives"].as_array().cloned().unwrap_or_default() {
+                println!("made {}", name.as_str().unwrap_or_default());
+            }
+            println!(
+                "password (shown only now; keep it apart from the files): {}",
+                made["password"].as_str().unwrap_or_default()
+            );
         }
         JobCommand::List { node } => {
             let jobs = Client::new(&node)?.get("/jobs").await?;

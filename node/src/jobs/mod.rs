@@ -5,6 +5,7 @@
 //! engine died with the node, see `imputation::engines`): it goes back to `queued` and runs
 //! again from the start, so no job is lost and none runs twice at once.
 
+pub mod archives;
 mod external;
 pub mod federated;
 pub mod html_report;
