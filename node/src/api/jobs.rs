@@ -398,6 +398,11 @@ async fn submit(
             .await
             .map_err(ApiError::internal)?;
         match checked {
+            // A chrX ploidy problem is the input's, whatever the panel: refused before it goes on.
+            Ok(report) if report.chrx.as_ref().is_some_and(|x| x.refusal.is_some()) => {
+                let reason = report.chrx.and_then(|x| x.refusal).unwrap_or_default();
+                return Err(ApiError::Unprocessable(reason));
+            }
             Ok(_) => {}
             Err(e @ QcError::Input { .. }) => return Err(ApiError::Unprocessable(e.to_string())),
             Err(e) => return Err(ApiError::internal(e)),

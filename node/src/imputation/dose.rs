@@ -140,8 +140,9 @@ pub fn finish(
             counts.filtered += 1;
             continue;
         }
-        let (dosage_sum, best_sum, n) = dosages(cols.get(8).copied().unwrap_or(""), cols.get(9).copied().unwrap_or(""));
-        let alt_frq = if n > 0 { dosage_sum / (2.0 * n as f64) } else { 0.0 };
+        let (dosage_sum, best_sum, n, alleles) =
+            dosages(cols.get(8).copied().unwrap_or(""), cols.get(9).copied().unwrap_or(""));
+        let alt_frq = if alleles > 0 { dosage_sum / alleles as f64 } else { 0.0 };
         let maf = alt_frq.min(1.0 - alt_frq);
         let avg_call = if n > 0 { best_sum / n as f64 } else { 0.0 };
         let status = if info.typed_only {
@@ -175,18 +176,19 @@ pub fn finish(
     Ok(counts)
 }
 
-/// Sum of ALT dosages, sum of best-genotype probabilities, and samples with a dosage, from the
-/// FORMAT column and the sample columns (DS and GP where present, else GT).
-fn dosages(format: &str, samples: &str) -> (f64, f64, u64) {
+/// Sum of ALT dosages, sum of best-genotype probabilities, samples with a dosage and their
+/// alleles (a haploid male on chrX has one), from the FORMAT column and the sample columns (DS
+/// and GP where present, else GT).
+fn dosages(format: &str, samples: &str) -> (f64, f64, u64, u64) {
     let keys: Vec<&str> = format.split(':').collect();
     let (ds, gp, gt) = (
         keys.iter().position(|k| *k == "DS"),
         keys.iter().position(|k| *k == "GP"),
         keys.iter().position(|k| *k == "GT"),
     );
-    let (mut dosage_sum, mut best_sum, mut n) = (0.0, 0.0, 0u64);
+    let (mut dosage_sum, mut best_sum, mut n, mut alleles) = (0.0, 0.0, 0u64, 0u64);
     if samples.is_empty() {
-        return (0.0, 0.0, 0);
+        return (0.0, 0.0, 0, 0);
     }
     for sample in samples.split('\t') {
         let fields: Vec<&str> = sample.split(':').collect();
@@ -202,13 +204,14 @@ fn dosages(format: &str, samples: &str) -> (f64, f64, u64) {
         };
         let Some(dosage) = dosage else { continue };
         n += 1;
+        alleles += gt.and_then(|i| fields.get(i)).map(|g| g.split(['|', '/']).count() as u64).unwrap_or(2);
         dosage_sum += dosage;
         best_sum += match gp.and_then(|i| fields.get(i)) {
             Some(probs) => probs.split(',').filter_map(|p| p.parse::<f64>().ok()).fold(0.0, f64::max),
             None => 1.0,
         };
     }
-    (dosage_sum, best_sum, n)
+    (dosage_sum, best_sum, n, alleles)
 }
 
 #[cfg(test)]
@@ -235,14 +238,15 @@ mod tests {
 20\t200\t.\tC\tT\t.\tPASS\tAF=0.5;DR2=1.00\tGT:DS:GP\t0|1:1:0,1,0\t1|0:1:0,1,0\n\
 20\t300\t.\tC\tT\t.\tPASS\tAF=0.5;DR2=0.05;IMP\tGT:DS:GP\t0|1:1:0,1,0\t1|0:1:0,1,0\n\
 20\t400\t.\tG\tA\t.\tPASS\tAF=0.1;MAF=0.1;R2=0.7;ER2=0.66;TYPED\tGT:DS\t0|0:0.1\t0|1:0.9\n\
-20\t500\t.\tG\tA\t.\tPASS\tMAF=0.1;R2=0.2;TYPED_ONLY\tGT\t0|0\t0|1\n",
+20\t500\t.\tG\tA\t.\tPASS\tMAF=0.1;R2=0.2;TYPED_ONLY\tGT\t0|0\t0|1\n\
+20\t600\t.\tG\tA\t.\tPASS\tDR2=0.9;IMP\tGT:DS\t1:1\t0|1:1\n",
         )
         .unwrap();
         let (dose, info) = (dir.path().join("d.vcf.gz"), dir.path().join("i.gz"));
         let provenance = vec![("job".to_string(), "j1".to_string()), ("panel".to_string(), "sim".to_string())];
         let counts = finish(&input, &dose, &info, 0.1, &provenance).unwrap();
-        assert_eq!((counts.imputed, counts.typed, counts.filtered), (1, 3, 1));
-        assert_eq!(counts.bins[2].0, 1, "ALT_Frq 0.25 is in the >5% bin");
+        assert_eq!((counts.imputed, counts.typed, counts.filtered), (2, 3, 1));
+        assert_eq!(counts.bins[2].0, 2, "ALT_Frq 0.25 and MAF 0.33 are in the >5% bin");
         let text = read(&dose);
         assert!(text.contains("##fedimpute_job=j1\n##fedimpute_panel=sim\n#CHROM"), "{text}");
         assert!(!text.contains("fedimpute_job=old"), "earlier provenance is replaced");
@@ -253,6 +257,10 @@ mod tests {
         assert_eq!(rows[2], "20:200:C:T\tC\tT\t0.50000\t0.50000\t1.00000\t1.00\tGenotyped\t-\t-\t-\t-\t-");
         assert_eq!(rows[3], "20:400:G:A\tG\tA\t0.25000\t0.25000\t1.00000\t0.7\tGenotyped\t-\t-\t0.66\t-\t-");
         assert_eq!(rows[4], "20:500:G:A\tG\tA\t0.25000\t0.25000\t1.00000\t0.2\tTyped_Only\t-\t-\t-\t-\t-");
-        assert_eq!(rows.len(), 5);
+        assert_eq!(
+            rows[5], "20:600:G:A\tG\tA\t0.66667\t0.33333\t1.00000\t0.9\tImputed\t-\t-\t-\t-\t-",
+            "a haploid male has one allele"
+        );
+        assert_eq!(rows.len(), 6);
     }
 }

@@ -9,6 +9,7 @@
 //! go on. Memory does not grow with the number of variants: records are read into one reused
 //! buffer, and the panel is read alongside the input (both sorted) instead of loaded.
 
+pub mod chrx;
 mod frequency;
 pub mod lines;
 mod panel_sites;
@@ -39,11 +40,20 @@ pub struct QcSettings {
     pub min_sample_call_rate: f64,
     /// Share of the input's SNPs that must be in the panel.
     pub min_panel_overlap: f64,
+    /// Most a sample's chrX calls outside the pseudo-autosomal regions may be of the ploidy it
+    /// mostly is not (haploid calls in a female, diploid in a male), as Michigan's chrX check.
+    pub max_mixed_ploidy: f64,
 }
 
 impl Default for QcSettings {
     fn default() -> Self {
-        Self { min_samples: 20, min_variant_call_rate: 0.9, min_sample_call_rate: 0.5, min_panel_overlap: 0.5 }
+        Self {
+            min_samples: 20,
+            min_variant_call_rate: 0.9,
+            min_sample_call_rate: 0.5,
+            min_panel_overlap: 0.5,
+            max_mixed_ploidy: 0.1,
+        }
     }
 }
 
@@ -159,7 +169,14 @@ struct GenotypeStats {
 
 /// Counts the genotypes of one record's sample columns (`GT` first in each), straight from the
 /// bytes: this loop runs once per sample per variant, so it allocates nothing.
-fn genotype_stats(samples: &[u8], sample_called: &mut [u64]) -> Result<GenotypeStats, usize> {
+///
+/// With `ploidy` (chrX outside the pseudo-autosomal regions), each sample's haploid and diploid
+/// calls are counted as well.
+fn genotype_stats(
+    samples: &[u8],
+    sample_called: &mut [u64],
+    mut ploidy: Option<&mut [[u64; 2]]>,
+) -> Result<GenotypeStats, usize> {
     let mut stats = GenotypeStats { called: 0, alt_alleles: 0, alleles: 0 };
     let mut columns = 0;
     for (i, field) in samples.split(|b| *b == b'\t').enumerate() {
@@ -182,6 +199,9 @@ fn genotype_stats(samples: &[u8], sample_called: &mut [u64]) -> Result<GenotypeS
             stats.alleles += n;
             if let Some(c) = sample_called.get_mut(i) {
                 *c += 1;
+            }
+            if let Some(counts) = ploidy.as_deref_mut().and_then(|p| p.get_mut(i)) {
+                counts[usize::from(n > 1)] += 1;
             }
         }
     }
@@ -238,6 +258,8 @@ fn qc_pass(
 
     let mut samples: Option<Vec<String>> = None;
     let mut sample_called: Vec<u64> = Vec::new();
+    // Per sample: haploid and diploid calls on chrX outside the pseudo-autosomal regions.
+    let mut ploidy_calls: Vec<[u64; 2]> = Vec::new();
     let mut snp_records: u64 = 0;
     let mut excluded: BTreeMap<ExclusionReason, u64> = BTreeMap::new();
     let mut files = Vec::new();
@@ -273,6 +295,7 @@ fn qc_pass(
                     ));
                 }
                 sample_called = vec![0; names.len()];
+                ploidy_calls = vec![[0; 2]; names.len()];
                 samples = Some(names);
             }
             Some(first) if *first != names => {
@@ -411,7 +434,9 @@ fn qc_pass(
             };
             if reason.is_none() {
                 snp_records += 1;
-                let stats = genotype_stats(sample_bytes, &mut sample_called).map_err(|found| {
+                let non_par = chrx::is_non_par(build, chrom, pos as u64);
+                let ploidy = non_par.then_some(ploidy_calls.as_mut_slice());
+                let stats = genotype_stats(sample_bytes, &mut sample_called, ploidy).map_err(|found| {
                     refuse(
                         input,
                         Some(line),
@@ -491,7 +516,10 @@ fn qc_pass(
         .collect();
     let overlap = panel.map(|_| if reached_panel == 0 { 0.0 } else { in_panel as f64 / reached_panel as f64 });
 
-    let message = if !low.is_empty() {
+    let chrx = chrx::summarise(&names, &ploidy_calls, settings.max_mixed_ploidy);
+    let message = if let Some(refusal) = chrx.as_ref().and_then(|x| x.refusal.clone()) {
+        Some(refusal)
+    } else if !low.is_empty() {
         Some(format!(
             "{} sample(s) have a call rate below {:.0}% (first: {} at {:.1}%); remove them or fix their genotypes",
             low.len(),
@@ -525,6 +553,7 @@ fn qc_pass(
         low_call_rate_samples: low,
         repairs: Vec::new(),
         allele_frequency: frequencies.finish(),
+        chrx,
     };
     Ok((report, filtered))
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::chrx::ChrxCheck;
 use super::frequency::FrequencyCheck;
 use crate::imputation::repair::Repair;
 
@@ -108,6 +109,10 @@ pub struct QcReport {
     /// The input's allele frequencies against the panel's, at the sites kept.
     #[serde(default)]
     pub allele_frequency: Option<FrequencyCheck>,
+    /// The chrX ploidy check (males haploid, females diploid outside the PARs), when the input
+    /// has chrX.
+    #[serde(default)]
+    pub chrx: Option<ChrxCheck>,
 }
 
 impl QcReport {
@@ -172,6 +177,12 @@ impl QcReport {
                     o.chrom, o.pos, o.input_af, o.panel_af, o.chisq
                 ));
             }
+        }
+        if let Some(x) = &self.chrx {
+            t.push_str(&format!(
+                "chrX outside the PARs: {} male (haploid), {} female (diploid) samples, {} with mixed ploidy\n",
+                x.males, x.females, x.mixed_samples
+            ));
         }
         for s in &self.low_call_rate_samples {
             t.push_str(&format!("Sample {} has call rate {:.1}%\n", s.sample, s.call_rate * 100.0));
