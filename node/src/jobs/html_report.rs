@@ -128,10 +128,11 @@ pub fn render(
                     f.chromosome.clone().unwrap_or_default(),
                     f.variants.to_string(),
                     f.kept.to_string(),
+                    f.skipped.clone().unwrap_or_default(),
                 ]
             })
             .collect();
-        table(&mut out, &["File", "Chromosome", "Variants", "Kept"], &files);
+        table(&mut out, &["File", "Chromosome", "Variants", "Kept", "Note"], &files);
         if !qc.excluded.is_empty() {
             out.push_str("<h3>Excluded variants by reason</h3>");
             let rows: Vec<Vec<String>> =

@@ -335,6 +335,7 @@ fn qc_pass(
         let mut chromosome: Option<String> = None;
         let mut last_pos = 0usize;
         let mut panel_cursor = None;
+        let mut skipped: Option<String> = None;
         let (mut variants, mut kept) = (0u64, 0u64);
         let mut line = header_count;
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
@@ -390,7 +391,13 @@ fn qc_pass(
                         ));
                     }
                     if let Some(panel) = panel {
-                        panel_cursor = Some(panel.cursor(chrom)?);
+                        if panel.by_chromosome.contains_key(chrom) {
+                            panel_cursor = Some(panel.cursor(chrom)?);
+                        } else {
+                            // As the public servers do: a chromosome the panel lacks is left out,
+                            // not held against the overlap of the others.
+                            skipped = Some(format!("the panel has no chromosome {chrom}; this file is left out"));
+                        }
                     }
                     chromosome = Some(chrom.to_string());
                 }
@@ -418,6 +425,9 @@ fn qc_pass(
             }
             let duplicate = pos == last_pos;
             last_pos = pos;
+            if skipped.is_some() {
+                continue;
+            }
 
             let mut reason = if !matches!(filter, "PASS" | "." | "") {
                 Some(ExclusionReason::FilterFlag)
@@ -497,8 +507,15 @@ fn qc_pass(
         total += variants;
         kept_total += kept;
         let chromosome = chromosome.unwrap_or_default();
-        files.push(FileSummary { name: input.name.clone(), chromosome: Some(chromosome.clone()), variants, kept });
-        if let Some(path) = out_path {
+        let left_out = skipped.is_some();
+        files.push(FileSummary {
+            name: input.name.clone(),
+            chromosome: Some(chromosome.clone()),
+            variants,
+            kept,
+            skipped,
+        });
+        if let Some(path) = out_path.filter(|_| !left_out) {
             filtered.push((chromosome, path));
         }
     }
@@ -512,7 +529,7 @@ fn qc_pass(
             sample: s.clone(),
             call_rate: if snp_records == 0 { 0.0 } else { *c as f64 / snp_records as f64 },
         })
-        .filter(|s| s.call_rate < settings.min_sample_call_rate)
+        .filter(|s| snp_records > 0 && s.call_rate < settings.min_sample_call_rate)
         .collect();
     let overlap = panel.map(|_| if reached_panel == 0 { 0.0 } else { in_panel as f64 / reached_panel as f64 });
 
@@ -526,6 +543,12 @@ fn qc_pass(
             settings.min_sample_call_rate * 100.0,
             low[0].sample,
             low[0].call_rate * 100.0
+        ))
+    } else if !files.is_empty() && files.iter().all(|f| f.skipped.is_some()) {
+        let names: Vec<&str> = files.iter().filter_map(|f| f.chromosome.as_deref()).collect();
+        Some(format!(
+            "the panel has none of the input's chromosomes ({}); choose a panel that covers them",
+            names.join(", ")
         ))
     } else if let Some(o) = overlap.filter(|o| *o < settings.min_panel_overlap) {
         Some(format!(

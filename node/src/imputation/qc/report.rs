@@ -67,6 +67,9 @@ pub struct FileSummary {
     pub chromosome: Option<String>,
     pub variants: u64,
     pub kept: u64,
+    /// Why the whole file was left out (a chromosome the panel does not have).
+    #[serde(default)]
+    pub skipped: Option<String>,
 }
 
 /// A sample whose call rate is below the threshold.
@@ -142,6 +145,9 @@ impl QcReport {
                 f.variants,
                 f.kept
             ));
+            if let Some(why) = &f.skipped {
+                t.push_str(&format!("  left out: {why}\n"));
+            }
         }
         t.push_str(&format!("Variants: {} in total, {} kept\n", self.variants_total, self.variants_kept));
         if let Some(o) = self.panel_overlap {

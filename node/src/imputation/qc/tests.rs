@@ -288,6 +288,23 @@ fn an_input_snp_matches_the_panel_snp_among_several_records_at_its_position() {
 }
 
 #[test]
+fn a_chromosome_the_panel_lacks_is_left_out_without_counting_against_the_overlap() {
+    let f = Fixture::new();
+    let p = poly();
+    let chr20 = f.input("a.vcf.gz", &vcf_text(&samples(N), &[("20", 100, "A", "G", "PASS", p.as_str())]));
+    let chr21 = f.input("b.vcf.gz", &vcf_text(&samples(N), &[("21", 100, "A", "G", "PASS", p.as_str())]));
+    let panel = f.panel("20", &[(100, "A", "G")]);
+    let out =
+        run_qc(&[chr20, chr21.clone()], GenomeBuild::Hg19, Some(&panel), &QcSettings::default(), &f.out()).unwrap();
+    assert_eq!(out.report.status, QcStatus::Passed, "{:?}", out.report.message);
+    assert_eq!(out.report.panel_overlap, Some(1.0));
+    assert!(out.report.files[1].skipped.as_deref().unwrap().contains("no chromosome 21"));
+    assert_eq!(out.filtered.len(), 1, "only chromosome 20 goes to the engine");
+    let only21 = run_qc(&[chr21], GenomeBuild::Hg19, Some(&panel), &QcSettings::default(), &f.out()).unwrap();
+    assert!(only21.report.message.unwrap().contains("none of the input's chromosomes (21)"));
+}
+
+#[test]
 fn a_sample_below_the_call_rate_fails_qc_and_is_named() {
     let f = Fixture::new();
     let gts: String = (0..N)
