@@ -33,25 +33,23 @@ pub fn add_panel(node: &TestNode, id: &str) {
 
 /// Registers `vcf` (an hg19 chromosome 20 panel) as `id`, with the committed genetic map.
 pub fn add_panel_file(node: &TestNode, id: &str, vcf: &Path) {
-    let out = fedimpute(&[
-        "panel",
-        "add",
-        "--config",
-        &node.config_arg(),
-        "--id",
-        id,
-        "--name",
-        "Simulated",
-        "--build",
-        "hg19",
-        "--population",
-        "AFR",
-        "--vcf",
-        vcf.to_str().unwrap(),
-        "--map",
-        test_data("map.txt").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let map = test_data("map.txt");
+    panel_add(node, id, &[vcf], &["--population", "AFR", "--map", map.to_str().unwrap()]);
+}
+
+/// `fedimpute panel add` of the hg19 panel files `vcfs` as `id`, with `extra` arguments; asserts
+/// it succeeded and returns what it printed on stderr (its steps and registration reports).
+pub fn panel_add(node: &TestNode, id: &str, vcfs: &[&Path], extra: &[&str]) -> String {
+    let config = node.config_arg();
+    let mut args = vec!["panel", "add", "--config", &config, "--id", id, "--name", id, "--build", "hg19"];
+    for vcf in vcfs {
+        args.extend(["--vcf", vcf.to_str().unwrap()]);
+    }
+    args.extend(extra);
+    let out = fedimpute(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "panel add {id}: {stderr}");
+    stderr
 }
 
 /// Rewrites the node's node.toml with `edit` (the node must not be running).

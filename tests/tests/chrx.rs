@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fedimpute_tests::jobs::*;
-use fedimpute_tests::{TestNode, fedimpute, install_crypto_provider, workspace_root};
+use fedimpute_tests::{TestNode, install_crypto_provider, workspace_root};
 use reqwest::StatusCode;
 
 fn chrx_data(dir: &Path) -> Vec<String> {
@@ -29,21 +29,7 @@ async fn a_chrx_job_with_males_and_females_keeps_males_haploid_on_both_engines()
     let dir = tempfile::tempdir().unwrap();
     let males = chrx_data(dir.path());
     let mut node = TestNode::init("Inst A").unwrap();
-    let out = fedimpute(&[
-        "panel",
-        "add",
-        "--config",
-        &node.config_arg(),
-        "--id",
-        "simx",
-        "--name",
-        "Simulated chrX",
-        "--build",
-        "hg19",
-        "--vcf",
-        dir.path().join("panel.vcf.gz").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    panel_add(&node, "simx", &[&dir.path().join("panel.vcf.gz")], &[]);
     node.start().await.unwrap();
     let token = node.admin_token().await.unwrap();
 

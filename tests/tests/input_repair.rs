@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fedimpute_tests::jobs::*;
-use fedimpute_tests::{TestNode, fedimpute, install_crypto_provider, test_data};
+use fedimpute_tests::{TestNode, install_crypto_provider, test_data};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -61,23 +61,7 @@ async fn node_with_two_chromosomes(dir: &Path) -> TestNode {
         .unwrap();
     assert!(status.success());
     let mut node = TestNode::init("Inst A").unwrap();
-    let out = fedimpute(&[
-        "panel",
-        "add",
-        "--config",
-        &node.config_arg(),
-        "--id",
-        "two",
-        "--name",
-        "Two chromosomes",
-        "--build",
-        "hg19",
-        "--vcf",
-        test_data("panel.vcf.gz").to_str().unwrap(),
-        "--vcf",
-        panel21.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    panel_add(&node, "two", &[&test_data("panel.vcf.gz"), &panel21], &[]);
     node.start().await.unwrap();
     node
 }

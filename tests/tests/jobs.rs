@@ -530,23 +530,7 @@ async fn input_allele_frequencies_far_from_the_panels_are_flagged_against_the_ch
     let groups_file = dir.path().join("samples.panel");
     std::fs::write(&groups_file, format!("sample\tpop\n{groups}")).unwrap();
     let mut node = fedimpute_tests::TestNode::init("Inst A").unwrap();
-    let out = fedimpute(&[
-        "panel",
-        "add",
-        "--config",
-        &node.config_arg(),
-        "--id",
-        "sim",
-        "--name",
-        "Simulated",
-        "--build",
-        "hg19",
-        "--vcf",
-        test_data("panel.vcf.gz").to_str().unwrap(),
-        "--sample-populations",
-        groups_file.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    panel_add(&node, "sim", &[&test_data("panel.vcf.gz")], &["--sample-populations", groups_file.to_str().unwrap()]);
     node.start().await.unwrap();
     let token = node.admin_token().await.unwrap();
 

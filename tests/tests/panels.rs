@@ -174,24 +174,8 @@ async fn a_panel_as_published_registers_with_a_report_and_its_indels_are_imputed
     let expected = published_panel(dir.path());
     let mut node = TestNode::init("Inst A").unwrap();
     add_panel(&node, "sim");
-    let out = fedimpute(&[
-        "panel",
-        "add",
-        "--config",
-        &node.config_arg(),
-        "--id",
-        "published",
-        "--name",
-        "As published",
-        "--build",
-        "hg19",
-        "--vcf",
-        dir.path().join("panel.vcf.gz").to_str().unwrap(),
-        "--map",
-        test_data("map.txt").to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let map = test_data("map.txt");
+    let stderr = panel_add(&node, "published", &[&dir.path().join("panel.vcf.gz")], &["--map", map.to_str().unwrap()]);
     assert!(stderr.contains("multi-allelic records split") && stderr.contains("1 malformed"), "{stderr}");
     node.start().await.unwrap();
     let token = node.admin_token().await.unwrap();
@@ -245,25 +229,7 @@ async fn a_panel_as_published_registers_with_a_report_and_its_indels_are_imputed
 
 /// Registers the committed panel as `id` with `map` as its genetic map.
 fn add_panel_with_map(node: &TestNode, id: &str, map: &std::path::Path) -> String {
-    let out = fedimpute(&[
-        "panel",
-        "add",
-        "--config",
-        &node.config_arg(),
-        "--id",
-        id,
-        "--name",
-        id,
-        "--build",
-        "hg19",
-        "--vcf",
-        test_data("panel.vcf.gz").to_str().unwrap(),
-        "--map",
-        map.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{id}: {stderr}");
-    stderr
+    fedimpute_tests::jobs::panel_add(node, id, &[&test_data("panel.vcf.gz")], &["--map", map.to_str().unwrap()])
 }
 
 fn gzip(path: &std::path::Path, text: &str) {

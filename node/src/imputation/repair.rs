@@ -176,32 +176,15 @@ fn for_each_record(
     let mut opened = read_header(reader, input)?;
     on_header(&opened.header_text)?;
     let max_line = lines::max_record_bytes(opened.samples.len());
-    let mut buf = Vec::with_capacity(1 << 16);
-    let mut line = opened.header_lines;
-    loop {
-        match lines::read_line(opened.reader.as_mut(), &mut buf, max_line)
-            .map_err(|e| refuse(input, Some(line + 1), format!("cannot be read: {e}")))?
-        {
-            lines::Line::End => break,
-            lines::Line::TooLong => {
-                return Err(refuse(input, Some(line + 1), format!("record is longer than {max_line} bytes")));
-            }
-            lines::Line::Read(_) => {}
-        }
-        line += 1;
-        let record = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let record = record.strip_suffix(b"\r").unwrap_or(record);
-        if record.is_empty() {
-            continue;
-        }
+    lines::for_each_record(opened.reader.as_mut(), opened.header_lines, max_line, input, |line, record| {
         let mut cols = record.splitn(3, |b| *b == b'\t');
         let chrom = cols.next().and_then(|c| std::str::from_utf8(c).ok());
         let pos = cols.next().and_then(|p| std::str::from_utf8(p).ok()).and_then(|p| p.parse::<u64>().ok());
         let (Some(chrom), Some(pos)) = (chrom, pos) else {
             return Err(refuse(input, Some(line), "record has no valid CHROM and POS"));
         };
-        each(record, chrom, pos)?;
-    }
+        each(record, chrom, pos)
+    })?;
     Ok(compression)
 }
 

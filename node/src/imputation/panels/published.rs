@@ -250,24 +250,7 @@ fn clean(
     let mut report = RegistrationReport::default();
     let (mut chromosome, mut last_pos) = (None::<String>, 0u64);
     let mut at_position: Vec<Vec<u8>> = Vec::new();
-    let mut line = opened.header_lines;
-    let mut buf = Vec::with_capacity(1 << 16);
-    loop {
-        match lines::read_line(reader.as_mut(), &mut buf, max_line)
-            .map_err(|e| refuse(input, Some(line + 1), format!("cannot be read: {e}")))?
-        {
-            lines::Line::End => break,
-            lines::Line::TooLong => {
-                return Err(refuse(input, Some(line + 1), format!("record is longer than {max_line} bytes")));
-            }
-            lines::Line::Read(_) => {}
-        }
-        line += 1;
-        let record = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let record = record.strip_suffix(b"\r").unwrap_or(record);
-        if record.is_empty() {
-            continue;
-        }
+    lines::for_each_record(reader.as_mut(), opened.header_lines, max_line, input, |line, record| {
         report.records_read += 1;
         let cols: Vec<&[u8]> = record.splitn(10, |b| *b == b'\t').collect();
         let where_ = |cols: &[&[u8]]| {
@@ -279,11 +262,11 @@ fn clean(
         };
         if cols.len() < 10 {
             report.exclude(PanelExclusion::Malformed, || format!("{}: fewer than 10 columns", where_(&cols)));
-            continue;
+            return Ok(());
         }
         let Ok(chrom) = std::str::from_utf8(cols[0]) else {
             report.exclude(PanelExclusion::Malformed, || format!("{}: CHROM is not text", where_(&cols)));
-            continue;
+            return Ok(());
         };
         match &chromosome {
             None => {
@@ -303,7 +286,7 @@ fn clean(
             Some(p) if p > 0 => p,
             _ => {
                 report.exclude(PanelExclusion::Malformed, || format!("{}: POS is not a position", where_(&cols)));
-                continue;
+                return Ok(());
             }
         };
         if pos < last_pos {
@@ -320,14 +303,14 @@ fn clean(
         let (reference, alt) = (cols[3], cols[4]);
         if alt == b"." {
             report.exclude(PanelExclusion::NoAlternate, || format!("{}: ALT is .", where_(&cols)));
-            continue;
+            return Ok(());
         }
         let alleles: Vec<&[u8]> = alt.split(|b| *b == b',').collect();
         if alleles.iter().any(|a| is_symbolic(a)) {
             report.exclude(PanelExclusion::Symbolic, || {
                 format!("{}: ALT {}", where_(&cols), String::from_utf8_lossy(alt))
             });
-            continue;
+            return Ok(());
         }
         if !is_sequence(reference) || alleles.iter().any(|a| !is_sequence(a) || a.eq_ignore_ascii_case(reference)) {
             report.exclude(PanelExclusion::Malformed, || {
@@ -338,7 +321,7 @@ fn clean(
                     String::from_utf8_lossy(alt)
                 )
             });
-            continue;
+            return Ok(());
         }
         match check_genotypes(cols[9], alleles.len() + 1, columns) {
             Genotypes::Complete => {}
@@ -346,18 +329,18 @@ fn clean(
                 report.exclude(PanelExclusion::UnphasedOrMissing, || {
                     format!("{}: a genotype is unphased or missing", where_(&cols))
                 });
-                continue;
+                return Ok(());
             }
             Genotypes::Invalid(why) => {
                 report.exclude(PanelExclusion::Malformed, || format!("{}: {why}", where_(&cols)));
-                continue;
+                return Ok(());
             }
         }
         let alleles_key: Vec<u8> = [reference, b"\t", alt].concat();
         if at_position.contains(&alleles_key) {
             report
                 .exclude(PanelExclusion::Duplicate, || format!("{}: same alleles as the record before", where_(&cols)));
-            continue;
+            return Ok(());
         }
         at_position.push(alleles_key);
         if alleles.len() > 1 {
@@ -365,7 +348,8 @@ fn clean(
         }
         out.write_all(record)?;
         out.write_all(b"\n")?;
-    }
+        Ok(())
+    })?;
     out.flush()?;
     let chromosome = chromosome.ok_or_else(|| refuse(input, None, "has no variants"))?;
     Ok((report, chromosome))

@@ -47,6 +47,37 @@ pub fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io:
     }
 }
 
+/// Calls `each(line_number, record)` for every non-empty record of `reader` (without its line
+/// end), numbering lines after the `header_lines` the header took; a record past `max` bytes is
+/// refused with its line number before it is held whole.
+pub(crate) fn for_each_record(
+    reader: &mut dyn BufRead,
+    header_lines: u64,
+    max: usize,
+    input: &super::InputFile,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), super::QcError>,
+) -> Result<(), super::QcError> {
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut line = header_lines;
+    loop {
+        match read_line(reader, &mut buf, max)
+            .map_err(|e| super::refuse(input, Some(line + 1), format!("cannot be read: {e}")))?
+        {
+            Line::End => return Ok(()),
+            Line::TooLong => {
+                return Err(super::refuse(input, Some(line + 1), format!("record is longer than {max} bytes")));
+            }
+            Line::Read(_) => {}
+        }
+        line += 1;
+        let record = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let record = record.strip_suffix(b"\r").unwrap_or(record);
+        if !record.is_empty() {
+            each(line, record)?;
+        }
+    }
+}
+
 fn memchr(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|b| *b == b'\n')
 }
