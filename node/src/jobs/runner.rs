@@ -107,8 +107,12 @@ pub(super) async fn add_result(svc: &JobsService, id: &str, path: &Path) -> Resu
     Ok(())
 }
 
-/// Writes `report.html` from the job's report files in `results` and records it.
+/// Writes `report.html` from the job's report files in `results` and records it. A host writes
+/// none: the origin renders the researcher's page itself, from the reports' numbers.
 pub(super) async fn write_html_report(svc: &JobsService, job: &JobRow, results: &Path) -> Result<(), JobFailure> {
+    if job.role() == crate::store::jobs::JobRole::Host {
+        return Ok(());
+    }
     let path = super::html_report::write(job, results).await?;
     add_result(svc, &job.id, &path).await
 }
