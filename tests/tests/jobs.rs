@@ -322,7 +322,7 @@ async fn a_qc_only_job_stops_after_qc_and_others_cannot_see_it() {
     assert!(done["summary"].is_null());
     let (_, results) = node.get(&format!("/jobs/{id}/results"), &rita).await.unwrap();
     let names: Vec<&str> = results.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["excluded.tsv", "qc_report.json", "qc_report.txt"]);
+    assert_eq!(names, vec!["af_plot.svg", "excluded.tsv", "qc_report.json", "qc_report.txt", "report.html"]);
     // Another researcher's job is invisible to a viewer; the admin sees it.
     assert_eq!(node.get(&format!("/jobs/{id}"), &viewer).await.unwrap().0, StatusCode::NOT_FOUND);
     assert_eq!(node.get(&format!("/jobs/{id}"), &admin).await.unwrap().0, StatusCode::OK);
