@@ -118,7 +118,7 @@ test('a researcher flow: log in, find the peer panel, submit, watch it finish li
 
   const [download] = await Promise.all([
     page.waitForEvent('download'),
-    page.getByRole('button', { name: 'Download chr20.dose.vcf.gz' }).click(),
+    page.getByRole('button', { name: 'Download chr20.dose.vcf.gz', exact: true }).click(),
   ]);
   const saved = path.join(os.tmpdir(), `ui-${jobId}.vcf.gz`);
   await download.saveAs(saved);
