@@ -38,14 +38,11 @@ pub fn detect(path: &Path) -> io::Result<Compression> {
         }
         n += read;
     }
-    if n < 2 || head[0] != 0x1f || head[1] != 0x8b {
+    // Shorter than a gzip header and trailer: not gzip, whatever its first bytes.
+    if n < head.len() || head[0] != 0x1f || head[1] != 0x8b {
         return Ok(Compression::Plain);
     }
-    if n == 18 && head[3] & 4 != 0 && head[12] == b'B' && head[13] == b'C' {
-        Ok(Compression::Bgzf)
-    } else {
-        Ok(Compression::Gzip)
-    }
+    if head[3] & 4 != 0 && head[12] == b'B' && head[13] == b'C' { Ok(Compression::Bgzf) } else { Ok(Compression::Gzip) }
 }
 
 /// Opens `path` for reading its text, decompressing as it was compressed.

@@ -17,7 +17,7 @@ pub mod report;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use noodles::{bgzf, vcf};
@@ -89,20 +89,17 @@ pub struct QcOutcome {
 
 /// Checks that `path` is BGZF (bgzip), not plain gzip or uncompressed.
 pub(crate) fn check_bgzf(file: &InputFile) -> Result<(), QcError> {
-    let mut head = [0u8; 18];
-    let n = File::open(&file.path)?.read(&mut head)?;
-    if n < 18 || head[0] != 0x1f || head[1] != 0x8b {
-        return Err(refuse(file, None, "is not compressed with bgzip; compress it with `bgzip file.vcf`"));
-    }
-    // BGZF: gzip with FEXTRA (flag 4) and an extra subfield "BC".
-    if head[3] & 4 == 0 || head[12] != b'B' || head[13] != b'C' {
-        return Err(refuse(
+    match crate::imputation::vcf_io::detect(&file.path)? {
+        crate::imputation::vcf_io::Compression::Bgzf => Ok(()),
+        crate::imputation::vcf_io::Compression::Plain => {
+            Err(refuse(file, None, "is not compressed with bgzip; compress it with `bgzip file.vcf`"))
+        }
+        crate::imputation::vcf_io::Compression::Gzip => Err(refuse(
             file,
             None,
             "is compressed with gzip, not bgzip; recompress it with `zcat file.vcf.gz | bgzip > fixed.vcf.gz`",
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// How many decompression/compression threads QC uses per file.
