@@ -3,7 +3,7 @@
 
 For every site that is in the truth but not in the target (array) VCF, compares each target
 sample's imputed dosage (FORMAT/DS) with its true alternate-allele count, and reports, per
-minor-allele-frequency bin of the reference panel (<1%, 1-5%, >5%):
+minor-allele-frequency bin of the reference panel (<1%, 1-5%, >5%) and over all of them (all):
   - aggregate dosage r2: squared Pearson correlation of dosage and truth over all (site,
     sample) pairs of the bin, the figure imputation papers report;
   - concordance: fraction of best-guess genotypes (dosage rounded) equal to the truth;
@@ -94,8 +94,10 @@ def score(imputed, truth, targets, panel):
             b["syy"] += y * y
             b["sxy"] += x * y
             b["concordant"] += round(x) == truth_value
+    # Every masked site the panel has, whatever its frequency.
+    acc["all"] = {k: sum(acc[name][k] for name, _, _ in BINS) for k in acc[BINS[0][0]]}
     out = {}
-    for name, _, _ in BINS:
+    for name in [name for name, _, _ in BINS] + ["all"]:
         b = acc[name]
         n = b["n"]
         r2 = None

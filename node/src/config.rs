@@ -34,6 +34,10 @@ pub struct NodeConfig {
     pub policy: PolicySection,
     #[serde(default)]
     pub transfer: TransferSection,
+    #[serde(default)]
+    pub chunking: crate::imputation::chunks::ChunkingSection,
+    #[serde(default)]
+    pub executor: crate::imputation::executor::ExecutorSection,
 }
 
 /// Jobs forwarded between nodes: how files move and how long a silent peer is waited for.

@@ -96,6 +96,8 @@ pub async fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         jobs: Default::default(),
         policy: Default::default(),
         transfer: Default::default(),
+        chunking: Default::default(),
+        executor: Default::default(),
     };
     let config_path = data_dir.join(CONFIG_FILE);
     // Validate by round-tripping through the same parser `run` uses.

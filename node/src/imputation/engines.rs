@@ -5,10 +5,11 @@
 //! it and a restarted node can re-run the job without two copies running at once. Output goes
 //! to the job's log file; progress is parsed from what the engines print.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -32,26 +33,49 @@ pub enum EngineError {
     Io(#[from] std::io::Error),
 }
 
-/// Lets another task kill the running engine's process group.
+/// Lets another task kill the job's running engines' process groups (a chunked job runs several
+/// at once) and keeps any later one from starting.
 #[derive(Debug, Clone, Default)]
 pub struct KillSwitch {
-    pgid: Arc<AtomicI32>,
+    pgids: Arc<Mutex<HashSet<i32>>>,
     killed: Arc<std::sync::atomic::AtomicBool>,
+    notify: Arc<tokio::sync::Notify>,
 }
 
 impl KillSwitch {
-    /// Kills the current engine (and keeps any later one from starting).
+    /// Kills the current engines (and keeps any later one from starting).
     pub fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
-        let pgid = self.pgid.load(Ordering::SeqCst);
-        if pgid > 0 {
+        for &pgid in self.pgids.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             // SAFETY: kill(2) on a process group this node created; no memory is involved.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
+        self.notify.notify_waiters();
     }
 
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the switch is thrown (at once if it was).
+    pub async fn killed(&self) {
+        let notified = self.notify.notified();
+        if self.is_killed() {
+            return;
+        }
+        notified.await;
+    }
+
+    fn register(&self, pgid: i32) {
+        self.pgids.lock().unwrap_or_else(|e| e.into_inner()).insert(pgid);
+        if self.is_killed() {
+            // SAFETY: as in `kill`.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+
+    fn unregister(&self, pgid: i32) {
+        self.pgids.lock().unwrap_or_else(|e| e.into_inner()).remove(&pgid);
     }
 }
 
@@ -94,11 +118,9 @@ impl EngineRun<'_> {
         let mut child = command
             .spawn()
             .map_err(|source| EngineError::Spawn { program: self.program.display().to_string(), source })?;
-        if let Some(pid) = child.id() {
-            self.kill.pgid.store(pid as i32, Ordering::SeqCst);
-        }
-        if self.kill.is_killed() {
-            self.kill.kill();
+        let pgid = child.id().map(|pid| pid as i32);
+        if let Some(pgid) = pgid {
+            self.kill.register(pgid);
         }
         let mut tail: std::collections::VecDeque<String> = Default::default();
         let stderr = child.stderr.take().map(|s| BufReader::new(s).lines());
@@ -123,8 +145,11 @@ impl EngineRun<'_> {
                 tail.pop_front();
             }
         }
-        let status = child.wait().await?;
-        self.kill.pgid.store(0, Ordering::SeqCst);
+        let status = child.wait().await;
+        if let Some(pgid) = pgid {
+            self.kill.unregister(pgid);
+        }
+        let status = status?;
         log.flush().await?;
         if self.kill.is_killed() {
             return Err(EngineError::Killed { engine: self.engine });
@@ -167,7 +192,9 @@ pub fn beagle_args(
     args
 }
 
-/// Minimac4's arguments: impute phased `target` against `msav`, with the panel's PLINK map.
+/// Minimac4's arguments: impute phased `target` against `msav`, with the panel's PLINK map;
+/// only in `region` (with its HMM seeing `overlap` bp past each end) when given.
+#[allow(clippy::too_many_arguments)]
 pub fn minimac4_args(
     e: &EnginesSection,
     msav: &Path,
@@ -176,6 +203,7 @@ pub fn minimac4_args(
     sites: &Path,
     min_r2: f64,
     map: Option<&Path>,
+    region: Option<(String, u64)>,
 ) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = vec![
         "-t".into(),
@@ -196,6 +224,9 @@ pub fn minimac4_args(
     if let Some(map) = map {
         args.push("--map".into());
         args.push(map.into());
+    }
+    if let Some((region, overlap)) = region {
+        args.extend(["--region".into(), region.into(), "--overlap".into(), overlap.to_string().into()]);
     }
     args.push(msav.into());
     args.push(target.into());

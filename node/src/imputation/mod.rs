@@ -1,10 +1,13 @@
 //! Imputation on this node: input QC, reference panels and engines.
 
 pub mod catalog_entry;
+pub mod chunks;
 pub mod dose;
 pub mod engines;
+pub mod executor;
 pub mod external;
 pub mod genetic_map;
+pub mod ligate;
 pub mod panels;
 pub mod qc;
 pub mod repair;

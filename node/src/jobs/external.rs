@@ -13,8 +13,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::JobsService;
+use super::outputs::{JobFailure, add_result, progress, provenance, write_chromosome_results};
 use super::results::JobSummary;
-use super::runner::{JobFailure, add_result, progress, provenance, write_chromosome_results};
 use crate::credentials::Secret;
 use crate::imputation::engines::KillSwitch;
 use crate::imputation::external::cloudgene::{State, Submission};

@@ -6,11 +6,13 @@
 //! again from the start, so no job is lost and none runs twice at once.
 
 pub mod archives;
+mod engine_run;
 mod external;
 pub mod federated;
 pub mod html_report;
 pub mod merge;
 pub mod multi_panel;
+mod outputs;
 mod results;
 mod runner;
 
@@ -24,6 +26,7 @@ use crate::config::NodeConfig;
 use crate::files::FileStore;
 use crate::identity::NodeIdentity;
 use crate::imputation::engines::KillSwitch;
+use crate::imputation::executor::Executor;
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::jobs::{JobEvent, JobRole, JobState, LIVE_STATES, TransitionUpdate};
 use crate::store::{Store, StoreError};
@@ -40,6 +43,8 @@ pub struct JobsService {
     events: broadcast::Sender<JobEvent>,
     wake: Arc<Notify>,
     running: Arc<Mutex<HashMap<String, KillSwitch>>>,
+    /// Where engine tasks run; shared by all jobs, so its limit holds node-wide.
+    pub(crate) executor: Executor,
 }
 
 /// A cancel or retry that does not apply to the job's state.
@@ -56,7 +61,9 @@ pub enum JobActionError {
 impl JobsService {
     pub fn new(store: Store, config: Arc<NodeConfig>, identity: NodeIdentity) -> Self {
         let files = FileStore::new(&config.node.data_dir);
+        let executor = Executor::new(&config.executor, config.engines.threads);
         Self {
+            executor,
             store,
             files,
             config,

@@ -176,13 +176,13 @@ impl JobsService {
         let mut hosts = Vec::new();
         for child in children {
             let host = match &child.peer {
-                Some(peer) => super::runner::signed_institution(self, peer).await.unwrap_or_else(|| peer.clone()),
+                Some(peer) => super::outputs::signed_institution(self, peer).await.unwrap_or_else(|| peer.clone()),
                 None => self.config.node.institution.clone(),
             };
             hosts.push(format!("{}: {host}", child_label(child)));
         }
         let mut lines =
-            super::runner::provenance(self, parent, &format!("best-r2 merge of {} panels", children.len())).await;
+            super::outputs::provenance(self, parent, &format!("best-r2 merge of {} panels", children.len())).await;
         for (key, value) in lines.iter_mut() {
             if key == "panel_host" {
                 *value = hosts.join("; ");
@@ -202,7 +202,7 @@ impl JobsService {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("merging {name}: {e}"))?;
             let prefix = format!("{}.merged", name.trim_end_matches(".dose.vcf.gz"));
-            super::runner::write_chromosome_results(
+            super::outputs::write_chromosome_results(
                 self,
                 &parent.id,
                 &merged,

@@ -1,32 +1,24 @@
-//! Runs one job: QC against the panel, the engine per chromosome, result files, summary.
+//! Runs one job: QC against the panel, the chunk plan, the engines (see `engine_run`), result
+//! files, summary.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::JobsService;
-use super::results::{JobSummary, add_counts};
-use crate::imputation::engines::{
-    EngineError, EngineRun, KillSwitch, beagle_args, beagle_phasing_progress, engine_version, minimac4_args,
+use super::engine_run::{ChromosomeWork, EngineJob};
+use super::outputs::{
+    JobFailure, add_result, chrom_prefix, progress, provenance, repairs_of, write_chromosome_results,
+    write_html_report, write_qc_report,
 };
+use super::results::JobSummary;
+use crate::imputation::GenomeBuild;
+use crate::imputation::chunks;
+use crate::imputation::engines::{KillSwitch, engine_version};
 use crate::imputation::panels::PanelFiles;
-use crate::imputation::qc::{InputFile, QcReport, QcStatus, run_qc};
-use crate::imputation::repair::Repair;
-use crate::imputation::tools;
-use crate::imputation::{GenomeBuild, dose};
+use crate::imputation::qc::{InputFile, QcStatus, run_qc};
 use crate::store::audit::{AuditEvent, Outcome};
-use crate::store::jobs::{JobResult, JobRow, JobState, TransitionUpdate};
-use crate::tool_args;
-
-/// A failure to report on the job, in words for the researcher.
-#[derive(Debug)]
-pub(super) struct JobFailure(pub(super) String);
-
-impl<E: std::fmt::Display> From<E> for JobFailure {
-    fn from(e: E) -> Self {
-        JobFailure(e.to_string())
-    }
-}
+use crate::store::jobs::{JobRow, JobState, TransitionUpdate};
 
 pub(super) async fn run(svc: &JobsService, id: &str, kill: &KillSwitch) {
     let Ok(Some(job)) = svc.store.job(id).await else { return };
@@ -92,58 +84,6 @@ async fn sweep_work(svc: &JobsService, id: &str) {
     }
 }
 
-pub(super) async fn progress(svc: &JobsService, id: &str, stage: &str, p: f64, message: Option<&str>) {
-    match svc.store.job_progress(id, stage, p, message).await {
-        Ok(event) => svc.publish(event),
-        Err(e) => tracing::warn!(job = %id, error = %e, "could not record progress"),
-    }
-}
-
-/// Hashes a result file and records it.
-pub(super) async fn add_result(svc: &JobsService, id: &str, path: &Path) -> Result<(), JobFailure> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-    let file = crate::files::hash_file(path).await?;
-    svc.store.add_job_result(id, &JobResult { name, size: file.size as i64, sha256: file.sha256 }).await?;
-    Ok(())
-}
-
-/// Writes `report.html` from the job's report files in `results` and records it. A host writes
-/// none: the origin renders the researcher's page itself, from the reports' numbers.
-pub(super) async fn write_html_report(svc: &JobsService, job: &JobRow, results: &Path) -> Result<(), JobFailure> {
-    if job.role() == crate::store::jobs::JobRole::Host {
-        return Ok(());
-    }
-    let path = super::html_report::write(job, results).await?;
-    add_result(svc, &job.id, &path).await
-}
-
-/// What was repaired in the job's uploads at this node.
-pub(super) fn repairs_of(job: &JobRow) -> Vec<Repair> {
-    job.input_repairs.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default()
-}
-
-/// Writes the QC report as `qc_report.json` and `qc_report.txt` into `results` and records
-/// both as results of the job. Returns the JSON.
-pub(super) async fn write_qc_report(
-    svc: &JobsService,
-    id: &str,
-    results: &Path,
-    report: &QcReport,
-) -> Result<String, JobFailure> {
-    let json = serde_json::to_string_pretty(report)?;
-    tokio::fs::write(results.join("qc_report.json"), &json).await?;
-    tokio::fs::write(results.join("qc_report.txt"), report.to_text()).await?;
-    for f in ["qc_report.json", "qc_report.txt"] {
-        add_result(svc, id, &results.join(f)).await?;
-    }
-    Ok(json)
-}
-
-/// The result-file prefix of a chromosome: `chr20` whether it was named `20` or `chr20`.
-pub(super) fn chrom_prefix(chrom: &str) -> String {
-    format!("chr{}", chrom.strip_prefix("chr").unwrap_or(chrom))
-}
-
 async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<Option<JobSummary>, JobFailure> {
     let cfg = &svc.config;
     let e = &cfg.engines;
@@ -192,6 +132,8 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
         .map_err(|e| JobFailure(e.to_string()))??;
     let mut report = outcome.report.clone();
     report.repairs = repairs_of(job);
+    let chromosomes_work = plan_chunks(svc, &files, &outcome.filtered, &outcome.excluded_path).await?;
+    report.chunks = chromosomes_work.iter().flat_map(|c| c.chunks.iter().cloned()).collect();
     let report_json = write_qc_report(svc, &job.id, &results, &report).await?;
     let (excluded, copy) = (outcome.excluded_path.clone(), results.join("excluded.tsv"));
     tokio::task::spawn_blocking(move || crate::at_rest::private_copy(&excluded, &copy)).await??;
@@ -226,50 +168,16 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
         return Ok(None);
     }
 
-    // Engines, one chromosome at a time.
+    // Engines, chunks of every chromosome through the node's executor.
     let mut summary = JobSummary { r2_filter: job.r2_filter, ..Default::default() };
-    let n = outcome.filtered.len().max(1) as f64;
-    for (i, (chrom, filtered)) in outcome.filtered.iter().enumerate() {
-        let base = 0.1 + 0.85 * i as f64 / n;
-        let share = 0.85 / n;
-        tools::run(&e.tabix, &tool_args!("-f", "-p", "vcf", filtered.as_os_str()), None).await?;
-        let prefix = chrom_prefix(chrom);
-        let map = panel.has_map.then(|| files.map_for(chrom));
-        let beagle = BeagleInputs { kill, log: &log, bref3: &files.bref3(chrom), gt: filtered, map: map.as_deref() };
-        let imputed = match job.engine.as_str() {
-            "beagle" => beagle.run(svc, job, &work.join(&prefix), true, base, share).await?,
-            "minimac4" => {
-                let phased = if job.phasing == "beagle" {
-                    let out =
-                        beagle.run(svc, job, &work.join(format!("{prefix}.phased")), false, base, share * 0.7).await?;
-                    tools::run(&e.tabix, &tool_args!("-f", "-p", "vcf", out.as_os_str()), None).await?;
-                    out
-                } else {
-                    filtered.clone()
-                };
-                progress(svc, &job.id, "imputing", base + share * 0.7, Some(&format!("{chrom}: Minimac4"))).await;
-                let out = work.join(format!("{prefix}.minimac4.vcf.gz"));
-                let sites = work.join(format!("{prefix}.minimac4.sites.vcf.gz"));
-                EngineRun {
-                    engine: "minimac4",
-                    program: &e.minimac4,
-                    args: minimac4_args(e, &files.msav(chrom), &phased, &out, &sites, job.r2_filter, map.as_deref()),
-                    stdout_to: None,
-                    log: &log,
-                    kill,
-                }
-                .run(|_| {})
-                .await
-                .map_err(engine_failure)?;
-                out
-            }
-            other => return Err(JobFailure(format!("unknown engine {other}"))),
-        };
-
+    let engine_job = EngineJob { svc, job, kill, files: &files, has_map: panel.has_map, work: &work, log: &log };
+    let outputs = engine_job.run(&chromosomes_work).await?;
+    for ((chrom, _), imputed) in outcome.filtered.iter().zip(&outputs) {
         // Results: the indexed dosage VCF (r2-filtered, with provenance) and its info file.
-        progress(svc, &job.id, "writing", base + share * 0.95, Some(&format!("{chrom}: writing results"))).await;
+        progress(svc, &job.id, "writing", 0.96, Some(&format!("{chrom}: writing results"))).await;
         let provenance = provenance(svc, job, &engine_version(e, &job.engine).await).await;
-        write_chromosome_results(svc, &job.id, &imputed, &prefix, &results, job.r2_filter, &provenance, &mut summary)
+        let prefix = chrom_prefix(chrom);
+        write_chromosome_results(svc, &job.id, imputed, &prefix, &results, job.r2_filter, &provenance, &mut summary)
             .await?;
         tracing::debug!(job = %job.id, chrom, "chromosome done");
     }
@@ -280,129 +188,29 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     Ok(Some(summary))
 }
 
-/// Finishes an engine's output for one chromosome into the results: `<prefix>.dose.vcf.gz` (r2
-/// filter applied, provenance in the header) with its tabix index, and `<prefix>.info.gz`; adds
-/// the chromosome to the summary.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn write_chromosome_results(
+/// Plans the chunks of each chromosome from its QC-passed input, the input's SNPs the panel
+/// lacks (from `excluded.tsv`), and the panel's span on it.
+async fn plan_chunks(
     svc: &JobsService,
-    id: &str,
-    engine_output: &Path,
-    prefix: &str,
-    results: &Path,
-    r2_filter: f64,
-    provenance: &[(String, String)],
-    summary: &mut JobSummary,
-) -> Result<(), JobFailure> {
-    let dose = results.join(format!("{prefix}.dose.vcf.gz"));
-    let info = results.join(format!("{prefix}.info.gz"));
-    let (input, dose_out, info_out, lines) =
-        (engine_output.to_path_buf(), dose.clone(), info.clone(), provenance.to_vec());
-    let counts = tokio::task::spawn_blocking(move || dose::finish(&input, &dose_out, &info_out, r2_filter, &lines))
+    files: &PanelFiles,
+    filtered: &[(String, PathBuf)],
+    excluded_tsv: &Path,
+) -> Result<Vec<ChromosomeWork>, JobFailure> {
+    let mut out = Vec::with_capacity(filtered.len());
+    for (chrom, path) in filtered {
+        let (chrom, path, excluded, sites) =
+            (chrom.clone(), path.clone(), excluded_tsv.to_path_buf(), files.sites(chrom));
+        let settings = svc.config.chunking;
+        let work = tokio::task::spawn_blocking(move || -> std::io::Result<ChromosomeWork> {
+            let kept = chunks::positions(&path)?;
+            let absent = chunks::absent_from_panel(&excluded, &chrom)?;
+            let span = chunks::span(&sites)?.unwrap_or((1, 1));
+            let planned = chunks::plan(&chrom, span, &kept, &absent, &settings);
+            Ok(ChromosomeWork { chrom, filtered: path, chunks: planned })
+        })
         .await
         .map_err(|e| JobFailure(e.to_string()))??;
-    tools::run(&svc.config.engines.tabix, &tool_args!("-f", "-p", "vcf", dose.as_os_str()), None).await?;
-    add_counts(summary, prefix, &counts);
-    let index = PathBuf::from(format!("{}.tbi", dose.display()));
-    for f in [&dose, &index, &info] {
-        add_result(svc, id, f).await?;
+        out.push(work);
     }
-    Ok(())
-}
-
-/// The institution of `peer` as the current signed member list names it.
-pub(super) async fn signed_institution(svc: &JobsService, peer: &str) -> Option<String> {
-    let row = svc.store.current_federation_config().await.ok()??;
-    let config = fedimpute_protocol::federation::FederationConfig::from_json(&row.document).ok()?;
-    config.doc().member(peer).map(|m| m.institution.clone())
-}
-
-/// The provenance lines of a job's result files: software, job, panel and the node hosting it
-/// (as the signed member list names it), engine, phasing and r2 filter.
-pub(super) async fn provenance(svc: &JobsService, job: &JobRow, engine: &str) -> Vec<(String, String)> {
-    let me = svc.identity.peer_id().to_string();
-    let institution = signed_institution(svc, &me)
-        .await
-        .unwrap_or_else(|| format!("{} (not in a federation)", svc.config.node.institution));
-    let phasing = match (job.engine.as_str(), job.phasing.as_str()) {
-        (_, "no_phasing") => "none (the input was phased)".to_string(),
-        ("beagle", _) => "Beagle, with imputation".to_string(),
-        _ => "Beagle, before imputation".to_string(),
-    };
-    [
-        ("version", format!("fedimpute {}", env!("CARGO_PKG_VERSION"))),
-        ("job", job.id.clone()),
-        ("panel", job.panel_id.clone()),
-        ("panel_host", format!("{institution} ({me})")),
-        ("engine", engine.to_string()),
-        ("phasing", phasing),
-        ("r2_filter", job.r2_filter.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
-
-fn engine_failure(e: EngineError) -> JobFailure {
-    JobFailure(e.to_string())
-}
-
-/// What a Beagle run of one chromosome reads.
-struct BeagleInputs<'a> {
-    kill: &'a KillSwitch,
-    log: &'a Path,
-    bref3: &'a Path,
-    gt: &'a Path,
-    map: Option<&'a Path>,
-}
-
-impl BeagleInputs<'_> {
-    /// Runs Beagle (phasing, and imputation if `impute`), reporting progress between `base` and
-    /// `base + share`; returns the output VCF.
-    async fn run(
-        &self,
-        svc: &JobsService,
-        job: &JobRow,
-        out_prefix: &Path,
-        impute: bool,
-        base: f64,
-        share: f64,
-    ) -> Result<PathBuf, JobFailure> {
-        let (kill, log, bref3, gt, map) = (self.kill, self.log, self.bref3, self.gt, self.map);
-        let e = &svc.config.engines;
-        progress(svc, &job.id, "phasing", base, Some("Beagle: phasing")).await;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
-        let mut seen = 0;
-        let run = EngineRun {
-            engine: "beagle",
-            program: &e.java,
-            args: beagle_args(e, bref3, gt, out_prefix, map, impute),
-            stdout_to: None,
-            log,
-            kill,
-        }
-        .run(move |line| {
-            if let Some(p) = beagle_phasing_progress(line, &mut seen) {
-                let _ = tx.send(p);
-            }
-        });
-        let id = job.id.clone();
-        let reporter = async {
-            let mut last = 0.0;
-            while let Some(p) = rx.recv().await {
-                // Phasing is most of Beagle's work; report in steps of a tenth.
-                if p - last >= 0.1 || p >= 1.0 {
-                    last = p;
-                    progress(svc, &id, "phasing", base + share * 0.8 * p, None).await;
-                }
-            }
-        };
-        let (result, ()) = tokio::join!(run, reporter);
-        result.map_err(engine_failure)?;
-        if impute {
-            progress(svc, &job.id, "imputing", base + share * 0.9, Some("Beagle: imputed")).await;
-        }
-        // Beagle writes `<out>.vcf.gz`.
-        Ok(PathBuf::from(format!("{}.vcf.gz", out_prefix.display())))
-    }
+    Ok(out)
 }

@@ -574,6 +574,7 @@ fn qc_pass(
         repairs: Vec::new(),
         allele_frequency: frequencies.finish(),
         chrx,
+        chunks: Vec::new(),
     };
     Ok((report, filtered))
 }

@@ -116,6 +116,10 @@ pub struct QcReport {
     /// has chrX.
     #[serde(default)]
     pub chrx: Option<ChrxCheck>,
+    /// The chunks each chromosome is run in, with those left out and why (empty for QC
+    /// without a panel).
+    #[serde(default)]
+    pub chunks: Vec<crate::imputation::chunks::Chunk>,
 }
 
 impl QcReport {
@@ -136,6 +140,13 @@ impl QcReport {
             for r in &self.repairs {
                 t.push_str(&format!("  {}: {}\n", r.file, r.message));
             }
+        }
+        if self.chunks.len() > self.files.len() {
+            let left_out = self.chunks.iter().filter(|c| c.excluded.is_some()).count();
+            t.push_str(&format!("Chunks: {} planned, {left_out} left out\n", self.chunks.len()));
+        }
+        for c in self.chunks.iter().filter(|c| c.excluded.is_some()) {
+            t.push_str(&format!("  chunk {} left out: {}\n", c.region(), c.excluded.as_deref().unwrap_or_default()));
         }
         for f in &self.files {
             t.push_str(&format!(

@@ -403,22 +403,22 @@ impl Federated {
         }
         let _ = tokio::fs::remove_dir_all(&staging).await;
         // The host's QC report does not know what this node repaired before sending the inputs.
-        let repairs = crate::jobs::runner::repairs_of(job);
+        let repairs = crate::jobs::outputs::repairs_of(job);
         if !repairs.is_empty()
             && let Ok(text) = tokio::fs::read_to_string(results_dir.join("qc_report.json")).await
             && let Ok(mut report) = serde_json::from_str::<crate::imputation::qc::QcReport>(&text)
         {
             report.repairs = repairs;
-            if let Err(crate::jobs::runner::JobFailure(e)) =
-                crate::jobs::runner::write_qc_report(&self.jobs, &job.id, &results_dir, &report).await
+            if let Err(crate::jobs::outputs::JobFailure(e)) =
+                crate::jobs::outputs::write_qc_report(&self.jobs, &job.id, &results_dir, &report).await
             {
                 tracing::warn!(job = %job.id, error = %e, "cannot add the repairs to the QC report");
             }
         }
         // The report page is this node's own, drawn from the reports' numbers (with the repairs
         // above), never the host's markup.
-        if let Err(crate::jobs::runner::JobFailure(e)) =
-            crate::jobs::runner::write_html_report(&self.jobs, job, &results_dir).await
+        if let Err(crate::jobs::outputs::JobFailure(e)) =
+            crate::jobs::outputs::write_html_report(&self.jobs, job, &results_dir).await
         {
             tracing::warn!(job = %job.id, error = %e, "cannot write the report page");
         }

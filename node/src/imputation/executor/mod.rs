@@ -1,0 +1,151 @@
+//! Where engine tasks run. The job engine hands each task (one engine command on one chunk) to
+//! the node's executor and never starts engine processes itself; the executor decides where it
+//! runs and how many run at once. `local` runs tasks as child processes of the node, at most
+//! `slots` at once across all jobs.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::engines::{EngineError, EngineRun, KillSwitch};
+
+/// `[executor]` in node.toml.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorSection {
+    /// `local`: engine tasks run on this machine.
+    pub kind: ExecutorKind,
+    /// Engine tasks at once on this node; 0 means the machine's cores divided by
+    /// `engines.threads` (at least 1).
+    pub slots: u32,
+}
+
+impl Default for ExecutorSection {
+    fn default() -> Self {
+        Self { kind: ExecutorKind::Local, slots: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    Local,
+}
+
+/// One engine command: a program and its arguments, with its own log file.
+pub struct Task {
+    /// Unique within the job, e.g. `chr20.chunk3.phase`.
+    pub name: String,
+    pub engine: &'static str,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub log: PathBuf,
+}
+
+/// The node's executor; cheap to clone (all clones share the slots).
+#[derive(Clone)]
+pub struct Executor {
+    slots: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+}
+
+impl Executor {
+    pub fn new(section: &ExecutorSection, engine_threads: u32) -> Self {
+        let capacity = match section.slots {
+            0 => {
+                let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+                (cores / engine_threads.max(1) as usize).max(1)
+            }
+            n => n as usize,
+        };
+        Self { slots: Arc::new(tokio::sync::Semaphore::new(capacity)), capacity }
+    }
+
+    /// Tasks that may run at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Runs `task` once a slot is free, handing each line it prints to `on_line`. A task waiting
+    /// for a slot when `kill` is thrown never starts.
+    pub async fn run(&self, task: Task, kill: &KillSwitch, on_line: impl FnMut(&str)) -> Result<(), EngineError> {
+        let permit = tokio::select! {
+            permit = self.slots.acquire() => permit.map_err(|_| EngineError::Killed { engine: task.engine })?,
+            () = kill.killed() => return Err(EngineError::Killed { engine: task.engine }),
+        };
+        tracing::debug!(task = %task.name, "engine task starting");
+        let result = EngineRun {
+            engine: task.engine,
+            program: &task.program,
+            args: task.args,
+            stdout_to: None,
+            log: &task.log,
+            kill,
+        }
+        .run(on_line)
+        .await;
+        drop(permit);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper(name: &str, dir: &std::path::Path, secs: &str) -> Task {
+        Task {
+            name: name.into(),
+            engine: "beagle",
+            program: "sh".into(),
+            args: vec!["-c".into(), format!("echo start $(date +%s%N); sleep {secs}; echo end $(date +%s%N)").into()],
+            log: dir.join(format!("{name}.log")),
+        }
+    }
+
+    fn times(log: &std::path::Path) -> (u128, u128) {
+        let text = std::fs::read_to_string(log).unwrap();
+        let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().parse().unwrap();
+        (get("start "), get("end "))
+    }
+
+    #[tokio::test]
+    async fn no_more_tasks_run_at_once_than_there_are_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Executor::new(&ExecutorSection { kind: ExecutorKind::Local, slots: 2 }, 1);
+        let kill = KillSwitch::default();
+        let tasks: Vec<Task> = (0..4).map(|i| sleeper(&format!("t{i}"), dir.path(), "0.3")).collect();
+        let runs = tasks.into_iter().map(|t| executor.run(t, &kill, |_| {}));
+        for r in futures_util::future::join_all(runs).await {
+            r.unwrap();
+        }
+        let spans: Vec<(u128, u128)> = (0..4).map(|i| times(&dir.path().join(format!("t{i}.log")))).collect();
+        // At every task's start, count the tasks running then (itself included).
+        for &(start, _) in &spans {
+            let running = spans.iter().filter(|(s, e)| *s <= start && start < *e).count();
+            assert!(running <= 2, "{running} tasks ran at once: {spans:?}");
+        }
+        let overlapping = spans.iter().filter(|(s, _)| spans.iter().any(|(s2, e2)| s2 < s && s < e2)).count();
+        assert!(overlapping >= 1, "two slots ran nothing side by side: {spans:?}");
+    }
+
+    #[tokio::test]
+    async fn a_kill_stops_the_running_tasks_and_those_waiting_for_a_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = Executor::new(&ExecutorSection { kind: ExecutorKind::Local, slots: 2 }, 1);
+        let kill = KillSwitch::default();
+        let tasks: Vec<Task> = (0..3).map(|i| sleeper(&format!("k{i}"), dir.path(), "30")).collect();
+        let runs = futures_util::future::join_all(tasks.into_iter().map(|t| executor.run(t, &kill, |_| {})));
+        let killer = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            kill.kill();
+        };
+        let started = std::time::Instant::now();
+        let (results, ()) = tokio::join!(runs, killer);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the kill did not stop the tasks");
+        assert!(results.iter().all(|r| matches!(r, Err(EngineError::Killed { .. }))), "{results:?}");
+        assert!(!dir.path().join("k2.log").exists(), "the waiting task started after the kill");
+    }
+}
