@@ -111,8 +111,9 @@ pub async fn download(node: &TestNode, token: &str, id: &str, file: &str, to: &P
     std::fs::write(to, bytes.bytes().await.unwrap()).unwrap();
 }
 
-/// scripts/accuracy.py's aggregate dosage r2 at MAF > 5%.
-pub fn r2_common(imputed: &Path) -> f64 {
+/// scripts/accuracy.py's scores of `imputed` against the committed truth (JSON, per MAF bin
+/// and `all`).
+pub fn accuracy(imputed: &Path) -> Value {
     let out = Command::new("python3")
         .arg(crate::workspace_root().join("scripts/accuracy.py"))
         .args(["--json", "--imputed"])
@@ -126,8 +127,17 @@ pub fn r2_common(imputed: &Path) -> f64 {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v[">5%"]["r2"].as_f64().unwrap()
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// scripts/accuracy.py's aggregate dosage r2 at MAF > 5%.
+pub fn r2_common(imputed: &Path) -> f64 {
+    accuracy(imputed)[">5%"]["r2"].as_f64().unwrap()
+}
+
+/// scripts/accuracy.py's aggregate dosage r2 over every masked site.
+pub fn r2_all(imputed: &Path) -> f64 {
+    accuracy(imputed)["all"]["r2"].as_f64().unwrap()
 }
 
 /// The VCF body (no `##` header lines, which carry dates and command lines).

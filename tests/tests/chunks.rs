@@ -7,29 +7,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use fedimpute_tests::jobs::{
-    download, edit_config, node_with_panel_and_config, set, submit, submit_targets, wait_state,
+    download, edit_config, node_with_panel_and_config, r2_all, set, submit, submit_targets, wait_state,
 };
-use fedimpute_tests::{TestNode, test_data, workspace_root};
+use fedimpute_tests::{TestNode, test_data};
 use serde_json::Value;
-
-/// scripts/accuracy.py's aggregate dosage r2 over every masked site.
-fn r2_all(imputed: &Path) -> f64 {
-    let out = Command::new("python3")
-        .arg(workspace_root().join("scripts/accuracy.py"))
-        .args(["--json", "--imputed"])
-        .arg(imputed)
-        .arg("--truth")
-        .arg(test_data("truth.vcf.gz"))
-        .arg("--targets")
-        .arg(test_data("targets.vcf.gz"))
-        .arg("--panel")
-        .arg(test_data("panel.vcf.gz"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["all"]["r2"].as_f64().unwrap()
-}
 
 /// The sites of a VCF: CHROM, POS, REF, ALT per record.
 fn sites(vcf: &Path) -> Vec<String> {
