@@ -44,7 +44,7 @@ case "$cmd" in
 esac
 
 for tool in munged slurmctld slurmd sbatch; do
-  command -v "$tool" >/dev/null || { log "$tool not found: install Debian's slurm-wlm and munge (apt-get install -y slurm-wlm munge)"; exit 1; }
+  command -v "$tool" >/dev/null || { log "$tool not found: run scripts/install-deps.sh (it installs Debian's slurm-wlm and munge)"; exit 1; }
 done
 mkdir -p "$DIR"/{state,spool,munge}
 DIR=$(cd "$DIR" && pwd)

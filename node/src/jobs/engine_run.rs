@@ -149,6 +149,7 @@ impl EngineJob<'_> {
         match job.engine.as_str() {
             "beagle" => {
                 let task = Task {
+                    job: job.id.clone(),
                     name: format!("{name}.beagle"),
                     engine: "beagle",
                     program: e.java.clone(),
@@ -163,6 +164,7 @@ impl EngineJob<'_> {
                 let phased = if job.phasing == "beagle" {
                     let out_prefix = self.work.join(format!("{name}.phased"));
                     let task = Task {
+                        job: job.id.clone(),
                         name: format!("{name}.phase"),
                         engine: "beagle",
                         program: e.java.clone(),
@@ -180,6 +182,7 @@ impl EngineJob<'_> {
                 let sites = self.work.join(format!("{name}.minimac4.sites.vcf.gz"));
                 let region = chunk.map(|k| (k.region(), chunking.minimac4_overlap_bp));
                 let task = Task {
+                    job: job.id.clone(),
                     name: format!("{name}.impute"),
                     engine: "minimac4",
                     program: e.minimac4.clone(),

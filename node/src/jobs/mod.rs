@@ -61,7 +61,7 @@ pub enum JobActionError {
 impl JobsService {
     pub fn new(store: Store, config: Arc<NodeConfig>, identity: NodeIdentity) -> Self {
         let files = FileStore::new(&config.node.data_dir);
-        let executor = Executor::new(&config.executor, config.engines.threads);
+        let executor = Executor::new(&config.executor, config.engines.threads, store.clone());
         Self {
             executor,
             store,
@@ -86,6 +86,14 @@ impl JobsService {
     /// The job's folder: its inputs, work files and results.
     pub fn job_dir(&self, id: &str) -> std::path::PathBuf {
         self.files.job_dir(id)
+    }
+
+    /// The job's work files: in its folder, or for Slurm on the cluster's shared filesystem.
+    pub fn work_dir(&self, id: &str) -> std::path::PathBuf {
+        match (&self.config.executor.slurm.shared_dir, self.executor.resumable()) {
+            (Some(shared), true) => shared.join("jobs").join(id),
+            _ => self.job_dir(id).join("work"),
+        }
     }
 
     /// Where a forwarded job's files are pulled into before they are complete.
@@ -197,6 +205,8 @@ impl JobsService {
         }
         if matches!(job.state(), JobState::Failed | JobState::Cancelled) {
             self.store.reset_attempts(id).await?;
+            // A retry runs every task again, none is re-attached.
+            self.store.clear_engine_tasks(id).await?;
         }
         if !self
             .transition(
@@ -383,7 +393,8 @@ impl JobsService {
     /// transfers), records when, frees the owner's quota, and audits it once.
     pub async fn delete_inputs(&self, id: &str) -> Result<(), StoreError> {
         let already = self.store.job(id).await?.is_some_and(|j| j.inputs_deleted_at.is_some());
-        for dir in [self.files.inputs_dir(id), self.job_dir(id).join("work"), self.transfer_dir(id)] {
+        for dir in [self.files.inputs_dir(id), self.job_dir(id).join("work"), self.work_dir(id), self.transfer_dir(id)]
+        {
             match tokio::fs::remove_dir_all(&dir).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(job = %id, error = %e, dir = %dir.display(), "could not delete job files");

@@ -87,10 +87,13 @@ async fn sweep_work(svc: &JobsService, id: &str) {
 async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<Option<JobSummary>, JobFailure> {
     let cfg = &svc.config;
     let e = &cfg.engines;
-    let dir = svc.job_dir(&job.id);
-    let (work, results) = (dir.join("work"), svc.results_dir(&job.id));
-    // A re-run (after a restart or a retry) starts clean.
-    let _ = tokio::fs::remove_dir_all(&work).await;
+    let (work, results) = (svc.work_dir(&job.id), svc.results_dir(&job.id));
+    // A re-run (after a restart or a retry) starts clean, but for tasks that outlive the node
+    // (Slurm jobs): their work files stay for the re-run to re-attach to.
+    let resumable = svc.executor.resumable() && svc.store.service(&job.engine).await?.is_none();
+    if !resumable {
+        let _ = tokio::fs::remove_dir_all(&work).await;
+    }
     let _ = tokio::fs::remove_dir_all(&results).await;
     svc.store.clear_job_results(&job.id).await?;
     tokio::fs::create_dir_all(&work).await?;
@@ -126,7 +129,9 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
         .collect();
 
     // QC.
-    let (qc_dir, settings) = (work.join("qc"), cfg.qc);
+    // Tasks re-attached to may still read the last run's QC output: a re-run writes its own.
+    let qc_name = if resumable { format!("qc.{}", job.attempts) } else { "qc".to_string() };
+    let (qc_dir, settings) = (work.join(qc_name), cfg.qc);
     let outcome = tokio::task::spawn_blocking(move || run_qc(&inputs, build, Some(&sites), &settings, &qc_dir))
         .await
         .map_err(|e| JobFailure(e.to_string()))??;

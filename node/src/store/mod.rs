@@ -5,6 +5,7 @@
 //! daemon: WAL allows it) always see the current schema.
 
 pub mod audit;
+pub mod engine_tasks;
 pub mod federated_jobs;
 pub mod federation;
 pub mod jobs;

@@ -1,7 +1,10 @@
 //! Where engine tasks run. The job engine hands each task (one engine command on one chunk) to
 //! the node's executor and never starts engine processes itself; the executor decides where it
-//! runs and how many run at once. `local` runs tasks as child processes of the node, at most
-//! `slots` at once across all jobs.
+//! runs and how many run at once. `local` runs tasks as child processes of the node; `slurm`
+//! submits each as a Slurm job (see [`slurm`]). Either way at most `slots` tasks are in flight
+//! at once across all jobs.
+
+mod slurm;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -10,21 +13,24 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::engines::{EngineError, EngineRun, KillSwitch};
+use crate::store::Store;
+pub use slurm::{SlurmResources, SlurmSection};
 
 /// `[executor]` in node.toml.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutorSection {
-    /// `local`: engine tasks run on this machine.
+    /// `local`: engine tasks run on this machine; `slurm`: as jobs of a Slurm cluster.
     pub kind: ExecutorKind,
-    /// Engine tasks at once on this node; 0 means the machine's cores divided by
-    /// `engines.threads` (at least 1).
+    /// Engine tasks in flight at once on this node; 0 means, for `local`, the machine's cores
+    /// divided by `engines.threads` (at least 1), for `slurm`, 64.
     pub slots: u32,
+    pub slurm: SlurmSection,
 }
 
 impl Default for ExecutorSection {
     fn default() -> Self {
-        Self { kind: ExecutorKind::Local, slots: 0 }
+        Self { kind: ExecutorKind::Local, slots: 0, slurm: SlurmSection::default() }
     }
 }
 
@@ -32,10 +38,13 @@ impl Default for ExecutorSection {
 #[serde(rename_all = "lowercase")]
 pub enum ExecutorKind {
     Local,
+    Slurm,
 }
 
 /// One engine command: a program and its arguments, with its own log file.
 pub struct Task {
+    /// The job it is part of.
+    pub job: String,
     /// Unique within the job, e.g. `chr20.chunk3.phase`.
     pub name: String,
     pub engine: &'static str,
@@ -49,18 +58,28 @@ pub struct Task {
 pub struct Executor {
     slots: Arc<tokio::sync::Semaphore>,
     capacity: usize,
+    slurm: Option<Arc<slurm::Slurm>>,
 }
 
 impl Executor {
-    pub fn new(section: &ExecutorSection, engine_threads: u32) -> Self {
-        let capacity = match section.slots {
-            0 => {
+    pub fn new(section: &ExecutorSection, engine_threads: u32, store: Store) -> Self {
+        let capacity = match (section.slots, section.kind) {
+            (0, ExecutorKind::Local) => {
                 let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
                 (cores / engine_threads.max(1) as usize).max(1)
             }
-            n => n as usize,
+            (0, ExecutorKind::Slurm) => 64,
+            (n, _) => n as usize,
         };
-        Self { slots: Arc::new(tokio::sync::Semaphore::new(capacity)), capacity }
+        let slurm = (section.kind == ExecutorKind::Slurm)
+            .then(|| Arc::new(slurm::Slurm { section: section.slurm.clone(), engine_threads, store }));
+        Self { slots: Arc::new(tokio::sync::Semaphore::new(capacity)), capacity, slurm }
+    }
+
+    /// Whether tasks outlive the node (Slurm jobs): a re-run then keeps the job's work files and
+    /// re-attaches to its tasks instead of starting over.
+    pub fn resumable(&self) -> bool {
+        self.slurm.is_some()
     }
 
     /// Tasks that may run at once.
@@ -76,6 +95,11 @@ impl Executor {
             () = kill.killed() => return Err(EngineError::Killed { engine: task.engine }),
         };
         tracing::debug!(task = %task.name, "engine task starting");
+        if let Some(slurm) = &self.slurm {
+            let result = slurm.run(task, kill, on_line).await;
+            drop(permit);
+            return result;
+        }
         let result = EngineRun {
             engine: task.engine,
             program: &task.program,
@@ -97,12 +121,17 @@ mod tests {
 
     fn sleeper(name: &str, dir: &std::path::Path, secs: &str) -> Task {
         Task {
+            job: "job".into(),
             name: name.into(),
             engine: "beagle",
             program: "sh".into(),
             args: vec!["-c".into(), format!("echo start $(date +%s%N); sleep {secs}; echo end $(date +%s%N)").into()],
             log: dir.join(format!("{name}.log")),
         }
+    }
+
+    async fn store(dir: &std::path::Path) -> Store {
+        Store::open(&dir.join("node.db"), true).await.unwrap()
     }
 
     fn times(log: &std::path::Path) -> (u128, u128) {
@@ -114,7 +143,7 @@ mod tests {
     #[tokio::test]
     async fn no_more_tasks_run_at_once_than_there_are_slots() {
         let dir = tempfile::tempdir().unwrap();
-        let executor = Executor::new(&ExecutorSection { kind: ExecutorKind::Local, slots: 2 }, 1);
+        let executor = Executor::new(&ExecutorSection { slots: 2, ..Default::default() }, 1, store(dir.path()).await);
         let kill = KillSwitch::default();
         let tasks: Vec<Task> = (0..4).map(|i| sleeper(&format!("t{i}"), dir.path(), "0.3")).collect();
         let runs = tasks.into_iter().map(|t| executor.run(t, &kill, |_| {}));
@@ -134,7 +163,7 @@ mod tests {
     #[tokio::test]
     async fn a_kill_stops_the_running_tasks_and_those_waiting_for_a_slot() {
         let dir = tempfile::tempdir().unwrap();
-        let executor = Executor::new(&ExecutorSection { kind: ExecutorKind::Local, slots: 2 }, 1);
+        let executor = Executor::new(&ExecutorSection { slots: 2, ..Default::default() }, 1, store(dir.path()).await);
         let kill = KillSwitch::default();
         let tasks: Vec<Task> = (0..3).map(|i| sleeper(&format!("k{i}"), dir.path(), "30")).collect();
         let runs = futures_util::future::join_all(tasks.into_iter().map(|t| executor.run(t, &kill, |_| {})));
