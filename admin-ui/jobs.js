@@ -210,6 +210,36 @@ function qcSection(job, results, mayAct) {
     excluded && mayAct ? h('button', { type: 'button', on: { click: () => download(`/jobs/${job.id}/results/excluded.tsv`, 'excluded.tsv') } }, 'Download the excluded variants') : null);
 }
 
+/** The name the node gives a chunk in its events: `chr20.chunk3`. */
+const chunkName = (c) => `chr${c.chromosome.replace(/^chr/, '')}.chunk${c.index}`;
+const CHUNK_EVENT = /^chunk (\S+): (\w+)/;
+
+/** What a chunk is doing: from the node's events, else from the job's state. */
+function chunkState(job, c, seen) {
+  if (c.excluded) return 'left-out';
+  if (seen.has(chunkName(c))) return seen.get(chunkName(c));
+  if (job.state === 'completed') return 'done';
+  return LIVE.includes(job.state) ? 'waiting' : job.state;
+}
+
+/** Chromosomes x chunks, each cell with its state; updated live from the job's events. */
+function chunkGrid(job, seen) {
+  const chunks = job.qc_report?.chunks || [];
+  if (!chunks.length || job.params.mode === 'qc_only') return null;
+  const byChromosome = new Map();
+  for (const c of chunks) byChromosome.set(c.chromosome, [...(byChromosome.get(c.chromosome) || []), c]);
+  const rows = [...byChromosome].map(([chrom, list]) => h('tr', {}, h('th', { scope: 'row' }, chrom),
+    h('td', {}, h('ol.chunks', {}, list.map((c) => {
+      const state = chunkState(job, c, seen);
+      const title = `${c.chromosome}:${c.start.toLocaleString()}-${c.end.toLocaleString()}, ${c.input_sites} input sites${c.excluded ? `; left out: ${c.excluded}` : ''}`;
+      return h(`li.chunk.chunk-${state}`, { 'data-chunk': chunkName(c), title, 'aria-label': `${chunkName(c)} ${state.replace('-', ' ')}` }, state.replace('-', ' '));
+    })))));
+  const leftOut = chunks.filter((c) => c.excluded).length;
+  return h('section.card', {}, h('h2', {}, 'Chunks'),
+    h('p', {}, `${chunks.length} chunk${chunks.length === 1 ? '' : 's'}${leftOut ? `, ${leftOut} left out (too few input sites or too little panel overlap; hover for why)` : ''}.`),
+    table(['Chromosome', 'Chunks'], rows, 'Chunks by chromosome'));
+}
+
 export async function jobPage(main, id) {
   const head = h('div');
   const body = h('div');
@@ -217,6 +247,8 @@ export async function jobPage(main, id) {
   const bar = h('progress', { max: 1, value: 0, 'aria-label': 'Job progress' });
   const stateLine = h('p', { 'aria-live': 'polite' });
   mount(main, head, h('section.card', {}, h('h2', {}, 'Progress'), stateLine, bar, h('h3', {}, 'Log'), log), body);
+  // Chunk states seen in the job's events (replayed, then live).
+  const seen = new Map();
 
   const draw = async () => {
     const job = await api(`/jobs/${id}`);
@@ -247,7 +279,7 @@ export async function jobPage(main, id) {
       h('p.actions', {}, actions, actionStatus));
     bar.value = job.progress;
     stateLine.textContent = `${job.state.replace(/_/g, ' ')}${job.stage ? ` — ${job.stage.replace(/_/g, ' ')}` : ''}: ${Math.round(job.progress * 100)}%`;
-    const parts = [qcSection(job, results, mayAct)];
+    const parts = [qcSection(job, results, mayAct), chunkGrid(job, seen)];
     if (job.summary) {
       parts.push(h('section.card', {}, h('h2', {}, 'Imputation quality'),
         h('p', {}, `${job.summary.variants_imputed.toLocaleString()} variants imputed, ${job.summary.variants_typed.toLocaleString()} typed`),
@@ -296,6 +328,16 @@ export async function jobPage(main, id) {
   events(`/jobs/${id}/events`, (e) => {
     const at = new Date(e.at).toLocaleTimeString();
     log.append(h('li', {}, `${at} ${e.state.replace(/_/g, ' ')}${e.stage ? ` / ${e.stage}` : ''} ${Math.round(e.progress * 100)}%${e.message ? ` — ${e.message}` : ''}`));
+    const chunk = e.message?.match(CHUNK_EVENT);
+    if (chunk) {
+      seen.set(chunk[1], chunk[2]);
+      const cell = body.querySelector(`li.chunk[data-chunk="${chunk[1]}"]`);
+      if (cell) {
+        cell.className = `chunk chunk-${chunk[2]}`;
+        cell.textContent = chunk[2];
+        cell.setAttribute('aria-label', `${chunk[1]} ${chunk[2]}`);
+      }
+    }
     bar.value = e.progress;
     stateLine.textContent = `${e.state.replace(/_/g, ' ')}${e.stage ? ` — ${e.stage.replace(/_/g, ' ')}` : ''}: ${Math.round(e.progress * 100)}%`;
       if (e.state !== last) { last = e.state; draw().catch(() => {}); }

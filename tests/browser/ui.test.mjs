@@ -114,6 +114,9 @@ test('a researcher flow: log in, find the peer panel, submit, watch it finish li
   await page.getByText('Runs at').waitFor();
   assert.ok(await page.getByText('Browser Host B').first().isVisible());
   await page.getByRole('img', { name: /Mean estimated r2 by minor allele frequency/ }).waitFor();
+  // The test panel fits in one 20 Mb chunk (20,000,001-40,000,000), which ran.
+  await page.getByRole('table', { name: 'Chunks by chromosome' }).waitFor();
+  await page.getByLabel('chr20.chunk2 done').waitFor();
   await shot('job');
 
   const [download] = await Promise.all([

@@ -69,8 +69,16 @@ async fn chunked_jobs_match_the_unchunked_run_and_thin_chunks_are_left_out() {
             (chunked_r2 - whole_r2).abs() <= 0.005,
             "{engine}: chunked r2 {chunked_r2} against unchunked {whole_r2}"
         );
-        // Each chunk ran as its own task.
+        // Each chunk ran as its own task, and its events say so (the job page's grid reads them).
         let id = done["id"].as_str().unwrap();
+        let events = node.client().get(node.api(&format!("/jobs/{id}/events"))).bearer_auth(&token).send().await;
+        let events = events.unwrap().text().await.unwrap();
+        for k in 61..=64 {
+            for state in ["running", "done"] {
+                let message = format!("chunk chr20.chunk{k}: {state}");
+                assert!(events.contains(&message), "{engine}: no event {message:?} in\n{events}");
+            }
+        }
         let log = dir.path().join(format!("{engine}.job.log"));
         download(&node, &token, id, "job.log", &log).await;
         let log = std::fs::read_to_string(&log).unwrap();

@@ -109,7 +109,7 @@ async fn chunks_run_as_slurm_jobs_survive_a_node_kill_cancel_and_a_killed_job() 
     let mut node = node_with_panel_and_config(|c| {
         let c = set(c, "threads = 2", "threads = 1");
         let c = set(c, "kind = \"local\"", "kind = \"slurm\"");
-        let c = set(c, "poll_secs = 2.0", "poll_secs = 0.3");
+        let c = set(c, "poll_interval_ms = 2000", "poll_interval_ms = 300");
         let c = set(
             c,
             "[executor.slurm]\n",

@@ -77,13 +77,14 @@ impl EngineJob<'_> {
         let runs = units.iter().enumerate().map(|(u, &(i, chunk))| {
             let tracker = &tracker;
             async move {
-                let out = self.run_unit(&chromosomes[i], chunk, u, tracker).await;
-                if out.is_ok() {
-                    let done = tracker.set(u, 1.0);
-                    let name = chunk.map_or_else(|| chrom_prefix(&chromosomes[i].chrom), Chunk::name);
-                    let message = format!("{name} done ({done} of {total})");
-                    progress(self.svc, &self.job.id, "imputing", 0.1 + 0.85 * tracker.mean(), Some(&message)).await;
-                }
+                let planned = chunk.or(chromosomes[i].chunks.first());
+                let name = planned.map_or_else(|| chrom_prefix(&chromosomes[i].chrom), Chunk::name);
+                let out = self.run_unit(&chromosomes[i], chunk, u, tracker, &name).await;
+                let message = match &out {
+                    Ok(_) => format!("chunk {name}: done ({} of {total})", tracker.set(u, 1.0)),
+                    Err(_) => format!("chunk {name}: failed"),
+                };
+                progress(self.svc, &self.job.id, "imputing", 0.1 + 0.85 * tracker.mean(), Some(&message)).await;
                 out.map(|parts| (i, chunk, parts))
             }
         });
@@ -131,6 +132,7 @@ impl EngineJob<'_> {
         chunk: Option<&Chunk>,
         unit: usize,
         tracker: &Progress,
+        chunk_name: &str,
     ) -> Result<(PathBuf, PathBuf), JobFailure> {
         let (svc, job) = (self.svc, self.job);
         let e = &svc.config.engines;
@@ -155,8 +157,9 @@ impl EngineJob<'_> {
                     program: e.java.clone(),
                     args: beagle(true, &prefix),
                     log: self.work.join("logs").join(format!("{name}.beagle.log")),
+                    on_start: None,
                 };
-                self.beagle_task(task, unit, tracker, 0.9).await?;
+                self.beagle_task(task, unit, tracker, 0.9, chunk_name).await?;
                 let out = PathBuf::from(format!("{}.vcf.gz", prefix.display()));
                 Ok((out.clone(), out))
             }
@@ -170,8 +173,9 @@ impl EngineJob<'_> {
                         program: e.java.clone(),
                         args: beagle(false, &out_prefix),
                         log: self.work.join("logs").join(format!("{name}.phase.log")),
+                        on_start: None,
                     };
-                    self.beagle_task(task, unit, tracker, 0.7).await?;
+                    self.beagle_task(task, unit, tracker, 0.7, chunk_name).await?;
                     let out = PathBuf::from(format!("{}.vcf.gz", out_prefix.display()));
                     tools::run(&e.tabix, &tool_args!("-f", "-p", "vcf", out.as_os_str()), None).await?;
                     out
@@ -197,8 +201,9 @@ impl EngineJob<'_> {
                         region,
                     ),
                     log: self.work.join("logs").join(format!("{name}.impute.log")),
+                    on_start: None,
                 };
-                self.task(task, |_| {}).await?;
+                self.task(task, chunk_name, tracker, |_| {}).await?;
                 Ok((out, phased))
             }
             other => Err(JobFailure(format!("unknown engine {other}"))),
@@ -206,10 +211,17 @@ impl EngineJob<'_> {
     }
 
     /// Runs a Beagle task, turning its phasing iterations into up to `share` of the unit.
-    async fn beagle_task(&self, task: Task, unit: usize, tracker: &Progress, share: f64) -> Result<(), JobFailure> {
+    async fn beagle_task(
+        &self,
+        task: Task,
+        unit: usize,
+        tracker: &Progress,
+        share: f64,
+        chunk_name: &str,
+    ) -> Result<(), JobFailure> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
         let mut seen = 0;
-        let run = self.task(task, move |line| {
+        let run = self.task(task, chunk_name, tracker, move |line| {
             if let Some(p) = beagle_phasing_progress(line, &mut seen) {
                 let _ = tx.send(p);
             }
@@ -227,10 +239,30 @@ impl EngineJob<'_> {
         result
     }
 
-    /// Hands `task` to the executor, then appends its log to the job's.
-    async fn task(&self, task: Task, on_line: impl FnMut(&str)) -> Result<(), JobFailure> {
+    /// Hands `task` to the executor, then appends its log to the job's. Once it starts, an
+    /// event says its chunk runs (`chunk <name>: running`, which the job page's grid follows).
+    async fn task(
+        &self,
+        mut task: Task,
+        chunk_name: &str,
+        tracker: &Progress,
+        on_line: impl FnMut(&str),
+    ) -> Result<(), JobFailure> {
         let task_log = task.log.clone();
-        let result = self.svc.executor.run(task, self.kill, on_line).await;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        task.on_start = Some(Box::new(move || {
+            let _ = started_tx.send(());
+        }));
+        let run = self.svc.executor.run(task, self.kill, on_line);
+        let announce = async {
+            if started_rx.await.is_ok() {
+                let message = format!("chunk {chunk_name}: running");
+                let stage = if self.job.engine == "beagle" { "phasing" } else { "imputing" };
+                let p = 0.1 + 0.85 * tracker.mean();
+                progress(self.svc, &self.job.id, stage, p, Some(&message)).await;
+            }
+        };
+        let (result, ()) = tokio::join!(run, announce);
         if let Ok(text) = tokio::fs::read(&task_log).await {
             use tokio::io::AsyncWriteExt;
             let mut log = tokio::fs::OpenOptions::new().create(true).append(true).open(self.log).await?;

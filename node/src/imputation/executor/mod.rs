@@ -51,6 +51,8 @@ pub struct Task {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub log: PathBuf,
+    /// Called once the task has a slot and starts (for Slurm: is submitted or re-attached to).
+    pub on_start: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 /// The node's executor; cheap to clone (all clones share the slots).
@@ -89,12 +91,15 @@ impl Executor {
 
     /// Runs `task` once a slot is free, handing each line it prints to `on_line`. A task waiting
     /// for a slot when `kill` is thrown never starts.
-    pub async fn run(&self, task: Task, kill: &KillSwitch, on_line: impl FnMut(&str)) -> Result<(), EngineError> {
+    pub async fn run(&self, mut task: Task, kill: &KillSwitch, on_line: impl FnMut(&str)) -> Result<(), EngineError> {
         let permit = tokio::select! {
             permit = self.slots.acquire() => permit.map_err(|_| EngineError::Killed { engine: task.engine })?,
             () = kill.killed() => return Err(EngineError::Killed { engine: task.engine }),
         };
         tracing::debug!(task = %task.name, "engine task starting");
+        if let Some(started) = task.on_start.take() {
+            started();
+        }
         if let Some(slurm) = &self.slurm {
             let result = slurm.run(task, kill, on_line).await;
             drop(permit);
@@ -127,6 +132,7 @@ mod tests {
             program: "sh".into(),
             args: vec!["-c".into(), format!("echo start $(date +%s%N); sleep {secs}; echo end $(date +%s%N)").into()],
             log: dir.join(format!("{name}.log")),
+            on_start: None,
         }
     }
 

@@ -54,8 +54,8 @@ pub struct SlurmSection {
     pub minimac4: SlurmResources,
     /// Times a task Slurm ended badly is submitted again before the job fails.
     pub max_retries: u32,
-    /// Seconds between looks at a running task.
-    pub poll_secs: f64,
+    /// Milliseconds between looks at a running task.
+    pub poll_interval_ms: u64,
     pub sbatch: PathBuf,
     pub scontrol: PathBuf,
     pub scancel: PathBuf,
@@ -72,7 +72,7 @@ impl Default for SlurmSection {
             beagle: SlurmResources::default(),
             minimac4: SlurmResources::default(),
             max_retries: 2,
-            poll_secs: 2.0,
+            poll_interval_ms: 2000,
             sbatch: "sbatch".into(),
             scontrol: "scontrol".into(),
             scancel: "scancel".into(),
@@ -222,7 +222,7 @@ impl Slurm {
         on_line: &mut impl FnMut(&str),
         offset: &mut u64,
     ) -> Result<SlurmState, EngineError> {
-        let every = Duration::from_secs_f64(self.section.poll_secs.max(0.1));
+        let every = Duration::from_millis(self.section.poll_interval_ms.max(100));
         loop {
             if kill.is_killed() {
                 let out = self.output(&self.section.scancel, &[id.to_string()]).await?;
