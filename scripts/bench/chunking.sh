@@ -7,6 +7,7 @@
 # from /proc). Alternating, RUNS runs each; release build. Prints a Markdown table.
 #
 #   scripts/bench/chunking.sh [LENGTH_MB] [RUNS]     # default 45 2
+#   FLANK_BP=1500000 scripts/bench/chunking.sh       # another phasing flank for the chunked node
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LENGTH_MB=${1:-45}
@@ -27,6 +28,9 @@ for kind in whole chunked; do
   "$BIN" init --data-dir "$dir" --institution "Bench $kind" --api-listen 127.0.0.1:0 \
     --p2p-listen /ip4/127.0.0.1/tcp/0 --admin-password-file "$WORK/pw" >/dev/null
   if [ "$kind" = whole ]; then sed -i 's/^size_bp = .*/size_bp = 1000000000/' "$dir/node.toml"; fi
+  if [ "$kind" = chunked ] && [ -n "${FLANK_BP:-}" ]; then
+    sed -i "s/^phasing_flank_bp = .*/phasing_flank_bp = $FLANK_BP/" "$dir/node.toml"
+  fi
   "$BIN" panel add --config "$dir/node.toml" --id sim --name Sim --build hg19 \
     --vcf "$WORK/data/panel.vcf.gz" >/dev/null 2>&1
   RUST_LOG=warn "$BIN" run --config "$dir/node.toml" 2>"$WORK/$kind.log" &
@@ -69,4 +73,4 @@ print(t(d["finished_at"]) - t(d["started_at"]), len(d["qc_report"]["chunks"]))')
   awk -v r="$run" -v ww="${WALL[whole]}" -v wc="${CPU[whole]}" -v cw="${WALL[chunked]}" -v cc="${CPU[chunked]}" -v n="$CHUNKS" \
     'BEGIN {printf "| %d | %.1f | %.1f | %.1f | %.1f | %d | %.3f | %.3f |\n", r, ww, wc, cw, cc, n, cc / wc, cw / ww}'
 done
-echo "machine: $(nproc) cores; engines.threads = 2, executor slots = 0 (auto)"
+echo "machine: $(nproc) cores; engines.threads = 2, executor slots = 0 (auto); chunked node's phasing flank: ${FLANK_BP:-5000000} bp"
