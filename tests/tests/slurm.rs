@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use fedimpute_tests::federation::federation;
 use fedimpute_tests::jobs::{download, node_with_panel_and_config, r2_common, set, submit_targets, wait_state};
 use fedimpute_tests::{TestNode, wait_for, workspace_root};
 
@@ -52,17 +53,33 @@ impl Cluster {
             .collect()
     }
 
-    /// `(name, state)` of every finished Slurm job of fedimpute job `job`, from Slurm's job
-    /// completion log.
-    fn finished(&self, job: &str) -> Vec<(String, String)> {
+    /// `(name, state)` of every finished Slurm job, from Slurm's job completion log.
+    fn all_finished(&self) -> Vec<(String, String)> {
         let text = std::fs::read_to_string(self.dir.path().join("jobcomp.log")).unwrap_or_default();
         let field = |line: &str, key: &str| {
             line.split_whitespace().find_map(|kv| kv.strip_prefix(key)).unwrap_or_default().to_string()
         };
-        text.lines()
-            .map(|l| (field(l, "Name="), field(l, "JobState=")))
-            .filter(|(name, _)| name.starts_with(&format!("fedimpute.{job}.")))
-            .collect()
+        text.lines().map(|l| (field(l, "Name="), field(l, "JobState="))).collect()
+    }
+
+    /// `(name, state)` of every finished Slurm job of fedimpute job `job`.
+    fn finished(&self, job: &str) -> Vec<(String, String)> {
+        let prefix = format!("fedimpute.{job}.");
+        self.all_finished().into_iter().filter(|(name, _)| name.starts_with(&prefix)).collect()
+    }
+
+    /// node.toml edited to run engine tasks on this cluster, with work files in `shared` and
+    /// 500 kb chunks (four over the test panel).
+    fn node_config(&self, config: String, shared: &Path) -> String {
+        let c = set(config, "threads = 2", "threads = 1");
+        let c = set(c, "kind = \"local\"", "kind = \"slurm\"");
+        let c = set(c, "poll_interval_ms = 2000", "poll_interval_ms = 300");
+        let slurm =
+            format!("[executor.slurm]\nconf = \"{}\"\nshared_dir = \"{}\"\n", self.conf.display(), shared.display());
+        let c = set(c, "[executor.slurm]\n", &slurm);
+        let c = c.replace("memory = \"8G\"", "memory = \"1G\"");
+        let c = set(c, "size_bp = 20000000", "size_bp = 500000");
+        set(c, "phasing_flank_bp = 5000000", "phasing_flank_bp = 250000")
     }
 }
 
@@ -105,21 +122,7 @@ async fn dose_of(node: &TestNode, token: &str, id: &str, dir: &Path) -> PathBuf 
 async fn chunks_run_as_slurm_jobs_survive_a_node_kill_cancel_and_a_killed_job() {
     let cluster = Cluster::start();
     let shared = tempfile::tempdir().unwrap();
-    let (conf, shared_dir) = (cluster.conf.display().to_string(), shared.path().display().to_string());
-    let mut node = node_with_panel_and_config(|c| {
-        let c = set(c, "threads = 2", "threads = 1");
-        let c = set(c, "kind = \"local\"", "kind = \"slurm\"");
-        let c = set(c, "poll_interval_ms = 2000", "poll_interval_ms = 300");
-        let c = set(
-            c,
-            "[executor.slurm]\n",
-            &format!("[executor.slurm]\nconf = \"{conf}\"\nshared_dir = \"{shared_dir}\"\n"),
-        );
-        let c = c.replace("memory = \"8G\"", "memory = \"1G\"");
-        let c = set(c, "size_bp = 20000000", "size_bp = 500000");
-        set(c, "phasing_flank_bp = 5000000", "phasing_flank_bp = 250000")
-    })
-    .await;
+    let mut node = node_with_panel_and_config(|c| cluster.node_config(c, shared.path())).await;
     let token = node.admin_token().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let fields = [("panel", "sim"), ("build", "hg19"), ("engine", "beagle")];
@@ -172,4 +175,29 @@ async fn chunks_run_as_slurm_jobs_survive_a_node_kill_cancel_and_a_killed_job() 
     let finished = cluster.finished(&id);
     let runs_of_killed: Vec<&String> = finished.iter().filter(|(n, _)| *n == name).map(|(_, s)| s).collect();
     assert_eq!(runs_of_killed, vec!["CANCELLED", "COMPLETED"], "{finished:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_job_whose_host_runs_its_chunks_on_slurm_completes_at_the_origin() {
+    let cluster = Cluster::start();
+    let shared = tempfile::tempdir().unwrap();
+    let fed = federation(1, |i, c| if i == 1 { cluster.node_config(c, shared.path()) } else { c }).await;
+    let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
+    let ta = a.admin_token().await.unwrap();
+    let id = submit_targets(a, &ta, &[("panel", "sim"), ("build", "hg19"), ("engine", "beagle")]).await;
+    let done = wait_state(a, &ta, &id, &["completed", "failed"], Duration::from_secs(600)).await;
+    assert_eq!(done["state"], "completed", "{done}\nB's log:\n{}", b.log());
+    let finished = cluster.all_finished();
+    let mut tasks: Vec<String> = finished
+        .iter()
+        .filter(|(_, s)| s == "COMPLETED")
+        .filter_map(|(n, _)| n.rsplit_once(".chr20."))
+        .map(|(_, t)| t.to_string())
+        .collect();
+    tasks.sort();
+    let expected: Vec<String> = (61..=64).map(|k| format!("chunk{k}.beagle")).collect();
+    assert_eq!(tasks, expected, "the host ran each chunk as a Slurm job: {finished:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let dose = dose_of(a, &ta, &id, dir.path()).await;
+    assert!(r2_common(&dose) >= 0.95);
 }
