@@ -7,9 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use fedimpute_tests::jobs::{
-    download, edit_config, node_with_panel_and_config, r2_all, set, submit, submit_targets, wait_state,
+    download, edit_config, node_with_panel_and_config, panel_add, r2_all, set, submit, submit_targets, wait_state,
 };
-use fedimpute_tests::{TestNode, test_data};
+use fedimpute_tests::{TestNode, install_crypto_provider, test_data};
 use serde_json::Value;
 
 /// The sites of a VCF: CHROM, POS, REF, ALT per record.
@@ -120,4 +120,58 @@ async fn chunked_jobs_match_the_unchunked_run_and_thin_chunks_are_left_out() {
     download(&node, &token, id, "qc_report.txt", &text_report).await;
     let text = std::fs::read_to_string(&text_report).unwrap();
     assert!(text.contains("chunk 20:30500001-31000000 left out"), "{text}");
+}
+
+/// `vcf` with chromosome 20 renamed to `chrom`, bgzipped into `dir`.
+fn as_chromosome(vcf: &Path, chrom: &str, dir: &Path) -> std::path::PathBuf {
+    let map = dir.join(format!("rename-{chrom}.txt"));
+    std::fs::write(&map, format!("20 {chrom}\n")).unwrap();
+    let out = dir.join(format!("{chrom}.{}", vcf.file_name().unwrap().to_str().unwrap()));
+    let status = Command::new("bcftools")
+        .args(["annotate", "--no-version", "-Oz", "--rename-chrs"])
+        .arg(&map)
+        .arg("-o")
+        .arg(&out)
+        .arg(vcf)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_chromosome_job_interleaves_the_chunks_of_both_and_ligates_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let panel21 = as_chromosome(&test_data("panel.vcf.gz"), "21", dir.path());
+    let targets21 = as_chromosome(&test_data("targets.vcf.gz"), "21", dir.path());
+    install_crypto_provider();
+    let mut node = TestNode::init("Inst A").unwrap();
+    panel_add(&node, "two", &[&test_data("panel.vcf.gz"), &panel21], &[]);
+    edit_config(&node, |c| small_chunks(set(set(c, "threads = 2", "threads = 1"), "slots = 0", "slots = 2")));
+    node.start().await.unwrap();
+    let token = node.admin_token().await.unwrap();
+    let files = [(test_data("targets.vcf.gz"), "chr20.vcf.gz"), (targets21, "chr21.vcf.gz")];
+    let files: Vec<(&Path, &str)> = files.iter().map(|(p, n)| (p.as_path(), *n)).collect();
+    let (status, job) =
+        submit(&node, &token, &files, &[("panel", "two"), ("build", "hg19"), ("engine", "beagle")]).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let done = wait_state(&node, &token, id, &["completed", "failed"], Duration::from_secs(600)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["qc_report"]["chunks"].as_array().unwrap().len(), 8, "{done}");
+
+    // The chromosomes' chunks share the slots: the second chromosome's first chunk started
+    // while the first chromosome still had a chunk running.
+    let events = node.client().get(node.api(&format!("/jobs/{id}/events"))).bearer_auth(&token).send().await;
+    let events = events.unwrap().text().await.unwrap();
+    let at = |message: &str| events.find(message).unwrap_or_else(|| panic!("no {message:?} in\n{events}"));
+    let last_of_20 = (61..=64).map(|k| at(&format!("chunk chr20.chunk{k}: done"))).max().unwrap();
+    assert!(at("chunk chr21.chunk61: running") < last_of_20, "{events}");
+    for chrom in ["20", "21"] {
+        let dose = dir.path().join(format!("chr{chrom}.dose.vcf.gz"));
+        download(&node, &token, id, &format!("chr{chrom}.dose.vcf.gz"), &dose).await;
+        let sites = sites(&dose);
+        assert_eq!(sites.len(), 19_525, "chr{chrom}: every panel site once");
+        assert!(sites.iter().all(|s| s.starts_with(&format!("{chrom} "))), "chr{chrom} holds only its own sites");
+    }
 }
