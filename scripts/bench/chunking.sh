@@ -39,12 +39,7 @@ for kind in whole chunked; do
   for _ in $(seq 1 300); do [ -s "$dir/api.addr" ] && break; sleep 0.1; done
   API[$kind]="https://$(cat "$dir/api.addr")"
   ca="$dir/tls/api.crt"
-  login=$(curl -s --cacert "$ca" -H 'content-type: application/json' \
-    -d '{"username":"admin","password":"bench passphrase 123"}' "${API[$kind]}/api/v1/auth/login")
-  access=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["access_token"])' "$login")
-  TOKEN[$kind]=$(curl -s --cacert "$ca" -H "Authorization: Bearer $access" -H 'content-type: application/json' \
-    -d '{"name":"bench","expires_in_days":1,"password":"bench passphrase 123"}' "${API[$kind]}/api/v1/me/tokens" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  TOKEN[$kind]=$(bench_api_token "${API[$kind]}" "$ca")
 done
 
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15 + $16 + $17) / hz}' "/proc/$1/stat"; }

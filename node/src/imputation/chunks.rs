@@ -7,6 +7,7 @@
 //! from the panel, is left out with the reason in the QC report (Michigan's rule: fewer than 3
 //! SNPs, or under 50% found in the panel).
 
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;
 
@@ -129,9 +130,8 @@ pub fn plan(
     chunks
 }
 
-/// The positions of a VCF's records, in file order.
-pub fn positions(vcf: &Path) -> std::io::Result<Vec<u64>> {
-    let mut out = Vec::new();
+/// Calls `each` with the position of every record of a VCF, in file order.
+fn for_each_position(vcf: &Path, mut each: impl FnMut(u64)) -> std::io::Result<()> {
     let (reader, _) = super::vcf_io::open_text(vcf)?;
     for line in reader.lines() {
         let line = line?;
@@ -139,44 +139,43 @@ pub fn positions(vcf: &Path) -> std::io::Result<Vec<u64>> {
             continue;
         }
         if let Some(pos) = line.split('\t').nth(1).and_then(|p| p.parse().ok()) {
-            out.push(pos);
+            each(pos);
         }
     }
+    Ok(())
+}
+
+/// The positions of a VCF's records, in file order.
+pub fn positions(vcf: &Path) -> std::io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for_each_position(vcf, |pos| out.push(pos))?;
     Ok(out)
 }
 
 /// The first and last position of a VCF (its sites file, for a panel); `None` if it has none.
 pub fn span(vcf: &Path) -> std::io::Result<Option<(u64, u64)>> {
     let mut span: Option<(u64, u64)> = None;
-    let (reader, _) = super::vcf_io::open_text(vcf)?;
-    for line in reader.lines() {
-        let line = line?;
-        if line.starts_with('#') {
-            continue;
-        }
-        if let Some(pos) = line.split('\t').nth(1).and_then(|p| p.parse::<u64>().ok()) {
-            span = Some(span.map_or((pos, pos), |(first, _)| (first, pos)));
-        }
-    }
+    for_each_position(vcf, |pos| span = Some(span.map_or((pos, pos), |(first, _)| (first, pos))))?;
     Ok(span)
 }
 
-/// The positions on `chromosome` that QC's `excluded.tsv` lists as absent from the panel, sorted.
-pub fn absent_from_panel(excluded_tsv: &Path, chromosome: &str) -> std::io::Result<Vec<u64>> {
-    let mut out = Vec::new();
+/// Per chromosome, the positions that QC's `excluded.tsv` lists as absent from the panel, sorted.
+pub fn absent_from_panel(excluded_tsv: &Path) -> std::io::Result<HashMap<String, Vec<u64>>> {
+    let mut out: HashMap<String, Vec<u64>> = HashMap::new();
     let reader = std::io::BufReader::new(std::fs::File::open(excluded_tsv)?);
     for line in reader.lines().skip(1) {
         let line = line?;
         let cols: Vec<&str> = line.split('\t').collect();
         if cols.len() >= 6
-            && cols[1] == chromosome
             && cols[5] == "not_in_panel"
             && let Ok(pos) = cols[2].parse()
         {
-            out.push(pos);
+            out.entry(cols[1].to_string()).or_default().push(pos);
         }
     }
-    out.sort_unstable();
+    for positions in out.values_mut() {
+        positions.sort_unstable();
+    }
     Ok(out)
 }
 

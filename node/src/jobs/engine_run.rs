@@ -150,15 +150,7 @@ impl EngineJob<'_> {
         };
         match job.engine.as_str() {
             "beagle" => {
-                let task = Task {
-                    job: job.id.clone(),
-                    name: format!("{name}.beagle"),
-                    engine: "beagle",
-                    program: e.java.clone(),
-                    args: beagle(true, &prefix),
-                    log: self.work.join("logs").join(format!("{name}.beagle.log")),
-                    on_start: None,
-                };
+                let task = self.new_task(&name, "beagle", "beagle", &e.java, beagle(true, &prefix));
                 self.beagle_task(task, unit, tracker, 0.9, chunk_name).await?;
                 let out = PathBuf::from(format!("{}.vcf.gz", prefix.display()));
                 Ok((out.clone(), out))
@@ -166,15 +158,7 @@ impl EngineJob<'_> {
             "minimac4" => {
                 let phased = if job.phasing == "beagle" {
                     let out_prefix = self.work.join(format!("{name}.phased"));
-                    let task = Task {
-                        job: job.id.clone(),
-                        name: format!("{name}.phase"),
-                        engine: "beagle",
-                        program: e.java.clone(),
-                        args: beagle(false, &out_prefix),
-                        log: self.work.join("logs").join(format!("{name}.phase.log")),
-                        on_start: None,
-                    };
+                    let task = self.new_task(&name, "phase", "beagle", &e.java, beagle(false, &out_prefix));
                     self.beagle_task(task, unit, tracker, 0.7, chunk_name).await?;
                     let out = PathBuf::from(format!("{}.vcf.gz", out_prefix.display()));
                     tools::run(&e.tabix, &tool_args!("-f", "-p", "vcf", out.as_os_str()), None).await?;
@@ -185,28 +169,33 @@ impl EngineJob<'_> {
                 let out = self.work.join(format!("{name}.minimac4.vcf.gz"));
                 let sites = self.work.join(format!("{name}.minimac4.sites.vcf.gz"));
                 let region = chunk.map(|k| (k.region(), chunking.minimac4_overlap_bp));
-                let task = Task {
-                    job: job.id.clone(),
-                    name: format!("{name}.impute"),
-                    engine: "minimac4",
-                    program: e.minimac4.clone(),
-                    args: minimac4_args(
-                        e,
-                        &self.files.msav(&c.chrom),
-                        &phased,
-                        &out,
-                        &sites,
-                        job.r2_filter,
-                        map.as_deref(),
-                        region,
-                    ),
-                    log: self.work.join("logs").join(format!("{name}.impute.log")),
-                    on_start: None,
-                };
+                let msav = self.files.msav(&c.chrom);
+                let args = minimac4_args(e, &msav, &phased, &out, &sites, job.r2_filter, map.as_deref(), region);
+                let task = self.new_task(&name, "impute", "minimac4", &e.minimac4, args);
                 self.task(task, chunk_name, tracker, |_| {}).await?;
                 Ok((out, phased))
             }
             other => Err(JobFailure(format!("unknown engine {other}"))),
+        }
+    }
+
+    /// The task `<unit>.<step>` of this job, logging to `logs/<unit>.<step>.log`.
+    fn new_task(
+        &self,
+        unit: &str,
+        step: &str,
+        engine: &'static str,
+        program: &Path,
+        args: Vec<std::ffi::OsString>,
+    ) -> Task {
+        Task {
+            job: self.job.id.clone(),
+            name: format!("{unit}.{step}"),
+            engine,
+            program: program.to_path_buf(),
+            args,
+            log: self.work.join("logs").join(format!("{unit}.{step}.log")),
+            on_start: None,
         }
     }
 

@@ -201,21 +201,23 @@ async fn plan_chunks(
     filtered: &[(String, PathBuf)],
     excluded_tsv: &Path,
 ) -> Result<Vec<ChromosomeWork>, JobFailure> {
-    let mut out = Vec::with_capacity(filtered.len());
-    for (chrom, path) in filtered {
-        let (chrom, path, excluded, sites) =
-            (chrom.clone(), path.clone(), excluded_tsv.to_path_buf(), files.sites(chrom));
-        let settings = svc.config.chunking;
-        let work = tokio::task::spawn_blocking(move || -> std::io::Result<ChromosomeWork> {
-            let kept = chunks::positions(&path)?;
-            let absent = chunks::absent_from_panel(&excluded, &chrom)?;
-            let span = chunks::span(&sites)?.unwrap_or((1, 1));
-            let planned = chunks::plan(&chrom, span, &kept, &absent, &settings);
-            Ok(ChromosomeWork { chrom, filtered: path, chunks: planned })
-        })
-        .await
-        .map_err(|e| JobFailure(e.to_string()))??;
-        out.push(work);
-    }
+    let (filtered, excluded, panel) = (filtered.to_vec(), excluded_tsv.to_path_buf(), files.clone());
+    let settings = svc.config.chunking;
+    // One read of excluded.tsv for every chromosome; then each chromosome's input and panel span.
+    let out = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<ChromosomeWork>> {
+        let absent = chunks::absent_from_panel(&excluded)?;
+        filtered
+            .into_iter()
+            .map(|(chrom, path)| {
+                let kept = chunks::positions(&path)?;
+                let span = chunks::span(&panel.sites(&chrom))?.unwrap_or((1, 1));
+                let absent = absent.get(&chrom).cloned().unwrap_or_default();
+                let planned = chunks::plan(&chrom, span, &kept, &absent, &settings);
+                Ok(ChromosomeWork { chrom, filtered: path, chunks: planned })
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| JobFailure(e.to_string()))??;
     Ok(out)
 }
