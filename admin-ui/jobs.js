@@ -214,11 +214,15 @@ function qcSection(job, results, mayAct) {
 const chunkName = (c) => `chr${c.chromosome.replace(/^chr/, '')}.chunk${c.index}`;
 const CHUNK_EVENT = /^chunk (\S+): (\w+)/;
 
-/** What a chunk is doing: from the node's events, else from the job's state. */
+/**
+ * What a chunk is doing. A completed job's chunks all ran; otherwise the node's events say, else
+ * the job's state. The job's state comes first because an origin sees only some of its host's
+ * events (each status push carries the newest one), so a chunk's last event may be `running`.
+ */
 function chunkState(job, c, seen) {
   if (c.excluded) return 'left-out';
-  if (seen.has(chunkName(c))) return seen.get(chunkName(c));
   if (job.state === 'completed') return 'done';
+  if (seen.has(chunkName(c))) return seen.get(chunkName(c));
   return LIVE.includes(job.state) ? 'waiting' : job.state;
 }
 
@@ -332,7 +336,8 @@ export async function jobPage(main, id) {
     if (chunk) {
       seen.set(chunk[1], chunk[2]);
       const cell = body.querySelector(`li.chunk[data-chunk="${chunk[1]}"]`);
-      if (cell) {
+      // A completed job's replayed history must not turn its done chunks back to running.
+      if (cell && last !== 'completed') {
         cell.className = `chunk chunk-${chunk[2]}`;
         cell.textContent = chunk[2];
         cell.setAttribute('aria-label', `${chunk[1]} ${chunk[2]}`);
@@ -340,7 +345,7 @@ export async function jobPage(main, id) {
     }
     bar.value = e.progress;
     stateLine.textContent = `${e.state.replace(/_/g, ' ')}${e.stage ? ` — ${e.stage.replace(/_/g, ' ')}` : ''}: ${Math.round(e.progress * 100)}%`;
-      if (e.state !== last) { last = e.state; draw().catch(() => {}); }
+    if (e.state !== last) { last = e.state; draw().catch(() => {}); }
   }, controller.signal).then(() => (LIVE.includes(last) ? null : draw())).catch(() => {});
   return () => controller.abort();
 }
