@@ -46,6 +46,11 @@ pub fn maf_bin_index(maf: f64) -> usize {
     }
 }
 
+/// The name of a MAF's bin: `<1%`, `1-5%` or `>5%`.
+pub fn maf_bin(maf: f64) -> &'static str {
+    ["<1%", "1-5%", ">5%"][maf_bin_index(maf)]
+}
+
 /// Why finishing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DoseError {

@@ -2,6 +2,7 @@
 
 pub mod catalog_entry;
 pub mod chunks;
+pub mod combine;
 pub mod dose;
 pub mod engines;
 pub mod executor;

@@ -9,9 +9,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::merge::MergeReport;
 use super::results::JobSummary;
 use crate::html::escape;
+use crate::imputation::combine::best_r2::MergeReport;
 use crate::imputation::qc::{QcReport, QcStatus};
 use crate::store::jobs::JobRow;
 use crate::time::rfc3339;

@@ -10,7 +10,6 @@ mod engine_run;
 mod external;
 pub mod federated;
 pub mod html_report;
-pub mod merge;
 pub mod multi_panel;
 mod outputs;
 mod results;

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::JobsService;
-use super::merge::{MergeReport, PanelVcf, merge_chromosome, report_text};
 use super::results::JobSummary;
+use crate::imputation::combine::best_r2::{MergeReport, PanelVcf, merge_chromosome, report_text};
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::jobs::{JobResult, JobRole, JobRow, JobState, LIVE_STATES, TransitionUpdate};
 

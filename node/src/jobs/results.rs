@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::imputation::dose::{DoseCounts, maf_bin_index};
+use crate::imputation::dose::DoseCounts;
 
 /// Mean estimated r2 and counts in one MAF bin.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -50,11 +50,6 @@ pub struct ChromosomeCounts {
     pub imputed: u64,
     /// Dropped by the r2 filter.
     pub filtered: u64,
-}
-
-/// The MAF bin a variant falls in.
-pub(crate) fn maf_bin(maf: f64) -> &'static str {
-    ["<1%", "1-5%", ">5%"][maf_bin_index(maf)]
 }
 
 /// Adds one chromosome's counts to the running summary.

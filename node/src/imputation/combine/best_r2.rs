@@ -15,7 +15,7 @@ use std::path::Path;
 use noodles::bgzf;
 use serde::{Deserialize, Serialize};
 
-use super::results::maf_bin;
+use crate::imputation::dose::maf_bin;
 
 /// How many variants each panel won, per MAF bin and in all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
