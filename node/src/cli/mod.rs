@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod audit;
+pub mod combine;
 pub mod federation;
 pub mod init;
 pub mod job;
@@ -51,6 +52,10 @@ pub enum Command {
     Job(job::JobCommand),
     /// Run the input QC of a job on local VCF files (no node needed unless --panel).
     Qc(qc::QcArgs),
+    /// Combine several panels' results of one chromosome on local files (no node needed):
+    /// meta-imputation, best r2 per variant, or each sample's phasing from its best panel.
+    #[command(subcommand)]
+    Combine(combine::CombineCommand),
     /// Reference panels hosted by this node.
     #[command(subcommand)]
     Panel(panel::PanelCommand),
@@ -89,6 +94,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Qc(args) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(qc::run(args))
+        }
+        Command::Combine(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(combine::run(cmd))
         }
         Command::Panel(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
