@@ -114,16 +114,22 @@ pub async fn download(node: &TestNode, token: &str, id: &str, file: &str, to: &P
 /// scripts/accuracy.py's scores of `imputed` against the committed truth (JSON, per MAF bin
 /// and `all`).
 pub fn accuracy(imputed: &Path) -> Value {
+    accuracy_against(imputed, &test_data("truth.vcf.gz"), &test_data("targets.vcf.gz"), &test_data("panel.vcf.gz"))
+}
+
+/// scripts/accuracy.py's scores of `imputed` against `truth` at the sites `targets` lacks, by the
+/// MAF bins of `panel`.
+pub fn accuracy_against(imputed: &Path, truth: &Path, targets: &Path, panel: &Path) -> Value {
     let out = Command::new("python3")
         .arg(crate::workspace_root().join("scripts/accuracy.py"))
         .args(["--json", "--imputed"])
         .arg(imputed)
         .arg("--truth")
-        .arg(test_data("truth.vcf.gz"))
+        .arg(truth)
         .arg("--targets")
-        .arg(test_data("targets.vcf.gz"))
+        .arg(targets)
         .arg("--panel")
-        .arg(test_data("panel.vcf.gz"))
+        .arg(panel)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

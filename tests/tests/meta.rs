@@ -1,0 +1,201 @@
+//! Meta-imputation on the committed two-population data (tests/data/two_pop/), with the real
+//! engines run as each host runs them (Beagle 5.4 phasing with its panel, Minimac4 4.1.2 with
+//! `--empirical-output`) and the origin's statistics through `fedimpute combine`: each sample's
+//! phasing from its best-fitting panel, then the combination of both panels' results of that one
+//! phased file. The pooled panel is in the data for reference only.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fedimpute_tests::jobs::accuracy_against;
+use fedimpute_tests::{fedimpute, test_data};
+
+fn data(name: &str) -> PathBuf {
+    test_data(&format!("two_pop/{name}"))
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// What one panel's host makes: the panel as msav, its phasing of the targets, and Minimac4's
+/// dose and empirical VCFs of a phased input.
+struct Host {
+    msav: PathBuf,
+    phased: PathBuf,
+    dir: PathBuf,
+}
+
+impl Host {
+    fn new(dir: &Path, panel: &str) -> Self {
+        let msav = dir.join(format!("{panel}.msav"));
+        run("minimac4", &["--compress-reference", path(&data(&format!("{panel}.vcf.gz"))), "-o", path(&msav)]);
+        let prefix = dir.join(format!("{panel}.phased"));
+        run(
+            "beagle",
+            &[
+                &format!("gt={}", path(&data("targets.vcf.gz"))),
+                &format!("ref={}", path(&data(&format!("{panel}.vcf.gz")))),
+                &format!("map={}", path(&data("map.txt"))),
+                &format!("out={}", path(&prefix)),
+                "impute=false",
+                "seed=1",
+                "nthreads=2",
+            ],
+        );
+        let phased = dir.join(format!("{panel}.phased.vcf.gz"));
+        run("tabix", &["-f", "-p", "vcf", path(&phased)]);
+        Self { msav, phased, dir: dir.join(panel) }
+    }
+
+    /// Minimac4 on `input`: (dose, empirical).
+    fn impute(&self, input: &Path, tag: &str) -> (PathBuf, PathBuf) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let dose = self.dir.join(format!("{tag}.dose.vcf.gz"));
+        let empirical = self.dir.join(format!("{tag}.empirical.vcf.gz"));
+        run(
+            "minimac4",
+            &[
+                path(&self.msav),
+                path(input),
+                "-o",
+                path(&dose),
+                "-O",
+                "vcf.gz",
+                "-f",
+                "GT,HDS,DS,GP",
+                "-e",
+                path(&empirical),
+                "-t",
+                "2",
+            ],
+        );
+        (dose, empirical)
+    }
+}
+
+fn r2_all(imputed: &Path) -> f64 {
+    let scores = accuracy_against(imputed, &data("truth.vcf.gz"), &data("targets.vcf.gz"), &data("pooled.vcf.gz"));
+    scores["all"]["r2"].as_f64().unwrap()
+}
+
+fn populations() -> Vec<(String, String)> {
+    std::fs::read_to_string(data("populations.tsv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once('\t').map(|(s, p)| (s.to_string(), p.to_string())))
+        .collect()
+}
+
+fn combine(args: &[&str]) -> String {
+    let out = fedimpute(&[&["combine"], args].concat());
+    assert!(out.status.success(), "fedimpute combine {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn meta_imputation_of_two_population_panels_approaches_the_pooled_panel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Host::new(dir.path(), "panel_a"), Host::new(dir.path(), "panel_b"));
+    let pooled = Host::new(dir.path(), "pooled");
+    // Each host imputes its own phasing once: the single-panel results and the fit to score.
+    let (a_own, a_fit) = a.impute(&a.phased, "own");
+    let (b_own, b_fit) = b.impute(&b.phased, "own");
+    let (pooled_dose, _) = pooled.impute(&pooled.phased, "own");
+
+    // Each sample's phasing from its best-fitting panel.
+    let composed = dir.path().join("composed.vcf.gz");
+    let choice = combine(&[
+        "phasing",
+        "--panel",
+        &format!("A={},{}", path(&a.phased), path(&a_fit)),
+        "--panel",
+        &format!("B={},{}", path(&b.phased), path(&b_fit)),
+        "-o",
+        path(&composed),
+        "--json",
+    ]);
+    let choice: serde_json::Value = serde_json::from_str(&choice).unwrap();
+    let truth = populations();
+    let chosen_right = choice["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| truth.iter().any(|(name, pop)| s["sample"] == name.as_str() && s["panel"] == pop.as_str()))
+        .count();
+    assert!(
+        chosen_right * 10 >= truth.len() * 9,
+        "{chosen_right} of {} samples phased by their own panel",
+        truth.len()
+    );
+
+    // Both hosts impute that one file; the origin combines.
+    let (a_dose, a_emp) = a.impute(&composed, "meta_input");
+    let (b_dose, b_emp) = b.impute(&composed, "meta_input");
+    let meta = dir.path().join("meta.vcf.gz");
+    let report = combine(&[
+        "meta",
+        "--panel",
+        &format!("A={},{}", path(&a_dose), path(&a_emp)),
+        "--panel",
+        &format!("B={},{}", path(&b_dose), path(&b_emp)),
+        "-o",
+        path(&meta),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let best_r2 = dir.path().join("best_r2.vcf.gz");
+    combine(&[
+        "best-r2",
+        "--panel",
+        &format!("A={}", path(&a_own)),
+        "--panel",
+        &format!("B={}", path(&b_own)),
+        "-o",
+        path(&best_r2),
+    ]);
+
+    let (single_a, single_b, merged, combined, reference) =
+        (r2_all(&a_own), r2_all(&b_own), r2_all(&best_r2), r2_all(&meta), r2_all(&pooled_dose));
+    let scores =
+        format!("A {single_a:.3}, B {single_b:.3}, best_r2 {merged:.3}, meta {combined:.3}, pooled {reference:.3}");
+    assert!(combined >= single_a.max(single_b) + 0.05, "meta beats the better panel by 0.05: {scores}");
+    assert!(combined > merged, "meta beats best_r2: {scores}");
+    assert!(combined >= reference - 0.02, "meta within 0.02 of the pooled panel: {scores}");
+
+    // What the federation learnt about whom each panel fits.
+    let panels: Vec<&str> = report["panels"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let weighted_right = report["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            let w: Vec<f64> = s["mean_weights"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).collect();
+            let best = if w[0] >= w[1] { panels[0] } else { panels[1] };
+            truth.iter().any(|(name, pop)| s["sample"] == name.as_str() && pop == best)
+        })
+        .count();
+    assert!(
+        weighted_right * 10 >= truth.len() * 9,
+        "{weighted_right} of {} samples weigh their own panel most",
+        truth.len()
+    );
+    assert!(report["chromosomes"][0]["training_sites"].as_u64().unwrap() > 100, "{report}");
+
+    // The output is the union of both panels' sites, in order, each once.
+    let sites = |p: &Path| -> Vec<String> {
+        let out = Command::new("bcftools").args(["query", "-f", "%POS %REF %ALT\\n"]).arg(p).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
+    };
+    let mut union: Vec<String> = sites(&a_dose).into_iter().chain(sites(&b_dose)).collect();
+    union.sort_by_key(|s| s.split(' ').next().unwrap().parse::<u64>().unwrap());
+    let mut seen = std::collections::HashSet::new();
+    union.retain(|s| seen.insert(s.clone()));
+    assert_eq!(sites(&meta), union);
+}
