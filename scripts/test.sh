@@ -20,6 +20,8 @@ echo "== cargo test"
 cargo build --locked -p fedimpute-node --bin fedimpute
 export FEDIMPUTE_BIN="$PWD/target/debug/fedimpute"
 cargo test --workspace --locked
+echo "== the served OpenAPI document (openapi-spec-validator)"
+tests/openapi/validate.sh
 echo "== fuzz smoke run (every cargo-fuzz target for 30 s from its seeds; a crash fails the run)"
 # Unoptimised: minutes quicker to build, and 30 s of it still runs each target 10^4 to 10^6 times.
 FUZZ_PROFILE=dev scripts/fuzz.sh 30

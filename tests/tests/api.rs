@@ -47,6 +47,30 @@ async fn the_openapi_document_lists_every_endpoint() {
         assert!(paths.contains_key(p), "{p} missing from OpenAPI");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+
+    // Generated clients name their methods after operationIds: every operation has one, and
+    // no two share it.
+    let mut ids = Vec::new();
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path}: no operationId"));
+            ids.push(id.to_string());
+        }
+    }
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "repeated operationIds: {ids:?}");
+    assert!(ids.contains(&"submitJob".to_string()) && ids.contains(&"listJobs".to_string()), "{ids:?}");
+    // The multipart body of a job submission has its schema: the files and the fields.
+    let body = &paths["/api/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"];
+    let reference = body["$ref"].as_str().expect("a schema for the submission");
+    let schema = &doc["components"]["schemas"][reference.rsplit('/').next().unwrap()];
+    assert_eq!(schema["properties"]["files"]["items"]["format"], "binary", "{schema}");
+    for field in ["panel", "build", "engine", "phasing", "r2_filter", "mode", "repair"] {
+        assert!(schema["properties"][field].is_object(), "{field} missing: {schema}");
+    }
+    assert_eq!(schema["required"], serde_json::json!(["files", "panel", "build"]));
 }
 
 #[tokio::test]

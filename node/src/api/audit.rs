@@ -80,7 +80,7 @@ fn parse_time(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> 
 }
 
 /// Audit entries, newest first.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditParams),
+#[utoipa::path(get, operation_id = "listAuditEvents", path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditParams),
     responses((status = 200, body = AuditPage), (status = 403, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
@@ -106,7 +106,7 @@ async fn list(
 }
 
 /// Walk the whole hash chain and report the first row that does not verify.
-#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "verifyAuditChain", path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = AuditVerifyResponse), (status = 403, body = ErrorBody)))]
 async fn verify(
     State(state): State<AppState>,

@@ -55,7 +55,7 @@ impl From<SessionTokens> for TokenResponse {
 }
 
 /// Log in with a user name and password.
-#[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest, tag = "auth",
+#[utoipa::path(post, operation_id = "logIn", path = "/api/v1/auth/login", request_body = LoginRequest, tag = "auth",
     responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody),
               (status = 429, description = "too many failed logins, or the node is busy checking passwords; see Retry-After", body = ErrorBody)))]
 async fn login(
@@ -69,7 +69,7 @@ async fn login(
 
 /// Trade a refresh token for new tokens of the same session; the old refresh token stops
 /// working, and presenting it again ends the session.
-#[utoipa::path(post, path = "/api/v1/auth/refresh", request_body = RefreshRequest, tag = "auth",
+#[utoipa::path(post, operation_id = "refreshSession", path = "/api/v1/auth/refresh", request_body = RefreshRequest, tag = "auth",
     responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody)))]
 async fn refresh(
     State(state): State<AppState>,
@@ -80,7 +80,7 @@ async fn refresh(
 }
 
 /// End the caller's session: its access token and refresh tokens stop working at once.
-#[utoipa::path(post, path = "/api/v1/auth/logout", request_body = RefreshRequest, tag = "auth",
+#[utoipa::path(post, operation_id = "logOut", path = "/api/v1/auth/logout", request_body = RefreshRequest, tag = "auth",
     security(("bearer" = [])), responses((status = 204), (status = 401, body = ErrorBody)))]
 async fn logout(
     State(state): State<AppState>,

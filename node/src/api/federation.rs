@@ -76,7 +76,7 @@ fn reachable(entry: Option<&CatalogEntry>, config: &FederationConfig, now: i64) 
 }
 
 /// The federation this node belongs to, and each member's connection.
-#[utoipa::path(get, path = "/api/v1/federation", tag = "federation", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getFederation", path = "/api/v1/federation", tag = "federation", security(("bearer" = [])),
     responses((status = 200, body = FederationView), (status = 401, body = ErrorBody)))]
 async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<FederationView> {
     let fed = &state.federation;
@@ -152,7 +152,7 @@ pub struct InstallResponse {
 
 /// Install a signed federation config (the first, or the next version). The body is the config
 /// file as `fedimpute federation` writes it.
-#[utoipa::path(post, path = "/api/v1/federation/config", tag = "federation", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "installFederationConfig", path = "/api/v1/federation/config", tag = "federation", security(("bearer" = [])),
     request_body(content = Object, description = "a signed federation config document"),
     responses((status = 200, body = InstallResponse), (status = 409, description = "refused by the version rules (rollback, skipped version, expired)", body = ErrorBody),
               (status = 422, description = "malformed, or not signed by enough admins", body = ErrorBody)))]
@@ -267,7 +267,7 @@ fn hosts(state: &AppState, node: &Option<String>) -> Vec<(CatalogEntry, HostView
 }
 
 /// Reference panels across the federation, each with the node(s) hosting it.
-#[utoipa::path(get, path = "/api/v1/catalog/panels", tag = "federation", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listCatalogPanels", path = "/api/v1/catalog/panels", tag = "federation", security(("bearer" = [])),
     params(CatalogFilter), responses((status = 200, body = [CatalogPanelView])))]
 async fn panels(
     State(state): State<AppState>,
@@ -305,7 +305,7 @@ async fn panels(
 }
 
 /// Imputation services across the federation, with their hosts' health.
-#[utoipa::path(get, path = "/api/v1/catalog/services", tag = "federation", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listCatalogServices", path = "/api/v1/catalog/services", tag = "federation", security(("bearer" = [])),
     params(CatalogFilter), responses((status = 200, body = [CatalogServiceView])))]
 async fn services(
     State(state): State<AppState>,

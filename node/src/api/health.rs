@@ -24,7 +24,7 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, operation_id = "getHealth", path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok", reasons: Vec::new() })
 }
@@ -33,7 +33,7 @@ async fn healthz() -> axum::Json<Health> {
 /// config is current (an expired config freezes the node: 503). It is `degraded`, still 200 and
 /// with its reasons, when a peer witnessed an audit head its log no longer holds, when the data
 /// directory runs short of space, or when the federation config is about to expire.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, operation_id = "getReadiness", path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     if !state.store.ping().await {
@@ -87,7 +87,7 @@ fn config_days_left(state: &AppState, now: time::OffsetDateTime) -> Option<i64> 
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, operation_id = "getMetrics", path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (listed, connected, reachable) = state.federation.member_counts(crate::time::now_ms());
     state.metrics.set_members(listed, connected, reachable);

@@ -227,11 +227,48 @@ fn choice(field: &str, value: &str, allowed: &[&str]) -> Result<String, ApiError
     }
 }
 
+/// The parts of a job submission (`multipart/form-data`), for the OpenAPI document; `submit`
+/// reads them as they stream in.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct JobSubmission {
+    /// One or more VCFs (bgzipped or plain; repaired unless `repair=false`): repeat the part.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    files: Vec<Vec<u8>>,
+    /// A panel id from the federation catalog, `host/panel` to choose its host (by PeerId,
+    /// institution or a `tag=value` of the signed member list); up to eight for a multi-panel
+    /// job, repeated or separated by commas.
+    #[schema(example = "sim-afr")]
+    panel: String,
+    /// Genome build of the input.
+    #[schema(example = "hg38")]
+    build: String,
+    /// `beagle` (default), `minimac4`, or the id of an imputation service in the catalog.
+    engine: Option<String>,
+    /// `beagle` (default) or `no_phasing` (the input is phased already).
+    phasing: Option<String>,
+    /// Population, for the allele-frequency check and for services that ask for one.
+    population: Option<String>,
+    /// Keep only variants whose estimated r2 is at least this: `0` (default), `0.001`, `0.1`,
+    /// `0.2` or `0.3`.
+    #[schema(example = "0.3")]
+    r2_filter: Option<String>,
+    /// `imputation` (default) or `qc_only`.
+    mode: Option<String>,
+    /// The job's name (default `job <id>`).
+    name: Option<String>,
+    /// `true` (default): repair plain, unsorted, misnamed or multi-chromosome VCFs and report
+    /// it; `false`: refuse them instead.
+    repair: Option<bool>,
+    /// `true`: if the host is lost, move the job to another host of the panel.
+    allow_resubmit: Option<bool>,
+}
+
 /// Submit a job: multipart with one or more `files` (bgzipped VCF, one chromosome each) and the
 /// fields `panel`, `build`, `phasing`, `population`, `r2_filter`, `mode`, `engine`, `name`.
 /// The input is checked before the job is accepted; a refusal says what to fix and keeps nothing.
-#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "files + job fields"),
+#[utoipa::path(post, operation_id = "submitJob", path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    request_body(content = JobSubmission, content_type = "multipart/form-data", description = "files + job fields"),
     responses((status = 201, body = JobView), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 429, description = "monthly job or storage quota reached", body = ErrorBody)))]
 async fn submit(
@@ -536,7 +573,7 @@ pub struct ListParams {
 }
 
 /// Jobs, newest first: your own; admins and auditors see everyone's.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])), params(ListParams),
+#[utoipa::path(get, operation_id = "listJobs", path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])), params(ListParams),
     responses((status = 200, body = [JobView])))]
 async fn list(
     State(state): State<AppState>,
@@ -553,7 +590,7 @@ async fn list(
 }
 
 /// One job: state, progress, timestamps, QC report, summary, error.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(get, operation_id = "getJob", path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
@@ -570,7 +607,7 @@ fn sse_event(e: &JobEvent) -> Event {
 
 /// Server-Sent Events: every recorded step of the job so far, then each new one live, until
 /// the job ends.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(get, operation_id = "streamJobEvents", path = "/api/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, content_type = "text/event-stream", description = "events named `job` with a JobEvent as data")))]
 async fn events(
     State(state): State<AppState>,
@@ -615,7 +652,7 @@ fn action_error(e: JobActionError) -> ApiError {
 }
 
 /// Cancel a job; its engine is killed. Its owner or an admin.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, operation_id = "cancelJob", path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = JobView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel(
     State(state): State<AppState>,
@@ -627,7 +664,7 @@ async fn cancel(
 }
 
 /// Run a failed or cancelled job again. Its owner or an admin.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, operation_id = "retryJob", path = "/api/v1/jobs/{id}/retry", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = JobView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn retry(
     State(state): State<AppState>,
@@ -672,7 +709,7 @@ pub struct ArchivesMade {
 
 /// Make an AES-256 zip of each chromosome's results under a new password, shown once. Its owner
 /// or an admin; asking again replaces the archives and their password.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/archives", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, operation_id = "makeResultArchives", path = "/api/v1/jobs/{id}/archives", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 201, body = ArchivesMade), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn archives(
     State(state): State<AppState>,
@@ -722,7 +759,7 @@ async fn archives(
 }
 
 /// The job's result files.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/results", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(get, operation_id = "listJobResults", path = "/api/v1/jobs/{id}/results", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = [JobResult])))]
 async fn results(
     State(state): State<AppState>,
@@ -735,7 +772,7 @@ async fn results(
 
 /// Download a result file (streamed; `Range` requests supported). Its owner or an admin: result
 /// files are genotypes.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/results/{file}", tag = "jobs", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "downloadJobResult", path = "/api/v1/jobs/{id}/results/{file}", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path), ("file" = String, Path)),
     responses((status = 200, content_type = "application/octet-stream"), (status = 206), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]

@@ -33,7 +33,7 @@ pub struct MeView {
 }
 
 /// The caller.
-#[utoipa::path(get, path = "/api/v1/me", tag = "account", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getMe", path = "/api/v1/me", tag = "account", security(("bearer" = [])),
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
 async fn me(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<MeView>, ApiError> {
     let user = &auth.principal.user;
@@ -60,7 +60,7 @@ pub struct ChangePasswordRequest {
 }
 
 /// Change the caller's own password. Every session of theirs ends; the answer is a fresh one.
-#[utoipa::path(put, path = "/api/v1/me/password", tag = "account", security(("bearer" = [])),
+#[utoipa::path(put, operation_id = "changeMyPassword", path = "/api/v1/me/password", tag = "account", security(("bearer" = [])),
     request_body = ChangePasswordRequest,
     responses((status = 200, body = super::auth::TokenResponse),
               (status = 403, description = "the current password is wrong", body = ErrorBody),
@@ -109,7 +109,7 @@ pub struct CreatedToken {
 }
 
 /// The caller's API tokens.
-#[utoipa::path(get, path = "/api/v1/me/tokens", tag = "account", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listMyTokens", path = "/api/v1/me/tokens", tag = "account", security(("bearer" = [])),
     responses((status = 200, body = [TokenView])))]
 async fn list_tokens(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<Vec<TokenView>>, ApiError> {
     let tokens = state.store.list_api_tokens(auth.principal.user.id).await?;
@@ -117,7 +117,7 @@ async fn list_tokens(State(state): State<AppState>, auth: Auth) -> Result<axum::
 }
 
 /// Create an API token for scripts; accepted wherever a JWT is.
-#[utoipa::path(post, path = "/api/v1/me/tokens", tag = "account", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "createMyToken", path = "/api/v1/me/tokens", tag = "account", security(("bearer" = [])),
     request_body = CreateTokenRequest,
     responses((status = 201, body = CreatedToken), (status = 403, description = "the password is wrong", body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -133,7 +133,7 @@ async fn create_token(
 }
 
 /// Revoke one of the caller's API tokens.
-#[utoipa::path(delete, path = "/api/v1/me/tokens/{id}", tag = "account", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "revokeMyToken", path = "/api/v1/me/tokens/{id}", tag = "account", security(("bearer" = [])),
     params(("id" = i64, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn revoke_token(
     State(state): State<AppState>,

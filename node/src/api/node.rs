@@ -28,7 +28,7 @@ pub struct NodeView {
 }
 
 /// This node's name, PeerId, data policy, job limits and transfer settings.
-#[utoipa::path(get, path = "/api/v1/node", tag = "node", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getNode", path = "/api/v1/node", tag = "node", security(("bearer" = [])),
     responses((status = 200, body = NodeView), (status = 403, description = "admins only")))]
 async fn show(State(state): State<AppState>, _: Auth<AdminOnly>) -> axum::Json<NodeView> {
     let c = &state.config;

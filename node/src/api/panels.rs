@@ -67,7 +67,7 @@ pub struct AddPanelRequest {
 }
 
 /// The panels this node hosts.
-#[utoipa::path(get, path = "/api/v1/panels", tag = "panels", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listPanels", path = "/api/v1/panels", tag = "panels", security(("bearer" = [])),
     responses((status = 200, body = [PanelView])))]
 async fn list(State(state): State<AppState>, _: Auth) -> Result<axum::Json<Vec<PanelView>>, ApiError> {
     let mut out = Vec::new();
@@ -116,7 +116,7 @@ fn incoming(state: &AppState, name: &str) -> Result<std::path::PathBuf, ApiError
 /// Register a panel from files in the node's `panels-incoming` folder. Validation and
 /// conversion run in the background: the panel is listed as `preparing`, then `ready` or
 /// `failed` with the reason.
-#[utoipa::path(post, path = "/api/v1/panels", tag = "panels", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "addPanel", path = "/api/v1/panels", tag = "panels", security(("bearer" = [])),
     request_body = AddPanelRequest,
     responses((status = 202, body = PanelView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn add(
@@ -160,7 +160,7 @@ async fn add(
 }
 
 /// Remove a panel and its files.
-#[utoipa::path(delete, path = "/api/v1/panels/{id}", tag = "panels", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "removePanel", path = "/api/v1/panels/{id}", tag = "panels", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,

@@ -80,14 +80,14 @@ pub struct AddServiceRequest {
 }
 
 /// The registered services with their last health check.
-#[utoipa::path(get, path = "/api/v1/services", tag = "services", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listServices", path = "/api/v1/services", tag = "services", security(("bearer" = [])),
     responses((status = 200, body = [ServiceView])))]
 async fn list(State(state): State<AppState>, _: Auth<AdminOnly>) -> Result<axum::Json<Vec<ServiceView>>, ApiError> {
     Ok(axum::Json(state.store.services().await?.into_iter().map(ServiceView::from).collect()))
 }
 
 /// Registers a service, checks it at once and advertises it.
-#[utoipa::path(post, path = "/api/v1/services", tag = "services", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "addService", path = "/api/v1/services", tag = "services", security(("bearer" = [])),
     request_body = AddServiceRequest,
     responses((status = 201, body = ServiceView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn add(
@@ -127,7 +127,7 @@ async fn add(
 }
 
 /// Removes a service.
-#[utoipa::path(delete, path = "/api/v1/services/{id}", tag = "services", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "removeService", path = "/api/v1/services/{id}", tag = "services", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,

@@ -95,7 +95,7 @@ async fn target(state: &AppState, id: i64) -> Result<User, ApiError> {
 }
 
 /// Every user of this node.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listUsers", path = "/api/v1/users", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = [UserView]), (status = 403, body = ErrorBody)))]
 async fn list_users(State(state): State<AppState>, _: Auth<AdminOnly>) -> Result<axum::Json<Vec<UserView>>, ApiError> {
     let users = state.store.list_users().await?;
@@ -103,7 +103,7 @@ async fn list_users(State(state): State<AppState>, _: Auth<AdminOnly>) -> Result
 }
 
 /// Create a user.
-#[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "createUser", path = "/api/v1/users", tag = "users", security(("bearer" = [])),
     request_body = CreateUserRequest,
     responses((status = 201, body = CreatedUser), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_user(
@@ -120,7 +120,7 @@ async fn create_user(
 }
 
 /// Change a user's role, or disable / re-enable them.
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(patch, operation_id = "updateUser", path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = UpdateUserRequest,
     responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn update_user(
@@ -143,7 +143,7 @@ async fn update_user(
 
 /// Set a new password for a user; every session and API token of theirs ends. A generated
 /// password is a one-time one.
-#[utoipa::path(post, path = "/api/v1/users/{id}/reset-password", tag = "users", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "resetUserPassword", path = "/api/v1/users/{id}/reset-password", tag = "users", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = ResetPasswordRequest,
     responses((status = 200, body = ResetPasswordResponse), (status = 404, body = ErrorBody)))]
 async fn reset_password(
