@@ -182,6 +182,18 @@ pub enum ConfigRejection {
     NotEnoughSignatures { by: SignerSet, valid: usize, threshold: u32 },
 }
 
+/// Why the signatures of two copies of a config cannot be combined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureMergeError {
+    #[error(
+        "the copies differ in what they sign (version {version} and version {other_version}): \
+         each admin must sign the same file, unedited"
+    )]
+    DifferentContent { version: u64, other_version: u64 },
+    #[error(transparent)]
+    Config(ConfigRejection),
+}
+
 impl ConfigRejection {
     /// A short stable name of the rule that failed, for the audit log and metrics.
     pub fn rule(&self) -> &'static str {
@@ -303,6 +315,50 @@ impl FederationConfig {
         self.signatures.retain(|s| s.key_id != id);
         self.signatures.push(SignatureEntry { key_id: id, sig: hex::encode(sig.to_bytes()) });
         Ok(())
+    }
+
+    /// Adds the signatures of `other`, a copy of the same version signed separately (each admin
+    /// signs their own copy, offline). Refuses a copy whose signed content differs in any byte of
+    /// its canonical form. Where both copies hold a signature of one key, the one that verifies is
+    /// kept. Returns how many signatures were added.
+    pub fn merge_signatures(&mut self, other: &FederationConfig) -> Result<usize, SignatureMergeError> {
+        if other.digest() != self.digest() {
+            return Err(SignatureMergeError::DifferentContent {
+                version: self.doc.version,
+                other_version: other.doc.version,
+            });
+        }
+        let message = self.signing_bytes().map_err(SignatureMergeError::Config)?;
+        let verifies = |entry: &SignatureEntry| {
+            let Some(admin) = self.doc.admins.keys.iter().find(|k| k.id == entry.key_id) else { return false };
+            let (Ok(public), Some(sig)) = (
+                parse_public_key(&admin.public_key),
+                hex::decode(&entry.sig).ok().and_then(|b| Signature::from_slice(&b).ok()),
+            ) else {
+                return false;
+            };
+            public.verify(&message, &sig).is_ok()
+        };
+        let mut added = 0;
+        for entry in &other.signatures {
+            match self.signatures.iter().position(|s| s.key_id == entry.key_id) {
+                None => {
+                    self.signatures.push(entry.clone());
+                    added += 1;
+                }
+                Some(i) if self.signatures[i] != *entry && !verifies(&self.signatures[i]) && verifies(entry) => {
+                    self.signatures[i] = entry.clone();
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(added)
+    }
+
+    /// Admins of this version who have not signed it (no valid signature), in the order listed.
+    pub fn missing_signers(&self) -> Vec<&AdminKey> {
+        let valid = self.valid_signers(&self.doc.admins);
+        self.doc.admins.keys.iter().filter(|k| !valid.contains(&k.id)).collect()
     }
 
     fn check_schema(&self) -> Result<(), ConfigRejection> {

@@ -193,3 +193,40 @@ fn malformed_configs_name_the_problem() {
     assert!(FederationConfig::new(d).unwrap_err().to_string().contains("multiaddr"));
     assert!(matches!(FederationConfig::from_json("{}"), Err(ConfigRejection::Malformed(_))));
 }
+
+#[test]
+fn copies_signed_separately_combine_to_the_threshold() {
+    // Two admins each sign their own copy of the same version, offline.
+    let (mut first, second) = (signed(doc(1, &[1, 2, 3], 2), &[1]), signed(doc(1, &[1, 2, 3], 2), &[2]));
+    assert!(matches!(first.verify_initial(NOW), Err(ConfigRejection::NotEnoughSignatures { valid: 1, .. })));
+    assert_eq!(first.merge_signatures(&second), Ok(1));
+    assert_eq!(first.verify_initial(NOW), Ok(()));
+    assert_eq!(first.merge_signatures(&second), Ok(0), "merging again adds nothing");
+    let missing: Vec<&str> = first.missing_signers().iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(missing, [key(3).admin_key().id.as_str()]);
+}
+
+#[test]
+fn copies_whose_signed_content_differs_do_not_combine() {
+    let mut first = signed(doc(1, &[1, 2, 3], 2), &[1]);
+    let mut edited = doc(1, &[1, 2, 3], 2);
+    edited.members[0].institution = "A, edited".into();
+    let err = first.merge_signatures(&signed(edited, &[2])).unwrap_err();
+    assert!(err.to_string().contains("differ in what they sign"), "{err}");
+    assert_eq!(first.signatures().len(), 1, "nothing was taken from the other copy");
+}
+
+#[test]
+fn a_forged_signature_does_not_displace_a_valid_one_in_a_merge() {
+    let mut good = signed(doc(1, &[1, 2, 3], 2), &[1, 2]);
+    // A copy carrying key 1's id with a signature of other bytes.
+    let mut text: serde_json::Value = serde_json::from_str(&signed(doc(1, &[1, 2, 3], 2), &[1]).to_json()).unwrap();
+    text["signatures"][0]["sig"] = serde_json::Value::String("00".repeat(64));
+    let forged = FederationConfig::from_json(&text.to_string()).unwrap();
+    assert_eq!(good.merge_signatures(&forged), Ok(0));
+    assert_eq!(good.verify_initial(NOW), Ok(()));
+    // And a valid signature replaces a forged one.
+    let mut bad = forged.clone();
+    assert_eq!(bad.merge_signatures(&signed(doc(1, &[1, 2, 3], 2), &[1, 2])), Ok(1));
+    assert_eq!(bad.verify_initial(NOW), Ok(()));
+}

@@ -222,3 +222,38 @@ async fn an_expired_config_freezes_the_node() {
     let err = refused(node.apply(&[&fed]));
     assert!(err.contains("rollback") || err.contains("expired"), "{err}");
 }
+
+#[test]
+fn admins_who_sign_their_own_copies_combine_their_signatures() {
+    let admins = FederationAdmins::new(3).unwrap();
+    let original = admins.new_config("v1.json", "merge-fed", 2, &[], &[]).unwrap();
+    let copies: Vec<String> = (0..2)
+        .map(|i| {
+            let copy = admins.file(&format!("copy{i}.json"));
+            std::fs::copy(&original, &copy).unwrap();
+            admins.run(&["sign", copy.to_str().unwrap(), "--key", admins.key(i).to_str().unwrap()]).unwrap();
+            copy.display().to_string()
+        })
+        .collect();
+    assert!(admins.run(&["verify", &copies[0]]).is_err(), "one signature of the two required");
+    let shown = admins.run(&["show", &copies[0]]).unwrap();
+    assert!(shown.contains("1 more signature(s) needed") && shown.contains(admins.public_key(1)), "{shown}");
+
+    let merged = admins.file("merged.json").display().to_string();
+    let out = admins.run(&["merge-signatures", &copies[0], &copies[1], "-o", &merged]).unwrap();
+    assert!(out.contains("2 valid of the 2"), "{out}");
+    admins.run(&["verify", &merged]).unwrap();
+    let shown = admins.run(&["show", &merged]).unwrap();
+    assert!(shown.contains("threshold met"), "{shown}");
+
+    // A copy edited after it was handed out signs something else: it does not combine.
+    let edited = admins.file("edited.json");
+    std::fs::copy(&original, &edited).unwrap();
+    admins
+        .run(&["bump", edited.to_str().unwrap()])
+        .and_then(|_| admins.run(&["sign", edited.to_str().unwrap(), "--key", admins.key(2).to_str().unwrap()]))
+        .unwrap();
+    let refused = admins.run(&["merge-signatures", &copies[0], edited.to_str().unwrap(), "-o", &merged]).unwrap_err();
+    assert!(refused.to_string().contains("differ in what they sign"), "{refused}");
+    admins.run(&["verify", &merged]).unwrap();
+}

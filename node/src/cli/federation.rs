@@ -89,6 +89,16 @@ pub enum FederationCommand {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Combine the signatures of separately signed copies of one config version (each admin
+    /// signs their own copy); refuses copies whose signed content differs.
+    MergeSignatures {
+        /// The copies, at least two.
+        #[arg(required = true, num_args = 2..)]
+        files: Vec<PathBuf>,
+        /// Where to write the combined config (may be one of the copies).
+        #[arg(long, short = 'o')]
+        out: PathBuf,
+    },
     /// Check a config's signatures: as a first config, or as the successor of --previous.
     Verify {
         file: PathBuf,
@@ -167,6 +177,21 @@ fn read_admin_key(path: &Path) -> anyhow::Result<AdminSigningKey> {
         .and_then(|b| b.try_into().ok())
         .with_context(|| format!("{} is not an admin key made by `fedimpute federation keygen`", path.display()))?;
     Ok(AdminSigningKey::from_seed(seed))
+}
+
+/// Whether the threshold is met, and if not, who has yet to sign.
+fn print_missing(config: &FederationConfig) {
+    let d = config.doc();
+    let valid = config.valid_signers(&d.admins).len();
+    let still = (d.admins.threshold as usize).saturating_sub(valid);
+    if still == 0 {
+        println!("  threshold met ({valid} of {} required)", d.admins.threshold);
+        return;
+    }
+    println!("  {still} more signature(s) needed; not signed yet by:");
+    for k in config.missing_signers() {
+        println!("    {}", k.public_key);
+    }
 }
 
 fn admin_set(keys: &[String], threshold: u32) -> anyhow::Result<AdminSet> {
@@ -285,6 +310,26 @@ pub async fn run(cmd: FederationCommand) -> anyhow::Result<ExitCode> {
             write_config(&file, &config)?;
             println!("signed version {} with key {id}; {} signatures", config.doc().version, config.signatures().len());
         }
+        FederationCommand::MergeSignatures { files, out } => {
+            let mut merged = read_config(&files[0])?;
+            for file in &files[1..] {
+                let copy = read_config(file)?;
+                merged
+                    .merge_signatures(&copy)
+                    .with_context(|| format!("{} and {}", files[0].display(), file.display()))?;
+            }
+            write_config(&out, &merged)?;
+            let d = merged.doc();
+            let valid = merged.valid_signers(&d.admins).len();
+            println!(
+                "wrote {}: version {}, {} signatures, {valid} valid of the {} this version's admins require",
+                out.display(),
+                d.version,
+                merged.signatures().len(),
+                d.admins.threshold
+            );
+            print_missing(&merged);
+        }
         FederationCommand::Verify { file, previous } => {
             let config = read_config(&file)?;
             let result = match &previous {
@@ -318,6 +363,7 @@ pub async fn run(cmd: FederationCommand) -> anyhow::Result<ExitCode> {
                 println!("    {}  {}", k.public_key, if own.contains(&k.id) { "signed" } else { "-" });
             }
             println!("  signatures: {} ({} valid by this version's admins)", config.signatures().len(), own.len());
+            print_missing(&config);
             println!("  members ({}):", d.members.len());
             for m in &d.members {
                 let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
