@@ -5,6 +5,7 @@
 //! that hosts their panel. The binary
 //! `fedimpute` is a thin shell over this library; the library is what the tests drive.
 
+pub mod admin_key;
 pub mod api;
 pub mod at_rest;
 pub mod auth;

@@ -147,7 +147,7 @@ def bench(bin_path, n):
         with open(os.path.join(root, "pw"), "w") as f:
             f.write(PASSWORD + "\n")
         admin_key = os.path.join(root, "admin.key")
-        pub = run(bin_path, "federation", "keygen", "--out", admin_key).strip()
+        pub = run(bin_path, "federation", "keygen", "--unencrypted", "--out", admin_key).strip()
         fed = os.path.join(root, "fed.json")
         run(bin_path, "federation", "new", "--id", "bench", "--admin", pub, "--threshold", "1",
             "--advert-interval-secs", str(ADVERT_INTERVAL), "--out", fed)

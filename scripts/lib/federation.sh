@@ -33,7 +33,8 @@ fed_init() {
 fed_sign_config() {
   local id=$1; shift
   local config="$FED_DIR/federation.json" admin
-  admin=$("$BIN" federation keygen --out "$FED_DIR/federation-admin.key")
+  # A throw-away local federation: its admin key need not be sealed.
+  admin=$("$BIN" federation keygen --unencrypted --out "$FED_DIR/federation-admin.key")
   "$BIN" federation new --id "$id" --threshold 1 --admin "$admin" --advert-interval-secs 10 --out "$config" >/dev/null
   for name in "$@"; do
     "$BIN" federation add-member "$config" --institution "${FED_INSTITUTION[$name]}" \

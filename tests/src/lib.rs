@@ -412,6 +412,7 @@ impl FederationAdmins {
             let out = fedimpute(&[
                 "federation",
                 "keygen",
+                "--unencrypted",
                 "--out",
                 &dir.path().join(format!("admin{i}.key")).display().to_string(),
             ]);

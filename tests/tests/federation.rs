@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use fedimpute_tests::{FederationAdmins, TestNode, install_crypto_provider, wait_for};
+use fedimpute_tests::{FederationAdmins, TestNode, fedimpute, install_crypto_provider, wait_for};
 use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -256,4 +256,47 @@ fn admins_who_sign_their_own_copies_combine_their_signatures() {
     let refused = admins.run(&["merge-signatures", &copies[0], edited.to_str().unwrap(), "-o", &merged]).unwrap_err();
     assert!(refused.to_string().contains("differ in what they sign"), "{refused}");
     admins.run(&["verify", &merged]).unwrap();
+}
+
+#[test]
+fn an_admin_key_is_sealed_with_its_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, passphrase, wrong) = (dir.path().join("admin.key"), dir.path().join("pass"), dir.path().join("wrong"));
+    std::fs::write(&passphrase, "a long admin passphrase\n").unwrap();
+    std::fs::write(&wrong, "another long passphrase\n").unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let out = fedimpute(&["federation", "keygen", "--out", &path(&key), "--passphrase-file", &path(&passphrase)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(text.starts_with("fedimpute-admin-key v1"), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    // No passphrase given: keygen refuses to write an unsealed key unless told to.
+    let refused = fedimpute(&["federation", "keygen", "--out", &path(&dir.path().join("other.key"))]);
+    assert!(!refused.status.success());
+
+    let config = dir.path().join("fed.json");
+    let new = fedimpute(&[
+        "federation",
+        "new",
+        "--id",
+        "sealed",
+        "--threshold",
+        "1",
+        "--admin",
+        &public,
+        "--out",
+        &path(&config),
+    ]);
+    assert!(new.status.success(), "{}", String::from_utf8_lossy(&new.stderr));
+    let sign =
+        |extra: &[&str]| fedimpute(&[&["federation", "sign", &path(&config), "--key", &path(&key)], extra].concat());
+    let without = sign(&[]);
+    assert!(!without.status.success() && String::from_utf8_lossy(&without.stderr).contains("encrypted"));
+    let wrong_one = sign(&["--passphrase-file", &path(&wrong)]);
+    assert!(!wrong_one.status.success() && String::from_utf8_lossy(&wrong_one.stderr).contains("wrong passphrase"));
+    let signed = sign(&["--passphrase-file", &path(&passphrase)]);
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    assert!(fedimpute(&["federation", "verify", &path(&config)]).status.success());
 }

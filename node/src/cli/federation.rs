@@ -12,19 +12,27 @@ use fedimpute_protocol::federation::{
 };
 use time::{Duration, OffsetDateTime};
 
-use super::{ConfigArg, NodeHandle};
+use super::{ConfigArg, NodeHandle, read_password_file};
 use crate::auth::service::Actor;
 use crate::config::NodeConfig;
+use crate::credentials::Secret;
 use crate::federation::{Adoption, ConfigSource, Federation};
 use crate::secrets;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum FederationCommand {
-    /// Make a federation admin key (ed25519; file mode 0600) and print its public key.
+    /// Make a federation admin key (ed25519; file mode 0600), sealed with a passphrase
+    /// (Argon2id + AES-256-GCM), and print its public key.
     Keygen {
         /// Where to write the secret key; an existing file is never overwritten.
         #[arg(long)]
         out: PathBuf,
+        /// File holding the passphrase (`-` for standard input); at least 12 characters.
+        #[arg(long, required_unless_present = "unencrypted")]
+        passphrase_file: Option<PathBuf>,
+        /// Write the key unsealed (anyone who can read the file can sign as this admin).
+        #[arg(long, conflicts_with = "passphrase_file")]
+        unencrypted: bool,
     },
     /// Start a new federation: print version 1 of its config (unsigned, no members) to stdout.
     New {
@@ -86,8 +94,12 @@ pub enum FederationCommand {
     /// Sign a config with an admin key (edits the file in place).
     Sign {
         file: PathBuf,
+        /// The admin key file made by `keygen`.
         #[arg(long)]
         key: PathBuf,
+        /// File holding the key's passphrase (`-` for standard input), if it is sealed.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
     },
     /// Combine the signatures of separately signed copies of one config version (each admin
     /// signs their own copy); refuses copies whose signed content differs.
@@ -170,12 +182,17 @@ fn write_config(path: &Path, config: &FederationConfig) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
-fn read_admin_key(path: &Path) -> anyhow::Result<AdminSigningKey> {
+fn read_admin_key(path: &Path, passphrase_file: Option<&Path>) -> anyhow::Result<AdminSigningKey> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading admin key {}", path.display()))?;
-    let seed: [u8; 32] = hex::decode(text.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("{} is not an admin key made by `fedimpute federation keygen`", path.display()))?;
+    let mut unreadable = None;
+    let seed = crate::admin_key::open(&text, || {
+        let file = passphrase_file?;
+        read_password_file(file).map(Secret::new).map_err(|e| unreadable = Some(e)).ok()
+    });
+    if let Some(e) = unreadable {
+        return Err(e);
+    }
+    let seed = seed.with_context(|| format!("admin key {}", path.display()))?;
     Ok(AdminSigningKey::from_seed(seed))
 }
 
@@ -204,15 +221,22 @@ fn admin_set(keys: &[String], threshold: u32) -> anyhow::Result<AdminSet> {
 
 pub async fn run(cmd: FederationCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        FederationCommand::Keygen { out } => {
+        FederationCommand::Keygen { out, passphrase_file, unencrypted } => {
             if out.exists() {
                 bail!("{} exists; refusing to overwrite an admin key", out.display());
             }
-            let key = AdminSigningKey::from_seed(secrets::random_bytes::<32>());
-            secrets::write_private_file(&out, format!("{}\n", hex::encode(key.0.to_bytes())).as_bytes())
-                .with_context(|| format!("writing {}", out.display()))?;
-            let public = key.admin_key();
-            eprintln!("wrote admin key {} (mode 0600; keep it offline). Public key:", out.display());
+            let seed = secrets::random_bytes::<32>();
+            let text = match passphrase_file.filter(|_| !unencrypted) {
+                Some(file) => {
+                    let passphrase = Secret::new(read_password_file(&file)?);
+                    tokio::task::spawn_blocking(move || crate::admin_key::seal(&seed, &passphrase)).await??
+                }
+                None => format!("{}\n", hex::encode(seed)),
+            };
+            secrets::write_private_file(&out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+            let public = AdminSigningKey::from_seed(seed).admin_key();
+            let sealed = if unencrypted { "not sealed" } else { "sealed with the passphrase" };
+            eprintln!("wrote admin key {} (mode 0600, {sealed}; keep it offline). Public key:", out.display());
             println!("{}", public.public_key);
         }
         FederationCommand::New { id, admins, threshold, expiry, advert_interval_secs, out } => {
@@ -297,9 +321,9 @@ pub async fn run(cmd: FederationCommand) -> anyhow::Result<ExitCode> {
                 config.doc().admins.threshold
             );
         }
-        FederationCommand::Sign { file, key } => {
+        FederationCommand::Sign { file, key, passphrase_file } => {
             let mut config = read_config(&file)?;
-            let key = read_admin_key(&key)?;
+            let key = tokio::task::spawn_blocking(move || read_admin_key(&key, passphrase_file.as_deref())).await??;
             let id = key.admin_key().id;
             if !config.doc().admins.keys.iter().any(|k| k.id == id) {
                 eprintln!(
