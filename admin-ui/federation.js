@@ -48,6 +48,7 @@ export async function federationPage(main) {
 
   mount(main,
     h('h1', {}, 'Federation'),
+    fed.expiry_warning ? h('p.notice', { role: 'alert' }, fed.expiry_warning) : null,
     h('section.card', {},
       h('h2', {}, 'Config'),
       h('dl.facts', {},

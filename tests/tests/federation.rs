@@ -223,6 +223,37 @@ async fn an_expired_config_freezes_the_node() {
     assert!(err.contains("rollback") || err.contains("expired"), "{err}");
 }
 
+#[tokio::test]
+async fn a_config_near_its_expiry_is_warned_of_in_the_log_the_audit_log_metrics_and_the_federation_view() {
+    install_crypto_provider();
+    let admins = FederationAdmins::new(1).unwrap();
+    let mut node = TestNode::init("Inst A").unwrap();
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::days(10) + time::Duration::hours(1);
+    let expires = expires.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let fed = admins.new_config("fed.json", "expiring", 1, &[&node], &["--expires-at", &expires]).unwrap();
+    admins.sign(&fed, &[0]).unwrap();
+    ok(node.apply(&[&fed]));
+    node.start().await.unwrap();
+
+    let view = node.federation_view().await.unwrap();
+    assert_eq!(view["status"], "active", "a config about to expire still works");
+    assert_eq!(view["expires_in_days"], 10);
+    let warning = view["expiry_warning"].as_str().unwrap();
+    assert!(warning.contains("expires in 10 days") && warning.contains("version 2"), "{warning}");
+    let metrics = node.client().get(format!("{}/metrics", node.base_url())).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("federation_config_expiry_days 10"), "{metrics}");
+    wait_for("the warning in the log and the audit log", Duration::from_secs(20), || async {
+        let audit = node.audit("federation.config_expiring").await?;
+        let days_left = audit.first().and_then(|row| {
+            serde_json::from_str::<Value>(row["details"].as_str()?).ok().map(|d| d["days_left"].clone())
+        });
+        Ok(node.log().contains("expires in 10 days") && days_left == Some(Value::from(10)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(node.audit("federation.config_expiring").await.unwrap().len(), 1, "once a day, not on every check");
+}
+
 #[test]
 fn admins_who_sign_their_own_copies_combine_their_signatures() {
     let admins = FederationAdmins::new(3).unwrap();

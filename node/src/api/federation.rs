@@ -66,6 +66,10 @@ pub struct FederationView {
     version: Option<u64>,
     issued_at: Option<String>,
     expires_at: Option<String>,
+    /// Whole days until the config expires.
+    expires_in_days: Option<i64>,
+    /// Set from 30 days before the config expires: what admins must do.
+    expiry_warning: Option<String>,
     admin_threshold: Option<u32>,
     admin_keys: Option<usize>,
     members: Vec<MemberView>,
@@ -137,6 +141,12 @@ async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<Federati
         version: config.as_ref().map(|c| c.doc().version),
         issued_at: config.as_ref().map(|c| rfc3339(c.doc().issued_at)),
         expires_at: config.as_ref().map(|c| rfc3339(c.doc().expires_at)),
+        expires_in_days: config
+            .as_ref()
+            .map(|c| crate::federation::expiry::days_left(c, time::OffsetDateTime::now_utc())),
+        expiry_warning: config
+            .as_ref()
+            .and_then(|c| crate::federation::expiry::warning(c, time::OffsetDateTime::now_utc())),
         admin_threshold: config.as_ref().map(|c| c.doc().admins.threshold),
         admin_keys: config.as_ref().map(|c| c.doc().admins.keys.len()),
         members,

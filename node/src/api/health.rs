@@ -83,7 +83,7 @@ const CONFIG_EXPIRY_WARNING_DAYS: i64 = 7;
 
 /// Whole days until the current federation config expires (negative once it has).
 fn config_days_left(state: &AppState, now: time::OffsetDateTime) -> Option<i64> {
-    state.federation.federation.current().map(|c| (c.doc().expires_at - now).whole_days())
+    state.federation.federation.current().map(|c| crate::federation::expiry::days_left(&c, now))
 }
 
 /// Prometheus text exposition.

@@ -5,6 +5,7 @@
 //! [`runtime`], and neither calls the other.
 
 pub mod catalog;
+pub mod expiry;
 pub mod naming;
 pub mod peers;
 pub mod policy;

@@ -118,6 +118,7 @@ pub fn start(
     tokio::spawn(runtime.clone().route_events(events));
     tokio::spawn(runtime.clone().advertise());
     tokio::spawn(runtime.clone().follow_config());
+    tokio::spawn(runtime.clone().warn_of_expiry());
 }
 
 impl Runtime {
@@ -128,6 +129,38 @@ impl Runtime {
     async fn audit(&self, event: AuditEvent) {
         if let Err(e) = self.store.append_audit(&self.identity, event).await {
             tracing::error!(error = %e, "could not write to the audit log");
+        }
+    }
+
+    /// Once a day while the config expires within `expiry::WARN_DAYS` (checked hourly, and at
+    /// start): a warning in the log and a row in the audit log.
+    async fn warn_of_expiry(self: Arc<Self>) {
+        let mut warned: Option<(u64, time::Date)> = None;
+        loop {
+            let now = time::OffsetDateTime::now_utc();
+            if let Some(config) = self.config()
+                && let Some(message) = super::expiry::warning(&config, now)
+                && warned != Some((config.doc().version, now.date()))
+            {
+                warned = Some((config.doc().version, now.date()));
+                tracing::warn!(
+                    version = config.doc().version,
+                    days_left = super::expiry::days_left(&config, now),
+                    "{message}"
+                );
+                let details = json!({
+                    "version": config.doc().version,
+                    "expires_at": fedimpute_protocol::federation::rfc3339(config.doc().expires_at),
+                    "days_left": super::expiry::days_left(&config, now),
+                });
+                self.audit(
+                    AuditEvent::new("node", "local", "federation.config_expiring", Outcome::Success)
+                        .target(config.doc().federation_id.clone())
+                        .details(details),
+                )
+                .await;
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
         }
     }
 
