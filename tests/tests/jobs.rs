@@ -419,6 +419,29 @@ async fn the_cli_client_submits_follows_and_downloads() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = std::fs::read_to_string(dir.path().join("qc_report.txt")).unwrap();
     assert!(report.contains("Input QC: PASSED"), "{report}");
+
+    // An interrupted download resumes from its partial file (a Range request): a part that does
+    // not match the file shows it was used, and is thrown away; a true part completes.
+    let (report_path, part) = (dir.path().join("qc_report.txt"), dir.path().join(".qc_report.txt.part"));
+    let whole = std::fs::read(&report_path).unwrap();
+    std::fs::remove_file(&report_path).unwrap();
+    std::fs::write(&part, vec![b'x'; whole.len() / 2]).unwrap();
+    let out = cli(&["download", &id, "--out", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not match"));
+    assert!(!part.exists(), "the bad part is gone");
+    std::fs::write(&part, &whole[..whole.len() / 2]).unwrap();
+    let out = cli(&["download", &id, "--out", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&report_path).unwrap(), whole);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already here"), "files already complete are kept");
+
+    // A job still running has no results to download: exit code 3, and nothing written.
+    let running = submit_targets(&node, &admin, &[("panel", "sim"), ("build", "hg19"), ("engine", "beagle")]).await;
+    let empty = tempfile::tempdir().unwrap();
+    let out = cli(&["download", &running, "--out", empty.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not ready"));
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
     let out = cli(&["status", "no-such-job"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));

@@ -1,6 +1,6 @@
 //! `fedimpute job ...`: the researcher's client for a node's jobs API, from any machine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
@@ -81,7 +81,10 @@ pub enum JobCommand {
         node: NodeArgs,
         id: String,
     },
-    /// Download a job's result files, checking each against its SHA-256.
+    /// Download a job's result files, checking each against its SHA-256. Files already there
+    /// are kept and interrupted downloads resume. Exit code 0: the job completed and every file
+    /// is here; 1: an error, or the job failed or was cancelled (the files it left, such as its
+    /// QC report and log, are downloaded); 3: the job has not ended yet.
     Download {
         #[command(flatten)]
         node: NodeArgs,
@@ -158,6 +161,84 @@ impl Client {
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let resp = self.http.get(self.url(path)).bearer_auth(&self.token).send().await.context("reaching the node")?;
         Ok(Self::check(resp).await?.json().await?)
+    }
+}
+
+/// Exit code of a command the node refused, or that cannot be done yet.
+const EXIT_REFUSED: u8 = 3;
+
+/// Downloads one result file into `out`, checked against its SHA-256. A file already there with
+/// that digest is kept; a partial download (`.NAME.part`) is resumed with a Range request.
+async fn download_result(
+    client: &Client,
+    id: &str,
+    name: &str,
+    size: u64,
+    sha256: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let target = out.join(name);
+    if tokio::fs::metadata(&target).await.is_ok_and(|m| m.len() == size) && file_sha256(&target).await? == sha256 {
+        println!("{name}: already here");
+        return Ok(());
+    }
+    let tmp = out.join(format!(".{name}.part"));
+    let mut hasher = Sha256::new();
+    let mut have = match tokio::fs::metadata(&tmp).await {
+        Ok(m) if m.len() < size => m.len(),
+        _ => 0,
+    };
+    if have > 0 {
+        let mut part = tokio::fs::File::open(&tmp).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = part.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    let mut request = client.http.get(client.url(&format!("/jobs/{id}/results/{name}"))).bearer_auth(&client.token);
+    if have > 0 {
+        request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+    }
+    let resp = Client::check(request.send().await?).await?;
+    let mut file = if have > 0 && resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+        tokio::fs::OpenOptions::new().append(true).open(&tmp).await?
+    } else {
+        // The node sent the whole file: start over.
+        (have, hasher) = (0, Sha256::new());
+        tokio::fs::File::create(&tmp).await?
+    };
+    let pb = bar(size, name);
+    pb.set_position(have);
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await?;
+        pb.inc(chunk.len() as u64);
+    }
+    file.sync_all().await?;
+    pb.finish();
+    if hex::encode(hasher.finalize()) != sha256 {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        bail!("{name}: the download does not match its SHA-256; try again");
+    }
+    tokio::fs::rename(&tmp, &target).await?;
+    Ok(())
+}
+
+async fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let (mut hasher, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
     }
 }
 
@@ -329,41 +410,36 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
         }
         JobCommand::Download { node, id, out } => {
             let client = Client::new(&node)?;
+            let job = client.get(&format!("/jobs/{id}")).await?;
+            let state = job["state"].as_str().unwrap_or("unknown");
+            if !matches!(state, "completed" | "failed" | "cancelled") {
+                eprintln!("job {id} is {state}: its results are not ready; try again once it has completed");
+                return Ok(ExitCode::from(EXIT_REFUSED));
+            }
             tokio::fs::create_dir_all(&out).await?;
             let results = client.get(&format!("/jobs/{id}/results")).await?;
-            for r in results.as_array().cloned().unwrap_or_default() {
+            let results = results.as_array().cloned().unwrap_or_default();
+            for r in &results {
                 let name = r["name"].as_str().unwrap_or_default();
                 // Names come from the node; still, never let one be a path.
                 if name.is_empty() || name.contains('/') || name.starts_with('.') {
                     bail!("the node listed an unsafe result name {name:?}");
                 }
-                let resp = client
-                    .http
-                    .get(client.url(&format!("/jobs/{id}/results/{name}")))
-                    .bearer_auth(&client.token)
-                    .send()
-                    .await?;
-                let resp = Client::check(resp).await?;
-                let pb = bar(r["size"].as_u64().unwrap_or(0), name);
-                let tmp = out.join(format!(".{name}.part"));
-                let mut file = tokio::fs::File::create(&tmp).await?;
-                let mut hasher = Sha256::new();
-                let mut stream = resp.bytes_stream();
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk?;
-                    hasher.update(&chunk);
-                    file.write_all(&chunk).await?;
-                    pb.inc(chunk.len() as u64);
-                }
-                file.sync_all().await?;
-                pb.finish();
-                if hex::encode(hasher.finalize()) != r["sha256"].as_str().unwrap_or_default() {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    bail!("{name}: the download does not match its SHA-256; try again");
-                }
-                tokio::fs::rename(&tmp, out.join(name)).await?;
+                download_result(
+                    &client,
+                    &id,
+                    name,
+                    r["size"].as_u64().unwrap_or(0),
+                    r["sha256"].as_str().unwrap_or(""),
+                    &out,
+                )
+                .await?;
             }
-            println!("downloaded {} files to {}", results.as_array().map(|a| a.len()).unwrap_or(0), out.display());
+            println!("downloaded {} files to {}", results.len(), out.display());
+            if state != "completed" {
+                eprintln!("job {id} {state}: these are the files it left (logs, QC report), not imputed results");
+                return Ok(ExitCode::FAILURE);
+            }
         }
         JobCommand::Cancel { node, id } => {
             let client = Client::new(&node)?;
