@@ -73,6 +73,26 @@ async fn a_panel_registered_on_one_node_appears_in_every_catalog() {
     assert!(ids(&a.get(&format!("/catalog/panels?node={}", a.peer_id()), &token).await.unwrap().1).is_empty());
     assert_eq!(ids(&a.get(&format!("/catalog/panels?node={}", b.peer_id()), &token).await.unwrap().1), vec!["sim-afr"]);
 
+    // The researcher's CLI lists the same catalog, as a table or as JSON, with the same filters.
+    let ca = a.data_dir().join("tls/api.crt");
+    let panels_cli = |extra: &[&str]| {
+        let base = a.base_url();
+        let mut args = vec!["panels", "--node", &base, "--token", &token, "--ca-cert", ca.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = fedimpute(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = panels_cli(&["--build", "hg19"]);
+    let row = table.lines().find(|l| l.contains("sim-afr")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("19525") && row.contains("1000") && row.contains(b.institution()), "{table}");
+    let header = table.lines().find(|l| l.contains("Panel")).unwrap();
+    assert_eq!(header.find("Sites"), row.find("19525"), "columns are aligned: {table}");
+    let listed: Value = serde_json::from_str(&panels_cli(&["--population", "EUR", "--json"])).unwrap();
+    assert_eq!(ids(&listed), vec!["sim-afr"]);
+    let none: Value = serde_json::from_str(&panels_cli(&["--build", "hg38", "--json"])).unwrap();
+    assert!(ids(&none).is_empty());
+
     // Both nodes advertise their engines.
     let (_, services) = a.get("/catalog/services?kind=beagle", &token).await.unwrap();
     let hosts: Vec<&str> =

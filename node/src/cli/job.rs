@@ -113,7 +113,7 @@ pub enum JobCommand {
     },
 }
 
-struct Client {
+pub(super) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
@@ -142,7 +142,7 @@ pub(super) async fn success_or_error(resp: reqwest::Response) -> anyhow::Result<
 }
 
 impl Client {
-    fn new(args: &NodeArgs) -> anyhow::Result<Self> {
+    pub(super) fn new(args: &NodeArgs) -> anyhow::Result<Self> {
         Ok(Self {
             http: http_client(args.ca_cert.as_ref())?,
             base: args.node.trim_end_matches('/').to_string(),
@@ -158,7 +158,7 @@ impl Client {
         success_or_error(resp).await
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let resp = self.http.get(self.url(path)).bearer_auth(&self.token).send().await.context("reaching the node")?;
         Ok(Self::check(resp).await?.json().await?)
     }

@@ -7,6 +7,7 @@ pub mod federation;
 pub mod init;
 pub mod job;
 pub mod panel;
+pub mod panels;
 pub mod qc;
 pub mod run;
 pub mod service;
@@ -56,6 +57,9 @@ pub enum Command {
     /// meta-imputation, best r2 per variant, or each sample's phasing from its best panel.
     #[command(subcommand)]
     Combine(combine::CombineCommand),
+    /// The reference panels of the whole federation, as your node's catalog lists them (the
+    /// researcher's view; works from any machine).
+    Panels(panels::PanelsArgs),
     /// Reference panels hosted by this node.
     #[command(subcommand)]
     Panel(panel::PanelCommand),
@@ -98,6 +102,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Combine(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(combine::run(cmd))
+        }
+        Command::Panels(args) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(panels::run(args))
         }
         Command::Panel(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
