@@ -91,6 +91,18 @@ pub async fn submit_targets(node: &TestNode, token: &str, fields: &[(&str, &str)
     job["id"].as_str().unwrap().to_string()
 }
 
+/// The job once its origin has chosen a host (the origin chooses after the submission is
+/// answered, when it forwards the job).
+pub async fn wait_host_chosen(node: &TestNode, token: &str, id: &str) -> Value {
+    wait_for(&format!("job {id} to have a host"), Duration::from_secs(60), || async {
+        let (_, job) = node.get(&format!("/jobs/{id}"), token).await?;
+        Ok(job["peer"].is_string())
+    })
+    .await
+    .unwrap();
+    node.get(&format!("/jobs/{id}"), token).await.unwrap().1
+}
+
 pub async fn wait_state(node: &TestNode, token: &str, id: &str, states: &[&str], timeout: Duration) -> Value {
     let result = wait_for(&format!("job {id} to reach {states:?}"), timeout, || async {
         let (_, job) = node.get(&format!("/jobs/{id}"), token).await?;

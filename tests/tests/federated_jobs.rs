@@ -22,7 +22,7 @@ async fn a_job_at_a_on_bs_panel_matches_a_local_run_at_b_and_b_keeps_nothing() {
     let params = [("panel", "sim"), ("build", "hg19"), ("engine", "beagle")];
 
     let id = submit_targets(a, &ta, &params).await;
-    let (_, job) = a.get(&format!("/jobs/{id}"), &ta).await.unwrap();
+    let job = wait_host_chosen(a, &ta, &id).await;
     assert_eq!((job["role"].as_str(), job["peer"].as_str()), (Some("origin"), Some(b.peer_id())), "{job}");
     let done = wait_state(a, &ta, &id, &["completed", "failed"], Duration::from_secs(300)).await;
     assert_eq!(done["state"], "completed", "{done}\nB's log:\n{}", b.log());
@@ -148,7 +148,7 @@ async fn a_host_gone_past_the_timeout_fails_the_job_or_moves_it_when_allowed() {
     let a = &fed.nodes[0];
     let ta = a.admin_token().await.unwrap();
     let movable = submit_targets(a, &ta, &[("panel", "sim"), ("build", "hg19"), ("allow_resubmit", "true")]).await;
-    let (_, job) = a.get(&format!("/jobs/{movable}"), &ta).await.unwrap();
+    let job = wait_host_chosen(a, &ta, &movable).await;
     let first_host = job["peer"].as_str().unwrap().to_string();
     let doomed = fed.nodes.iter().position(|n| n.peer_id() == first_host).unwrap();
     let other = 3 - doomed;
