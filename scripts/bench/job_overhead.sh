@@ -16,12 +16,7 @@ printf 'bench passphrase 123\n' > "$WORK/pw"
   --admin-password-file "$WORK/pw" >/dev/null
 "$BIN" panel add --config "$WORK/node/node.toml" --id sim --name Sim --build hg19 --population AFR \
   --vcf tests/data/panel.vcf.gz --map tests/data/map.txt >/dev/null 2>&1
-RUST_LOG=warn "$BIN" run --config "$WORK/node/node.toml" 2>"$WORK/node.log" &
-NODE_PID=$!
-for _ in $(seq 1 300); do [ -s "$WORK/node/api.addr" ] && break; sleep 0.1; done
-API="https://$(cat "$WORK/node/api.addr")"
-CA="$WORK/node/tls/api.crt"
-TOKEN=$(bench_api_token "$API" "$CA")
+bench_start_node "$WORK/node/node.toml" "$WORK/node" "$WORK/node.log"
 
 echo "| run | direct Beagle s | job through the API s | ratio |"
 echo "|---|---|---|---|"

@@ -17,3 +17,15 @@ bench_api_token() {
     -d '{"name":"bench","expires_in_days":1,"password":"bench passphrase 123"}' "$1/api/v1/me/tokens" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
 }
+
+# bench_start_node CONFIG DIR LOG: runs the node of data directory DIR (config CONFIG) in the
+# background, logging to LOG, and waits for its API; sets NODE_PID, API, CA and TOKEN (an API
+# token of its admin).
+bench_start_node() {
+  RUST_LOG=warn "$BIN" run --config "$1" 2>"$3" &
+  NODE_PID=$!
+  for _ in $(seq 1 300); do [ -s "$2/api.addr" ] && break; sleep 0.1; done
+  API="https://$(cat "$2/api.addr")"
+  CA="$2/tls/api.crt"
+  TOKEN=$(bench_api_token "$API" "$CA")
+}

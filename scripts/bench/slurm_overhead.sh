@@ -24,12 +24,7 @@ sed -i -e 's/^threads = .*/threads = 1/' -e 's/^kind = "local"/kind = "slurm"/' 
   -e 's/^poll_interval_ms = .*/poll_interval_ms = 500/' -e 's/^delete_inputs_when_done = .*/delete_inputs_when_done = false/' \
   -e "s|^\[executor.slurm\]|[executor.slurm]\nconf = \"$CONF\"\nshared_dir = \"$WORK/shared\"|" "$T"
 "$BIN" panel add --config "$T" --id sim --name Sim --build hg19 --vcf tests/data/panel.vcf.gz --map tests/data/map.txt >/dev/null 2>&1
-RUST_LOG=warn "$BIN" run --config "$T" 2>"$WORK/node.log" &
-NODE_PID=$!
-for _ in $(seq 1 300); do [ -s "$WORK/node/api.addr" ] && break; sleep 0.1; done
-API="https://$(cat "$WORK/node/api.addr")"
-CA="$WORK/node/tls/api.crt"
-TOKEN=$(bench_api_token "$API" "$CA")
+bench_start_node "$T" "$WORK/node" "$WORK/node.log"
 
 echo "| run | chunks by hand (sbatch + squeue) s | job through the node s | ratio |"
 echo "|---|---|---|---|"

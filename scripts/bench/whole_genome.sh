@@ -26,12 +26,7 @@ printf 'bench passphrase 123\n' > "$WORK/pw"
 vcfs=()
 for c in $(seq 1 22); do vcfs+=(--vcf "$WORK/chr$c/panel.vcf.gz"); done
 "$BIN" panel add --config "$WORK/node/node.toml" --id genome --name Genome --build hg19 "${vcfs[@]}" >/dev/null 2>&1
-RUST_LOG=warn "$BIN" run --config "$WORK/node/node.toml" 2>"$WORK/node.log" &
-NODE_PID=$!
-for _ in $(seq 1 300); do [ -s "$WORK/node/api.addr" ] && break; sleep 0.1; done
-API="https://$(cat "$WORK/node/api.addr")"
-CA="$WORK/node/tls/api.crt"
-TOKEN=$(bench_api_token "$API" "$CA")
+bench_start_node "$WORK/node/node.toml" "$WORK/node" "$WORK/node.log"
 targets=()
 for c in $(seq 1 22); do cp "$WORK/chr$c/targets.vcf.gz" "$WORK/chr$c.targets.vcf.gz"; targets+=("$WORK/chr$c.targets.vcf.gz"); done
 out=$("$BIN" job submit --node "$API" --token "$TOKEN" --ca-cert "$CA" --panel genome --build hg19 --watch "${targets[@]}" 2>/dev/null)
