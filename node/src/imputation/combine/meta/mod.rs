@@ -29,7 +29,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use self::hmm::{ForwardBackward, WeightReader, allele_key, emission};
-use self::records::{MISSING, Stream, Variant, for_each_variant};
+use self::records::{MISSING, Stream, Variant, for_each_variant, open_matching};
 use crate::imputation::dose::maf_bin_index;
 use crate::imputation::vcf_io::{BgzfWriter, Effort};
 
@@ -226,14 +226,10 @@ pub fn combine_chromosome(
         return Err(MetaError::TooFewPanels);
     }
     let k = panels.len();
-    let mut doses: Vec<Stream> = panels.iter().map(|p| Stream::open(p.dose)).collect::<Result<_, _>>()?;
-    let mut empirical: Vec<Stream> = panels.iter().map(|p| Stream::open(p.empirical)).collect::<Result<_, _>>()?;
-    let samples = doses[0].samples.clone();
-    for stream in doses.iter().chain(&empirical) {
-        if stream.samples != samples {
-            return Err(MetaError::SampleMismatch { file: stream.file.clone(), first: doses[0].file.clone() });
-        }
-    }
+    // Dose files first, then empirical ones: every file must have the first dose file's samples.
+    let paths: Vec<&Path> = panels.iter().map(|p| p.dose).chain(panels.iter().map(|p| p.empirical)).collect();
+    let (mut doses, samples) = open_matching(&paths)?;
+    let mut empirical = doses.split_off(k);
     let haplotypes = 2 * samples.len();
     let mut chromosome = ChromosomeMeta::default();
 

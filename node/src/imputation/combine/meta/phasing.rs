@@ -10,18 +10,14 @@ use std::path::Path;
 
 use super::MetaError;
 use super::hmm::emission;
-use super::records::{MISSING, Stream, for_each_variant};
+use super::records::{MISSING, for_each_variant, open_matching};
 use crate::imputation::vcf_io::{BgzfWriter, Effort};
 
 /// Each sample's fit to each panel: the log-likelihood of its observed typed alleles under the
 /// panel's leave-one-out dosages, summed over the sites the panel had and both haplotypes, and
 /// divided by those sites (panels have different typed sites). `fit[sample][panel]`.
 pub fn sample_fit(empirical: &[&Path]) -> Result<(Vec<String>, Vec<Vec<f64>>), MetaError> {
-    let mut streams: Vec<Stream> = empirical.iter().map(|p| Stream::open(p)).collect::<Result<_, _>>()?;
-    let samples = streams.first().map(|s| s.samples.clone()).unwrap_or_default();
-    if let Some(other) = streams.iter().find(|s| s.samples != samples) {
-        return Err(MetaError::SampleMismatch { file: other.file.clone(), first: streams[0].file.clone() });
-    }
+    let (mut streams, samples) = open_matching(empirical)?;
     let k = streams.len();
     let (mut sums, mut sites) = (vec![vec![0.0; k]; samples.len()], vec![0u64; k]);
     let (mut observed, mut lds) = (Vec::new(), Vec::new());
@@ -70,11 +66,7 @@ pub struct Composed {
 /// (`choice[sample]` indexes `phased`), at the sites every phasing has with every genotype
 /// phased: Minimac4 4.1.2 computes no leave-one-out dosage over a missing allele.
 pub fn compose(phased: &[&Path], choice: &[usize], out: &Path) -> Result<Composed, MetaError> {
-    let mut streams: Vec<Stream> = phased.iter().map(|p| Stream::open(p)).collect::<Result<_, _>>()?;
-    let samples = streams.first().map(|s| s.samples.clone()).unwrap_or_default();
-    if let Some(other) = streams.iter().find(|s| s.samples != samples) {
-        return Err(MetaError::SampleMismatch { file: other.file.clone(), first: streams[0].file.clone() });
-    }
+    let (mut streams, samples) = open_matching(phased)?;
     if choice.len() != samples.len() || choice.iter().any(|c| *c >= streams.len()) {
         return Err(MetaError::Input {
             file: out.display().to_string(),

@@ -145,6 +145,17 @@ impl Stream {
     }
 }
 
+/// Opens `paths`, which must all have the samples of the first, in the same order; returns the
+/// streams and those samples.
+pub(super) fn open_matching(paths: &[&Path]) -> Result<(Vec<Stream>, Vec<String>), MetaError> {
+    let streams: Vec<Stream> = paths.iter().map(|p| Stream::open(p)).collect::<Result<_, _>>()?;
+    let samples = streams.first().map(|s| s.samples.clone()).unwrap_or_default();
+    if let Some(other) = streams.iter().find(|s| s.samples != samples) {
+        return Err(MetaError::SampleMismatch { file: other.file.clone(), first: streams[0].file.clone() });
+    }
+    Ok((streams, samples))
+}
+
 fn short(line: &str) -> String {
     line.chars().take(80).collect()
 }
