@@ -258,14 +258,18 @@ async fn a_config_near_its_expiry_is_warned_of_in_the_log_the_audit_log_metrics_
 fn admins_who_sign_their_own_copies_combine_their_signatures() {
     let admins = FederationAdmins::new(3).unwrap();
     let original = admins.new_config("v1.json", "merge-fed", 2, &[], &[]).unwrap();
-    let copies: Vec<String> = (0..2)
-        .map(|i| {
-            let copy = admins.file(&format!("copy{i}.json"));
-            std::fs::copy(&original, &copy).unwrap();
-            admins.run(&["sign", copy.to_str().unwrap(), "--key", admins.key(i).to_str().unwrap()]).unwrap();
-            copy.display().to_string()
-        })
-        .collect();
+    let unsigned = std::fs::read(&original).unwrap();
+    // The first admin signs a copy of their own; the second writes theirs with --out.
+    let first = admins.file("copy0.json");
+    std::fs::copy(&original, &first).unwrap();
+    admins.run(&["sign", first.to_str().unwrap(), "--key", admins.key(0).to_str().unwrap()]).unwrap();
+    let second = admins.file("copy1.json");
+    let original_text = original.to_str().unwrap();
+    admins
+        .run(&["sign", original_text, "--key", admins.key(1).to_str().unwrap(), "--out", second.to_str().unwrap()])
+        .unwrap();
+    assert_eq!(std::fs::read(&original).unwrap(), unsigned, "sign --out leaves the original as it was");
+    let copies = [first.display().to_string(), second.display().to_string()];
     assert!(admins.run(&["verify", &copies[0]]).is_err(), "one signature of the two required");
     let shown = admins.run(&["show", &copies[0]]).unwrap();
     assert!(shown.contains("1 more signature(s) needed") && shown.contains(admins.public_key(1)), "{shown}");

@@ -91,12 +91,17 @@ pub enum FederationCommand {
         #[arg(long)]
         threshold: Option<u32>,
     },
-    /// Sign a config with an admin key (edits the file in place).
+    /// Sign a config with an admin key (edits the file in place, or writes a signed copy with
+    /// --out and leaves the file as it was).
     Sign {
         file: PathBuf,
         /// The admin key file made by `keygen`.
         #[arg(long)]
         key: PathBuf,
+        /// Write the signed config here instead of over FILE (an admin's own copy, for
+        /// `merge-signatures`).
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
         /// File holding the key's passphrase (`-` for standard input), if it is sealed.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
@@ -321,7 +326,7 @@ pub async fn run(cmd: FederationCommand) -> anyhow::Result<ExitCode> {
                 config.doc().admins.threshold
             );
         }
-        FederationCommand::Sign { file, key, passphrase_file } => {
+        FederationCommand::Sign { file, key, out, passphrase_file } => {
             let mut config = read_config(&file)?;
             let key = tokio::task::spawn_blocking(move || read_admin_key(&key, passphrase_file.as_deref())).await??;
             let id = key.admin_key().id;
@@ -331,8 +336,14 @@ pub async fn run(cmd: FederationCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             config.sign(&key.0)?;
-            write_config(&file, &config)?;
-            println!("signed version {} with key {id}; {} signatures", config.doc().version, config.signatures().len());
+            let target = out.as_deref().unwrap_or(&file);
+            write_config(target, &config)?;
+            println!(
+                "signed version {} with key {id}; {} signatures; wrote {}",
+                config.doc().version,
+                config.signatures().len(),
+                target.display()
+            );
         }
         FederationCommand::MergeSignatures { files, out } => {
             let mut merged = read_config(&files[0])?;
