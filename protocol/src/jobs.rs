@@ -63,9 +63,15 @@ pub struct JobRequestParams {
     pub population: Option<String>,
     /// One of [`R2_FILTERS`].
     pub r2_filter: String,
-    /// `imputation` or `qc_only`.
+    /// `imputation`, `qc_only`, or one of a meta-imputation's two rounds ([`META_MODES`]).
     pub mode: String,
 }
+
+/// The rounds of a meta-imputation, as a host runs them (always with Minimac4, unchunked):
+/// `meta_phase` phases the targets with the host's panel and returns the phased targets and
+/// Minimac4's leave-one-out (empirical) file of them; `meta_impute` imputes an already phased
+/// input and returns the dose and empirical files.
+pub const META_MODES: [&str; 2] = ["meta_phase", "meta_impute"];
 
 impl JobRequestParams {
     /// Checks every field against its allowed values; the error names the field.
@@ -85,7 +91,10 @@ impl JobRequestParams {
         }
         one_of("phasing", &self.phasing, &["beagle", "no_phasing"])?;
         one_of("r2_filter", &self.r2_filter, &R2_FILTERS)?;
-        one_of("mode", &self.mode, &["imputation", "qc_only"])?;
+        one_of("mode", &self.mode, &["imputation", "qc_only", META_MODES[0], META_MODES[1]])?;
+        if META_MODES.contains(&self.mode.as_str()) && self.engine != "minimac4" {
+            return Err(format!("mode {} runs with engine minimac4, got {:?}", self.mode, self.engine));
+        }
         if self.panel_id.is_empty() || self.panel_id.len() > 64 {
             return Err("panel_id must have 1 to 64 characters".into());
         }
@@ -319,5 +328,11 @@ mod tests {
         assert!(params.validate().unwrap_err().contains("engine"));
         params.engine = "michigan".into();
         assert_eq!(params.validate(), Ok(()), "an external service's id");
+        params.mode = "meta_phase".into();
+        assert!(params.validate().unwrap_err().contains("minimac4"), "a meta round runs with Minimac4 only");
+        params.engine = "minimac4".into();
+        assert_eq!(params.validate(), Ok(()));
+        params.mode = "meta".into();
+        assert!(params.validate().unwrap_err().contains("mode"), "the origin's parent mode never travels");
     }
 }

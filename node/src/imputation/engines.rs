@@ -192,31 +192,44 @@ pub fn beagle_args(
     args
 }
 
+/// Where a Minimac4 run writes.
+pub struct Minimac4Outputs<'a> {
+    /// The dose VCF (`GT:DS:GP`, and `HDS` when `empirical` is asked for).
+    pub dose: &'a Path,
+    pub sites: &'a Path,
+    /// `--empirical-output`: per typed site the panel has, the observed allele and each
+    /// haplotype's dosage computed with the site hidden, which meta-imputation learns from.
+    pub empirical: Option<&'a Path>,
+}
+
 /// Minimac4's arguments: impute phased `target` against `msav`, with the panel's PLINK map;
 /// only in `region` (with its HMM seeing `overlap` bp past each end) when given.
-#[allow(clippy::too_many_arguments)]
 pub fn minimac4_args(
     e: &EnginesSection,
     msav: &Path,
     target: &Path,
-    out: &Path,
-    sites: &Path,
+    out: &Minimac4Outputs<'_>,
     min_r2: f64,
     map: Option<&Path>,
     region: Option<(String, u64)>,
 ) -> Vec<std::ffi::OsString> {
+    let format = if out.empirical.is_some() { "GT,DS,GP,HDS" } else { "GT,DS,GP" };
     let mut args: Vec<std::ffi::OsString> = vec![
         "-t".into(),
         e.threads.to_string().into(),
         "-f".into(),
-        "GT,DS,GP".into(),
+        format.into(),
         "-O".into(),
         "vcf.gz".into(),
         "-o".into(),
-        out.into(),
+        out.dose.into(),
         "-s".into(),
-        sites.into(),
+        out.sites.into(),
     ];
+    if let Some(empirical) = out.empirical {
+        args.push("-e".into());
+        args.push(empirical.into());
+    }
     if min_r2 > 0.0 {
         args.push("--min-r2".into());
         args.push(min_r2.to_string().into());

@@ -9,13 +9,26 @@ use std::sync::Mutex;
 use super::JobsService;
 use super::outputs::{JobFailure, chrom_prefix, progress};
 use crate::imputation::chunks::Chunk;
-use crate::imputation::engines::{KillSwitch, beagle_args, beagle_phasing_progress, minimac4_args};
+use crate::imputation::engines::{KillSwitch, Minimac4Outputs, beagle_args, beagle_phasing_progress, minimac4_args};
 use crate::imputation::executor::Task;
 use crate::imputation::ligate::{LigationPart, ligate};
 use crate::imputation::panels::PanelFiles;
 use crate::imputation::tools;
 use crate::store::jobs::JobRow;
 use crate::tool_args;
+
+/// Whether the job is a round of a meta-imputation, which runs with Minimac4, unchunked, and
+/// keeps Minimac4's empirical file.
+pub(super) fn is_meta(job: &JobRow) -> bool {
+    fedimpute_protocol::jobs::META_MODES.contains(&job.mode.as_str())
+}
+
+/// The work files a meta-imputation round returns for a chromosome: the phased targets and
+/// Minimac4's empirical file.
+pub(super) fn meta_work_files(work: &Path, chrom: &str) -> (PathBuf, PathBuf) {
+    let name = chrom_prefix(chrom);
+    (work.join(format!("{name}.phased.vcf.gz")), work.join(format!("{name}.minimac4.empirical.vcf.gz")))
+}
 
 /// One chromosome of the job: its QC-passed input and its chunk plan.
 pub(super) struct ChromosomeWork {
@@ -156,7 +169,14 @@ impl EngineJob<'_> {
                 Ok((out.clone(), out))
             }
             "minimac4" => {
-                let phased = if job.phasing == "beagle" {
+                // A meta-imputation's first round phases with this panel; its second imputes
+                // the phasing the origin composed, as it is.
+                let phase = match job.mode.as_str() {
+                    "meta_phase" => true,
+                    "meta_impute" => false,
+                    _ => job.phasing == "beagle",
+                };
+                let phased = if phase {
                     let out_prefix = self.work.join(format!("{name}.phased"));
                     let task = self.new_task(&name, "phase", "beagle", &e.java, beagle(false, &out_prefix));
                     self.beagle_task(task, unit, tracker, 0.7, chunk_name).await?;
@@ -170,7 +190,12 @@ impl EngineJob<'_> {
                 let sites = self.work.join(format!("{name}.minimac4.sites.vcf.gz"));
                 let region = chunk.map(|k| (k.region(), chunking.minimac4_overlap_bp));
                 let msav = self.files.msav(&c.chrom);
-                let args = minimac4_args(e, &msav, &phased, &out, &sites, job.r2_filter, map.as_deref(), region);
+                let empirical = is_meta(job).then(|| meta_work_files(self.work, &c.chrom).1);
+                let outputs = Minimac4Outputs { dose: &out, sites: &sites, empirical: empirical.as_deref() };
+                // Meta-imputation needs every site, whatever its r2: the origin filters the
+                // combination.
+                let min_r2 = if is_meta(job) { 0.0 } else { job.r2_filter };
+                let args = minimac4_args(e, &msav, &phased, &outputs, min_r2, map.as_deref(), region);
                 let task = self.new_task(&name, "impute", "minimac4", &e.minimac4, args);
                 self.task(task, chunk_name, tracker, |_| {}).await?;
                 Ok((out, phased))

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::JobsService;
-use super::engine_run::{ChromosomeWork, EngineJob};
+use super::engine_run::{ChromosomeWork, EngineJob, is_meta, meta_work_files};
 use super::outputs::{
     JobFailure, add_result, chrom_prefix, progress, provenance, repairs_of, write_chromosome_results,
     write_html_report, write_qc_report,
@@ -137,7 +137,7 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
         .map_err(|e| JobFailure(e.to_string()))??;
     let mut report = outcome.report.clone();
     report.repairs = repairs_of(job);
-    let chromosomes_work = plan_chunks(svc, &files, &outcome.filtered, &outcome.excluded_path).await?;
+    let chromosomes_work = plan_chunks(svc, job, &files, &outcome.filtered, &outcome.excluded_path).await?;
     report.chunks = chromosomes_work.iter().flat_map(|c| c.chunks.iter().cloned()).collect();
     let report_json = write_qc_report(svc, &job.id, &results, &report).await?;
     let (excluded, copy) = (outcome.excluded_path.clone(), results.join("excluded.tsv"));
@@ -177,6 +177,28 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
     let mut summary = JobSummary { r2_filter: job.r2_filter, ..Default::default() };
     let engine_job = EngineJob { svc, job, kill, files: &files, has_map: panel.has_map, work: &work, log: &log };
     let outputs = engine_job.run(&chromosomes_work).await?;
+    if is_meta(job) {
+        // What the origin combines: per chromosome the phased targets (first round) and the
+        // leave-one-out dosages at the typed sites (both rounds).
+        for (chrom, _) in &outcome.filtered {
+            let (phased, empirical) = meta_work_files(&work, chrom);
+            let prefix = chrom_prefix(chrom);
+            let mut returned = vec![(empirical, format!("{prefix}.empirical.vcf.gz"))];
+            if job.mode == "meta_phase" {
+                returned.push((phased, format!("{prefix}.phased.vcf.gz")));
+            }
+            for (from, name) in returned {
+                let to = results.join(name);
+                let copy = to.clone();
+                tokio::task::spawn_blocking(move || crate::at_rest::private_copy(&from, &copy)).await??;
+                add_result(svc, &job.id, &to).await?;
+            }
+        }
+        if job.mode == "meta_phase" {
+            add_result(svc, &job.id, &log).await?;
+            return Ok(None);
+        }
+    }
     for ((chrom, _), imputed) in outcome.filtered.iter().zip(&outputs) {
         // Results: the indexed dosage VCF (r2-filtered, with provenance) and its info file.
         progress(svc, &job.id, "writing", 0.96, Some(&format!("{chrom}: writing results"))).await;
@@ -197,12 +219,18 @@ async fn execute(svc: &JobsService, job: &JobRow, kill: &KillSwitch) -> Result<O
 /// lacks (from `excluded.tsv`), and the panel's span on it.
 async fn plan_chunks(
     svc: &JobsService,
+    job: &JobRow,
     files: &PanelFiles,
     filtered: &[(String, PathBuf)],
     excluded_tsv: &Path,
 ) -> Result<Vec<ChromosomeWork>, JobFailure> {
     let (filtered, excluded, panel) = (filtered.to_vec(), excluded_tsv.to_path_buf(), files.clone());
-    let settings = svc.config.chunking;
+    let mut settings = svc.config.chunking;
+    if is_meta(job) {
+        // The origin combines whole chromosomes: one chunk each (a chunk's own leave-one-out
+        // file would need ligating at the same boundaries in every panel).
+        settings.size_bp = u64::MAX / 4;
+    }
     // One read of excluded.tsv for every chromosome; then each chromosome's input and panel span.
     let out = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<ChromosomeWork>> {
         let absent = chunks::absent_from_panel(&excluded)?;
