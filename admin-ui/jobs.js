@@ -69,6 +69,11 @@ export async function newJobPage(main) {
   const phasing = h('select', { name: 'phasing' }, h('option', { value: 'beagle' }, 'Beagle'), h('option', { value: 'no_phasing' }, 'none (input is phased)'));
   const population = h('input', { name: 'population', placeholder: 'e.g. AFR (optional)' });
   const r2 = h('select', { name: 'r2_filter' }, ['0', '0.001', '0.1', '0.2', '0.3'].map((v) => h('option', { value: v }, v === '0' ? 'keep all' : `r2 ≥ ${v}`)));
+  const combine = h('select', { name: 'combine' },
+    h('option', { value: 'best_r2' }, 'Best r2 per variant'),
+    h('option', { value: 'meta' }, 'Meta-imputation (Minimac4; per sample, weights learnt from each panel)'));
+  // Meta-imputation runs with Minimac4 at every host.
+  combine.addEventListener('change', () => { if (combine.value === 'meta') engine.value = 'minimac4'; });
   const mode = h('select', { name: 'mode' }, h('option', { value: 'imputation' }, 'QC and imputation'), h('option', { value: 'qc_only' }, 'QC only'));
   const name = h('input', { name: 'name', placeholder: 'optional' });
   const resubmit = h('input', { type: 'checkbox', name: 'allow_resubmit' });
@@ -99,6 +104,7 @@ export async function newJobPage(main) {
         for (const f of picked) data.append('files', f, f.name);
         data.append('panel', panelsChosen.map((p) => p.value).join(','));
         for (const el of [build, engine, phasing, population, r2, mode, name]) if (el.value.trim()) data.append(el.name, el.value.trim());
+        if (panelsChosen.length > 1) data.append('combine', combine.value);
         data.append('allow_resubmit', resubmit.checked ? 'true' : 'false');
         data.append('repair', repair.checked ? 'true' : 'false');
         submit.disabled = true;
@@ -118,7 +124,8 @@ export async function newJobPage(main) {
   h('div.field', {}, h('span.label', {}, 'Input files'), drop, files, chosen, h('span.field-error', { id: `${files.id || 'files'}-error` })),
   panelBox,
   h('div.grid', {}, field('Genome build', build), field('Engine', engine), field('Phasing', phasing),
-    field('Population', population), field('r2 filter', r2), field('Mode', mode), field('Job name', name)),
+    field('Population', population), field('r2 filter', r2), field('Mode', mode),
+    field('Several panels combined by', combine), field('Job name', name)),
   h('label.check', {}, repair, ' Repair common problems (plain VCF, unsorted, chr20 vs 20, several chromosomes in one file) and list each repair in the QC report'),
   h('label.check', {}, resubmit, ' If the host becomes unreachable, move the job to another host of the panel'),
   progress, status, submit);
@@ -152,6 +159,41 @@ function r2Chart(summary) {
     mk('text', { x: left + (w - left - 50) * r2 + 6, y: y + barH * 0.7 }, r2.toFixed(2));
   });
   return h('figure', {}, svg, h('figcaption', {}, 'Mean estimated r2 of imputed variants, by minor allele frequency'));
+}
+
+// Each sample's mean weight for each panel, as stacked bars drawn from the report's numbers.
+function weightsChart(report) {
+  const samples = Array.isArray(report.samples) ? report.samples : [];
+  if (!samples.length) return null;
+  const w = 420, barH = 12, gap = 3, left = 90, top = 24;
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('viewBox', `0 0 ${w} ${top + samples.length * (barH + gap) + 4}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', `Mean weight of each panel (${report.panels.join(', ')}) for each of ${samples.length} samples`);
+  svg.classList.add('chart', 'weights');
+  const mk = (tag, attrs, text) => {
+    const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text) el.textContent = text;
+    svg.append(el);
+    return el;
+  };
+  report.panels.forEach((p, k) => {
+    mk('rect', { x: left + k * 150, y: 4, width: 10, height: 10, class: `panel-${k % 4}` });
+    mk('text', { x: left + k * 150 + 14, y: 13 }, p);
+  });
+  samples.forEach((s, i) => {
+    const y = top + i * (barH + gap);
+    mk('text', { x: 0, y: y + barH - 2, class: 'small' }, s.sample);
+    let x = left;
+    s.mean_weights.forEach((weight, k) => {
+      const width = (w - left) * Math.max(0, Math.min(1, Number(weight) || 0));
+      mk('rect', { x, y, width, height: barH, class: `panel-${k % 4}` })
+        .append(Object.assign(document.createElementNS('http://www.w3.org/2000/svg', 'title'), { textContent: `${s.sample}: ${report.panels[k]} ${(Number(weight) || 0).toFixed(3)}` }));
+      x += width;
+    });
+  });
+  return h('figure', {}, svg, h('figcaption', {}, 'Mean weight of each panel per sample, over the training sites'));
 }
 
 // The node's frequency check, drawn from its numbers (never from markup a host sent).
@@ -291,7 +333,7 @@ export async function jobPage(main, id) {
     }
     if (job.children?.length) {
       parts.push(h('section.card', {}, h('h2', {}, 'Panels'), table(['Panel', 'State', 'Progress', 'Job'], job.children.map((c) => h('tr', {},
-        h('td', {}, c.panel), h('td', {}, badge(c.state), c.error ? ` ${c.error}` : ''), h('td', {}, `${Math.round(c.progress * 100)}%`),
+        h('td', {}, `${c.panel}${{ meta_phase: ' (phasing)', meta_impute: ' (imputing)' }[c.mode] || ''}`), h('td', {}, badge(c.state), c.error ? ` ${c.error}` : ''), h('td', {}, `${Math.round(c.progress * 100)}%`),
         h('td', {}, h('a', { href: `#/jobs/${c.id}` }, c.id.slice(0, 8))))), 'One job per panel')));
     }
     if (job.merge_report) {
@@ -301,6 +343,18 @@ export async function jobPage(main, id) {
       parts.push(h('section.card', {}, h('h2', {}, 'Merged result'),
         h('p', {}, `${r.variants.toLocaleString()} variants; each keeps the call of the panel with the highest estimated r2.`),
         table(['MAF bin', ...r.panels], rows, 'Variants won by each panel')));
+    }
+    if (job.meta_report) {
+      const r = job.meta_report;
+      const rows = ['<1%', '1-5%', '>5%'].filter((bin) => r.estimated_r2_by_maf?.[bin]).map((bin) => h('tr', {},
+        h('th', { scope: 'row' }, bin), h('td', {}, r.estimated_r2_by_maf[bin].variants.toLocaleString()), h('td', {}, r.estimated_r2_by_maf[bin].mean_r2.toFixed(3))));
+      const chromosomes = r.chromosomes.map((c) => h('tr', {}, h('th', { scope: 'row' }, c.chromosome),
+        h('td', {}, c.training_sites.toLocaleString()), h('td', {}, c.variants.toLocaleString()), h('td', {}, c.not_in_every_panel.toLocaleString())));
+      parts.push(h('section.card', {}, h('h2', {}, 'Meta-imputation'),
+        h('p', {}, `Panels ${r.panels.join(', ')}, combined per haplotype with weights learnt at the typed sites every panel has.`),
+        table(['Chromosome', 'Training sites', 'Variants', 'Not in every panel'], chromosomes, 'Per chromosome'),
+        table(['MAF bin', 'Variants', 'Mean estimated r2'], rows, 'Estimated accuracy of the combination'),
+        weightsChart(r)));
     }
     if (results.length) {
       // Password-protected archives: the password is shown here once and kept nowhere.

@@ -2,13 +2,19 @@
 //! engines run as each host runs them (Beagle 5.4 phasing with its panel, Minimac4 4.1.2 with
 //! `--empirical-output`) and the origin's statistics through `fedimpute combine`: each sample's
 //! phasing from its best-fitting panel, then the combination of both panels' results of that one
-//! phased file. The pooled panel is in the data for reference only.
+//! phased file. The pooled panel is in the data for reference only. Then the same through a
+//! federation: a `combine=meta` job at an origin with two hosts, one panel each.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fedimpute_tests::jobs::accuracy_against;
+use std::time::Duration;
+
+use fedimpute_tests::federation::{federation_with, with_transfer};
+use fedimpute_tests::jobs::{accuracy_against, download, panel_add, submit, wait_state};
 use fedimpute_tests::{fedimpute, test_data};
+use reqwest::StatusCode;
+use sha2::{Digest, Sha256};
 
 fn data(name: &str) -> PathBuf {
     test_data(&format!("two_pop/{name}"))
@@ -198,4 +204,134 @@ fn meta_imputation_of_two_population_panels_approaches_the_pooled_panel() {
     let mut seen = std::collections::HashSet::new();
     union.retain(|s| seen.insert(s.clone()));
     assert_eq!(sites(&meta), union);
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn sha256(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn samples_of(vcf: &Path) -> Vec<String> {
+    let out = Command::new("bcftools").args(["query", "-l"]).arg(vcf).output().unwrap();
+    assert!(out.status.success(), "bcftools query -l {}: {}", vcf.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_meta_job_approaches_the_pooled_panel_and_the_origin_receives_only_its_targets() {
+    const PANELS: [&str; 2] = ["panel_a", "panel_b"];
+    let fed = federation_with(
+        2,
+        |i, node| {
+            let vcf = data(&format!("{}.vcf.gz", PANELS[i - 1]));
+            panel_add(node, PANELS[i - 1], &[&vcf], &["--population", "AFR", "--map", path(&data("map.txt"))]);
+        },
+        |_, c| with_transfer(c, "poll_secs = 1"),
+    )
+    .await;
+    let a = &fed.nodes[0];
+    let token = a.admin_token().await.unwrap();
+    let targets = [(data("targets.vcf.gz"), "targets.vcf.gz")];
+    let targets: Vec<(&Path, &str)> = targets.iter().map(|(p, n)| (p.as_path(), *n)).collect();
+    let fields = |extra: &[(&'static str, &'static str)]| {
+        [&[("panel", "panel_a,panel_b"), ("build", "hg19"), ("combine", "meta")], extra].concat()
+    };
+
+    // What meta-imputation cannot do is refused before anything is kept.
+    for (extra, why) in [
+        (vec![("panel", "panel_a")], "two or more panels"),
+        (vec![("engine", "beagle")], "minimac4"),
+        (vec![("phasing", "no_phasing")], "no_phasing"),
+        (vec![("combine", "average")], "combine must be one of"),
+    ] {
+        let mut asked = fields(&[]);
+        asked.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        asked.extend(extra);
+        let (status, body) = submit(a, &token, &targets, &asked).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{asked:?}: {body}");
+        assert!(body.to_string().contains(why), "{asked:?}: {body}");
+    }
+
+    let (status, job) = submit(a, &token, &targets, &fields(&[("r2_filter", "0")])).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let done = wait_state(a, &token, id, &["completed", "failed", "cancelled"], Duration::from_secs(900)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    // Two rounds, each on both hosts: the phasing, then the composed phasing imputed.
+    let children = done["children"].as_array().unwrap();
+    let hosts = [fed.nodes[1].peer_id(), fed.nodes[2].peer_id()];
+    for round in ["meta_phase", "meta_impute"] {
+        let peers: Vec<&str> =
+            children.iter().filter(|c| c["mode"] == round).map(|c| c["peer"].as_str().unwrap()).collect();
+        assert_eq!(peers, hosts, "{round}: {done}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("meta.vcf.gz");
+    download(a, &token, id, "chr20.meta.dose.vcf.gz", &meta).await;
+    // The same panels run directly, for reference: each alone, their best-r2 merge, and pooled.
+    let (host_a, host_b) = (Host::new(dir.path(), "panel_a"), Host::new(dir.path(), "panel_b"));
+    let pooled = Host::new(dir.path(), "pooled");
+    let (a_own, _) = host_a.impute(&host_a.phased, "own");
+    let (b_own, _) = host_b.impute(&host_b.phased, "own");
+    let (pooled_dose, _) = pooled.impute(&pooled.phased, "own");
+    let best_r2 = dir.path().join("best_r2.vcf.gz");
+    let panel_arg = |name: &str, p: &Path| format!("{name}={}", path(p));
+    combine(&["best-r2", "--panel", &panel_arg("A", &a_own), "--panel", &panel_arg("B", &b_own), "-o", path(&best_r2)]);
+    let (single_a, single_b, merged, combined, reference) =
+        (r2_all(&a_own), r2_all(&b_own), r2_all(&best_r2), r2_all(&meta), r2_all(&pooled_dose));
+    let scores = format!(
+        "A {single_a:.3}, B {single_b:.3}, best_r2 {merged:.3}, federated meta {combined:.3}, pooled {reference:.3}"
+    );
+    assert!(combined >= single_a.max(single_b) + 0.05, "meta beats the better panel by 0.05: {scores}");
+    assert!(combined > merged, "meta beats best_r2: {scores}");
+    assert!(combined >= reference - 0.02, "meta within 0.02 of the pooled panel: {scores}");
+
+    // The job's report: most samples weigh the panel of their own population most.
+    let report = &done["meta_report"];
+    let panels: Vec<&str> = report["panels"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(panels, PANELS, "{report}");
+    let truth = populations();
+    let own_panel = |pop: &str| if pop == "A" { PANELS[0] } else { PANELS[1] };
+    let weighted_right = report["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            let w: Vec<f64> = s["mean_weights"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).collect();
+            let best = if w[0] >= w[1] { panels[0] } else { panels[1] };
+            truth.iter().any(|(name, pop)| s["sample"] == name.as_str() && own_panel(pop) == best)
+        })
+        .count();
+    assert!(weighted_right * 10 >= truth.len() * 9, "{weighted_right} of {} samples: {report}", truth.len());
+
+    // Nothing of the panels reached the origin: every VCF it holds has the targets' samples
+    // and no others, and no file it holds is a file of a host's panel.
+    let target_samples = samples_of(&data("targets.vcf.gz"));
+    let origin_files = files_under(&a.data_dir());
+    let mut vcfs = 0;
+    for file in origin_files.iter().filter(|f| f.to_string_lossy().ends_with(".vcf.gz")) {
+        assert_eq!(samples_of(file), target_samples, "{}", file.display());
+        vcfs += 1;
+    }
+    assert!(vcfs >= 9, "the inputs, each round's returned files and the results: {vcfs} VCFs");
+    let panel_files: std::collections::HashSet<String> =
+        fed.nodes[1..].iter().flat_map(|h| files_under(&h.data_dir().join("panels"))).map(|f| sha256(&f)).collect();
+    assert!(panel_files.len() >= 4, "the hosts' panel files were found: {}", panel_files.len());
+    for file in &origin_files {
+        assert!(!panel_files.contains(&sha256(file)), "{} is a host's panel file", file.display());
+    }
 }

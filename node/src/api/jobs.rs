@@ -22,6 +22,7 @@ use crate::auth::Principal;
 use crate::files::FileStoreError;
 use crate::imputation::GenomeBuild;
 use crate::imputation::combine::best_r2::MergeReport;
+use crate::imputation::combine::meta::MetaReport;
 use crate::imputation::qc::{InputFile, QcError, check_inputs};
 use crate::imputation::repair::{Repair, repair_inputs};
 use crate::jobs::federated::select_host;
@@ -87,6 +88,9 @@ pub struct JobView {
     children: Vec<ChildView>,
     /// A completed multi-panel job's report: variants each panel won, per MAF bin.
     merge_report: Option<MergeReport>,
+    /// A completed meta-imputation's report: per chromosome the training sites, per sample its
+    /// mean weight for each panel, and the estimated r2 per MAF bin.
+    meta_report: Option<MetaReport>,
 }
 
 /// One panel's job within a multi-panel job.
@@ -100,30 +104,36 @@ pub struct ChildView {
     /// The node that runs it, if not this one.
     peer: Option<String>,
     error: Option<String>,
+    /// `imputation`, or the round of a meta-imputation: `meta_phase`, then `meta_impute`.
+    mode: String,
 }
 
 async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
     let inputs = state.store.job_inputs(&job.id).await?;
-    let (children, merge_report) = if job.role() == JobRole::Parent {
+    async fn report<T: serde::de::DeserializeOwned>(path: PathBuf) -> Option<T> {
+        serde_json::from_slice(&tokio::fs::read(path).await.ok()?).ok()
+    }
+    let (children, merge_report, meta_report) = if job.role() == JobRole::Parent {
         let children = state.store.child_jobs(&job.id).await?;
-        let report = tokio::fs::read(state.jobs.results_dir(&job.id).join("merge_report.json"))
-            .await
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let results = state.jobs.results_dir(&job.id);
+        let (merge, meta) =
+            (report(results.join("merge_report.json")).await, report(results.join("meta_report.json")).await);
+        let labels = crate::jobs::meta_rounds::round_labels(&children);
         let children = children
             .into_iter()
             .map(|c| ChildView {
-                panel: child_label(&c),
+                panel: labels.get(&c.id).cloned().unwrap_or_else(|| child_label(&c)),
                 id: c.id,
                 state: c.state,
                 progress: c.progress,
                 peer: c.peer,
                 error: c.error,
+                mode: c.mode,
             })
             .collect();
-        (children, report)
+        (children, merge, meta)
     } else {
-        (Vec::new(), None)
+        (Vec::new(), None, None)
     };
     let repairs: Vec<Repair> =
         job.input_repairs.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
@@ -159,6 +169,7 @@ async fn view(state: &AppState, job: JobRow) -> Result<JobView, ApiError> {
         parent_id: job.parent_id,
         children,
         merge_report,
+        meta_report,
     })
 }
 
@@ -262,10 +273,16 @@ pub struct JobSubmission {
     repair: Option<bool>,
     /// `true`: if the host is lost, move the job to another host of the panel.
     allow_resubmit: Option<bool>,
+    /// A multi-panel job's combination: `best_r2` (default: per variant, the panel with the
+    /// highest estimated r2) or `meta` (meta-imputation: per haplotype and along the
+    /// chromosome, weights learnt from each panel's leave-one-out dosages at the typed sites;
+    /// Minimac4 at every host).
+    combine: Option<String>,
 }
 
 /// Submit a job: multipart with one or more `files` (bgzipped VCF, one chromosome each) and the
-/// fields `panel`, `build`, `phasing`, `population`, `r2_filter`, `mode`, `engine`, `name`.
+/// fields `panel`, `build`, `phasing`, `population`, `r2_filter`, `mode`, `engine`, `name`,
+/// `combine`.
 /// The input is checked before the job is accepted; a refusal says what to fix and keeps nothing.
 #[utoipa::path(post, operation_id = "submitJob", path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
     request_body(content = JobSubmission, content_type = "multipart/form-data", description = "files + job fields"),
@@ -364,10 +381,13 @@ async fn submit(
             &field("r2_filter").unwrap_or_else(|| "0".into()),
             &fedimpute_protocol::jobs::R2_FILTERS,
         )?;
-        let params = JobParams {
+        let combine = choice("combine", &field("combine").unwrap_or_else(|| "best_r2".into()), &COMBINE_RULES)?;
+        let meta = combine == "meta";
+        let mut params = JobParams {
             name: field("name").unwrap_or_else(|| format!("job {}", &job_id[..8])),
             build: build.as_str().to_string(),
-            engine: engine_field(field("engine"))?,
+            // Meta-imputation runs with Minimac4 everywhere.
+            engine: engine_field(field("engine").or_else(|| meta.then(|| "minimac4".into())))?,
             phasing: choice(
                 "phasing",
                 &field("phasing").unwrap_or_else(|| "beagle".into()),
@@ -378,6 +398,9 @@ async fn submit(
             r2_filter: r2_filter.parse().unwrap_or(0.0),
             panel_id,
         };
+        if meta {
+            check_meta_request(&params, panel_refs.len())?;
+        }
         let mut placements = Vec::new();
         for panel_ref in &panel_refs {
             placements.push(place(&state, panel_ref, &params, upload, allow_resubmit).await?);
@@ -454,6 +477,9 @@ async fn submit(
             return Ok((params, Vec::new()));
         }
         // Several panels: a parent, and a child per panel that does the work.
+        if meta {
+            params.mode = crate::jobs::meta_rounds::META_PARENT_MODE.into();
+        }
         let parent = JobPlacement { role: JobRole::Parent, ..Default::default() };
         state.store.create_job(&job_id, user.id, &params, &stored, &parent).await?;
         if let Some(r) = &repairs_json {
@@ -462,11 +488,18 @@ async fn submit(
         let mut children = Vec::new();
         for (panel_ref, placement) in panel_refs.iter().zip(placements) {
             let child_id = hex::encode(crate::secrets::random_bytes::<12>());
-            let child_params = JobParams {
+            let mut child_params = JobParams {
                 name: format!("{} [{}]", params.name, panel_ref.text()),
                 panel_id: panel_ref.panel_id.clone(),
                 ..params.clone()
             };
+            if meta {
+                // The first round: each panel phases the targets (every site kept, whatever
+                // its r2; the combination is filtered).
+                child_params.name = format!("{} [{}, phasing]", params.name, panel_ref.text());
+                child_params.mode = fedimpute_protocol::jobs::META_MODES[0].into();
+                child_params.r2_filter = 0.0;
+            }
             let placement = JobPlacement { parent_id: Some(job_id.clone()), ..placement };
             state.jobs.files.share_inputs(&job_id, &child_id, stored.len()).await.map_err(ApiError::internal)?;
             state.store.create_job(&child_id, user.id, &child_params, &stored, &placement).await?;
@@ -513,6 +546,32 @@ async fn submit(
 
 /// Most panels one submission may name.
 const MAX_PANELS: usize = 8;
+
+/// How a multi-panel job combines its panels: per variant, the panel with the best estimated r2;
+/// or per haplotype, by meta-imputation.
+const COMBINE_RULES: [&str; 2] = ["best_r2", "meta"];
+
+/// What meta-imputation needs of a submission.
+fn check_meta_request(params: &JobParams, panels: usize) -> Result<(), ApiError> {
+    let refuse = |why: String| Err(ApiError::Unprocessable(format!("combine=meta {why}")));
+    if panels < 2 {
+        return refuse(format!("combines two or more panels; {panels} was named"));
+    }
+    if params.engine != "minimac4" {
+        return refuse(format!("runs with engine minimac4 at every host, not {:?}", params.engine));
+    }
+    if params.mode != "imputation" {
+        return refuse(format!("imputes; mode {:?} is not available with it", params.mode));
+    }
+    if params.phasing != "beagle" {
+        return refuse(
+            "phases the targets with each panel and gives each sample the phasing that fits it best; \
+             phasing=no_phasing is not available with it"
+                .into(),
+        );
+    }
+    Ok(())
+}
 
 /// Where a job on `panel_ref` runs: here if this node hosts the panel (and the researcher did
 /// not name another host), else at the best host in the federation within both sides' data

@@ -34,16 +34,22 @@ pub enum JobCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Panel id from the federation catalog; `host/panel` to choose the node that hosts it
-        /// (its PeerId or institution, as the signed member list names it); several separated by commas for a multi-panel
-        /// job whose result keeps, per variant, the best-imputed call.
+        /// (its PeerId or institution, as the signed member list names it); several separated
+        /// by commas for a multi-panel job (see --combine).
         #[arg(long)]
         panel: String,
         /// hg19 or hg38.
         #[arg(long)]
         build: String,
-        /// beagle or minimac4.
-        #[arg(long, default_value = "beagle")]
-        engine: String,
+        /// beagle (the default) or minimac4; meta-imputation runs with minimac4.
+        #[arg(long)]
+        engine: Option<String>,
+        /// How a multi-panel job combines its panels: best_r2 (the default: per variant, the
+        /// call with the highest estimated r2) or meta (meta-imputation: per sample and along
+        /// the chromosome, the panels weighted by how well each predicted the sample's own
+        /// typed alleles; approaches a pooled panel when the samples' ancestries differ).
+        #[arg(long, value_parser = ["best_r2", "meta"])]
+        combine: Option<String>,
         /// beagle or no_phasing.
         #[arg(long, default_value = "beagle")]
         phasing: String,
@@ -339,6 +345,7 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             panel,
             build,
             engine,
+            combine,
             phasing,
             population,
             r2_filter,
@@ -371,7 +378,8 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             for (k, v) in [
                 ("panel", Some(panel)),
                 ("build", Some(build)),
-                ("engine", Some(engine)),
+                ("engine", engine),
+                ("combine", combine),
                 ("phasing", Some(phasing)),
                 ("population", population),
                 ("r2_filter", Some(r2_filter)),

@@ -161,11 +161,19 @@ impl FileStore {
     /// Gives job `to` the first `count` inputs of job `from` (one submission's jobs: a hard link
     /// where the file system allows it, else a copy).
     pub async fn share_inputs(&self, from: &str, to: &str, count: usize) -> std::io::Result<()> {
+        let sources: Vec<PathBuf> = (0..count as i64).map(|idx| self.input_path(from, idx)).collect();
+        self.adopt_inputs(to, &sources).await
+    }
+
+    /// Makes `files` (in order) job `to`'s inputs, leaving them where they are too: a hard link
+    /// where the file system allows it, else a copy.
+    pub async fn adopt_inputs(&self, to: &str, files: &[PathBuf]) -> std::io::Result<()> {
         tokio::fs::create_dir_all(self.inputs_dir(to)).await?;
-        for idx in 0..count as i64 {
-            let (source, dest) = (self.input_path(from, idx), self.input_path(to, idx));
-            if tokio::fs::hard_link(&source, &dest).await.is_err() {
-                tokio::fs::copy(&source, &dest).await?;
+        for (idx, source) in files.iter().enumerate() {
+            let dest = self.input_path(to, idx as i64);
+            let _ = tokio::fs::remove_file(&dest).await;
+            if tokio::fs::hard_link(source, &dest).await.is_err() {
+                tokio::fs::copy(source, &dest).await?;
             }
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! `report.html`: a job's QC and imputation report as one self-contained page (no script, no
 //! external asset), for researchers to keep with their results and send to collaborators: the
 //! repairs made, the QC statistics, the allele-frequency plot, mean r2 by MAF, counts per
-//! chromosome, and for a multi-panel job the variants each panel won.
+//! chromosome, and for a multi-panel job the variants each panel won or, for a meta-imputation,
+//! what each sample weighed each panel.
 //!
 //! Every text comes from a typed report and is escaped; plots are drawn here from numbers, so
 //! nothing a host sent can add markup.
@@ -12,6 +13,7 @@ use std::path::Path;
 use super::results::JobSummary;
 use crate::html::escape;
 use crate::imputation::combine::best_r2::MergeReport;
+use crate::imputation::combine::meta::MetaReport;
 use crate::imputation::qc::{QcReport, QcStatus};
 use crate::store::jobs::JobRow;
 use crate::time::rfc3339;
@@ -68,13 +70,39 @@ fn r2_chart(summary: &JobSummary) -> String {
     svg
 }
 
+/// How a multi-panel job's panels were combined, from its report.
+#[derive(Default, Clone, Copy)]
+pub enum Combined<'a> {
+    #[default]
+    One,
+    BestR2(&'a MergeReport),
+    Meta(&'a MetaReport),
+}
+
+fn meta_section(out: &mut String, meta: &MetaReport) {
+    out.push_str("<h2>Panels combined (meta-imputation)</h2>");
+    let rows: Vec<Vec<String>> = meta
+        .chromosomes
+        .iter()
+        .map(|c| {
+            let cells = [c.training_sites, c.variants, c.not_in_every_panel];
+            std::iter::once(c.chromosome.clone()).chain(cells.iter().map(u64::to_string)).collect()
+        })
+        .collect();
+    table(out, &["Chromosome", "Training sites", "Variants", "Not in every panel"], &rows);
+    out.push_str("<h3>Mean weight of each panel, per sample</h3>");
+    let mut head = vec!["Sample"];
+    head.extend(meta.panels.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = meta
+        .samples
+        .iter()
+        .map(|s| std::iter::once(s.sample.clone()).chain(s.mean_weights.iter().map(|w| format!("{w:.3}"))).collect())
+        .collect();
+    table(out, &head, &rows);
+}
+
 /// The report page.
-pub fn render(
-    job: &JobRow,
-    qc: Option<&QcReport>,
-    summary: Option<&JobSummary>,
-    merge: Option<&MergeReport>,
-) -> String {
+pub fn render(job: &JobRow, qc: Option<&QcReport>, summary: Option<&JobSummary>, combined: Combined<'_>) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -175,17 +203,22 @@ pub fn render(
             table(&mut out, &["Chromosome", "Typed", "Imputed", "Under the r2 filter"], &rows);
         }
     }
-    if let Some(merge) = merge {
-        out.push_str("<h2>Panels combined (best r2 per variant)</h2>");
-        let rows: Vec<Vec<String>> = merge.wins.iter().map(|(panel, n)| vec![panel.clone(), n.to_string()]).collect();
-        table(&mut out, &["Panel", "Variants won"], &rows);
+    match combined {
+        Combined::One => {}
+        Combined::BestR2(merge) => {
+            out.push_str("<h2>Panels combined (best r2 per variant)</h2>");
+            let rows: Vec<Vec<String>> =
+                merge.wins.iter().map(|(panel, n)| vec![panel.clone(), n.to_string()]).collect();
+            table(&mut out, &["Panel", "Variants won"], &rows);
+        }
+        Combined::Meta(meta) => meta_section(&mut out, meta),
     }
     out.push_str("</body></html>\n");
     out
 }
 
 /// Writes `report.html` into `results` from the files there (`qc_report.json`, `summary.json`,
-/// `merge_report.json`), whichever exist.
+/// `merge_report.json` or `meta_report.json`), whichever exist.
 pub async fn write(job: &JobRow, results: &Path) -> std::io::Result<std::path::PathBuf> {
     async fn read<T: serde::de::DeserializeOwned>(path: std::path::PathBuf) -> Option<T> {
         serde_json::from_slice(&tokio::fs::read(path).await.ok()?).ok()
@@ -193,8 +226,14 @@ pub async fn write(job: &JobRow, results: &Path) -> std::io::Result<std::path::P
     let qc: Option<QcReport> = read(results.join("qc_report.json")).await;
     let summary: Option<JobSummary> = read(results.join("summary.json")).await;
     let merge: Option<MergeReport> = read(results.join("merge_report.json")).await;
+    let meta: Option<MetaReport> = read(results.join("meta_report.json")).await;
+    let combined = match (&merge, &meta) {
+        (Some(merge), _) => Combined::BestR2(merge),
+        (None, Some(meta)) => Combined::Meta(meta),
+        (None, None) => Combined::One,
+    };
     let path = results.join("report.html");
-    tokio::fs::write(&path, render(job, qc.as_ref(), summary.as_ref(), merge.as_ref())).await?;
+    tokio::fs::write(&path, render(job, qc.as_ref(), summary.as_ref(), combined)).await?;
     Ok(path)
 }
 
@@ -230,7 +269,7 @@ mod tests {
             },
         );
         let job = JobRow::for_tests("j1", "sim");
-        let page = render(&job, Some(&qc), Some(&summary), None);
+        let page = render(&job, Some(&qc), Some(&summary), Combined::One);
         assert!(!page.contains("<script") && !page.contains("<img"), "markup from a report reached the page");
         assert!(page.contains("a&lt;b&gt;.vcf: sorted 9 records of 20"));
         for section in

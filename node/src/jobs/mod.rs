@@ -10,6 +10,7 @@ mod engine_run;
 mod external;
 pub mod federated;
 pub mod html_report;
+pub mod meta_rounds;
 pub mod multi_panel;
 mod outputs;
 mod results;

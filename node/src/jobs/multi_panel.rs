@@ -15,7 +15,7 @@ use crate::store::jobs::{JobResult, JobRole, JobRow, JobState, LIVE_STATES, Tran
 
 /// Where the children of a parent are, taken together.
 #[derive(Debug, Clone, PartialEq)]
-enum Aggregate {
+pub(super) enum Aggregate {
     /// None has started.
     Waiting,
     /// Some are under way; mean progress.
@@ -36,7 +36,11 @@ pub fn child_label(child: &JobRow) -> String {
     }
 }
 
-fn aggregate(children: &[JobRow]) -> Aggregate {
+/// Stages in which the parent itself works on its children's results (one at a time: events
+/// meanwhile wait for it).
+const BUSY_STAGES: [&str; 2] = ["merging", "composing"];
+
+pub(super) fn aggregate(children: &[JobRow]) -> Aggregate {
     if children.iter().any(|c| c.state().is_live()) {
         let started =
             children.iter().any(|c| !matches!(c.state(), JobState::Pending | JobState::Validating | JobState::Queued));
@@ -62,6 +66,14 @@ impl JobsService {
     pub(super) async fn follow_parents(&self) {
         let mut events = self.subscribe();
         for parent in self.store.jobs_of_role(JobRole::Parent, &LIVE_STATES).await.unwrap_or_default() {
+            // A merge or composition a restart interrupted is done again from the children's
+            // results, which are all still there.
+            if let Some(stage) = parent.stage.as_deref().filter(|s| BUSY_STAGES.contains(s))
+                && let Ok(event) = self.store.job_progress(&parent.id, "panels", parent.progress, None).await
+            {
+                tracing::info!(job = %parent.id, stage, "resuming a multi-panel job interrupted by a restart");
+                self.publish(event);
+            }
             self.update_parent(&parent.id).await;
         }
         loop {
@@ -85,30 +97,48 @@ impl JobsService {
 
     async fn update_parent(&self, parent_id: &str) {
         let Ok(Some(parent)) = self.store.job(parent_id).await else { return };
-        if !parent.state().is_live() || parent.stage.as_deref() == Some("merging") {
+        if !parent.state().is_live() || parent.stage.as_deref().is_some_and(|s| BUSY_STAGES.contains(&s)) {
             return;
         }
         let Ok(children) = self.store.child_jobs(parent_id).await else { return };
-        let live = &LIVE_STATES;
+        if parent.mode == super::meta_rounds::META_PARENT_MODE {
+            return self.update_meta_parent(&parent, &children).await;
+        }
         match aggregate(&children) {
-            Aggregate::Waiting => {}
+            Aggregate::Completed => self.merge(&parent, &children).await,
+            other => self.follow_round(&parent, other, children.len(), "panels", (0.0, 0.95)).await,
+        }
+    }
+
+    /// Moves the parent along with one round of children that has not all completed; its
+    /// progress spans `span` (from, width) of the parent's.
+    pub(super) async fn follow_round(
+        &self,
+        parent: &JobRow,
+        round: Aggregate,
+        panels: usize,
+        stage: &str,
+        span: (f64, f64),
+    ) {
+        let (parent_id, live) = (parent.id.as_str(), &LIVE_STATES);
+        match round {
+            Aggregate::Waiting | Aggregate::Completed => {}
             Aggregate::Running(progress) => {
-                let progress = progress * 0.95;
+                let progress = span.0 + progress * span.1;
                 if parent.state() != JobState::Running {
                     let update = TransitionUpdate {
-                        stage: Some("panels".into()),
+                        stage: Some(stage.into()),
                         progress: Some(progress),
-                        message: Some(format!("{} panels under way", children.len())),
+                        message: Some(format!("{panels} panels under way")),
                         ..Default::default()
                     };
                     let _ = self.transition(parent_id, live, JobState::Running, update).await;
-                } else if progress - parent.progress >= 0.01
-                    && let Ok(event) = self.store.job_progress(parent_id, "panels", progress, None).await
+                } else if (progress - parent.progress >= 0.01 || parent.stage.as_deref() != Some(stage))
+                    && let Ok(event) = self.store.job_progress(parent_id, stage, progress, None).await
                 {
                     self.publish(event);
                 }
             }
-            Aggregate::Completed => self.merge(&parent, &children).await,
             Aggregate::Failed(reason) => {
                 let update = TransitionUpdate { error: Some(reason), ..Default::default() };
                 let _ = self.transition(parent_id, live, JobState::Failed, update).await;
@@ -121,7 +151,7 @@ impl JobsService {
         }
     }
 
-    async fn merge(&self, parent: &JobRow, children: &[JobRow]) {
+    pub(super) async fn merge(&self, parent: &JobRow, children: &[JobRow]) {
         let update = TransitionUpdate {
             stage: Some("merging".into()),
             progress: Some(0.95),
@@ -131,11 +161,16 @@ impl JobsService {
         if !matches!(self.transition(&parent.id, &LIVE_STATES, JobState::Running, update).await, Ok(true)) {
             return;
         }
-        let (to, update) = match self.write_merge(parent, children).await {
-            Ok((report, summary)) => (
+        let written = if parent.mode == super::meta_rounds::META_PARENT_MODE {
+            self.write_meta(parent, children).await
+        } else {
+            self.write_merge(parent, children).await
+        };
+        let (to, update) = match written {
+            Ok((message, summary)) => (
                 JobState::Completed,
                 TransitionUpdate {
-                    message: Some(format!("merged {} variants from {} panels", report.variants, report.panels.len())),
+                    message: Some(message),
                     summary: serde_json::to_string(&summary).ok(),
                     ..Default::default()
                 },
@@ -151,8 +186,9 @@ impl JobsService {
         }
     }
 
-    /// Merges every chromosome the children imputed; returns the report.
-    async fn write_merge(&self, parent: &JobRow, children: &[JobRow]) -> Result<(MergeReport, JobSummary), String> {
+    /// Merges every chromosome the children imputed; returns the completion message and the
+    /// summary.
+    async fn write_merge(&self, parent: &JobRow, children: &[JobRow]) -> Result<(String, JobSummary), String> {
         let results = self.results_dir(&parent.id);
         let _ = tokio::fs::remove_dir_all(&results).await;
         self.store.clear_job_results(&parent.id).await.map_err(|e| e.to_string())?;
@@ -172,22 +208,10 @@ impl JobsService {
         }
         let mut report = MergeReport::default();
         let mut summary = JobSummary { r2_filter: parent.r2_filter, ..Default::default() };
-        // Provenance: the panels and the institutions that host them, from the signed member list.
-        let mut hosts = Vec::new();
-        for child in children {
-            let host = match &child.peer {
-                Some(peer) => super::outputs::signed_institution(self, peer).await.unwrap_or_else(|| peer.clone()),
-                None => self.config.node.institution.clone(),
-            };
-            hosts.push(format!("{}: {host}", child_label(child)));
-        }
-        let mut lines =
-            super::outputs::provenance(self, parent, &format!("best-r2 merge of {} panels", children.len())).await;
-        for (key, value) in lines.iter_mut() {
-            if key == "panel_host" {
-                *value = hosts.join("; ");
-            }
-        }
+        let labels: Vec<String> = children.iter().map(child_label).collect();
+        let lines = self
+            .multi_panel_provenance(parent, children, &labels, &format!("best-r2 merge of {} panels", children.len()))
+            .await;
         let work = self.job_dir(&parent.id).join("merge");
         tokio::fs::create_dir_all(&work).await.map_err(|e| e.to_string())?;
         for (name, inputs) in chromosomes {
@@ -221,19 +245,52 @@ impl JobsService {
             tokio::fs::write(results.join(file), text).await.map_err(|e| e.to_string())?;
             self.record_result(&parent.id, &results.join(file)).await?;
         }
-        tokio::fs::write(
-            results.join("summary.json"),
-            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        self.record_result(&parent.id, &results.join("summary.json")).await?;
-        let page = super::html_report::write(parent, &results).await.map_err(|e| e.to_string())?;
-        self.record_result(&parent.id, &page).await?;
-        Ok((report, summary))
+        self.write_parent_summary(parent, &results, &summary).await?;
+        let message = format!("merged {} variants from {} panels", report.variants, report.panels.len());
+        Ok((message, summary))
     }
 
-    async fn record_result(&self, id: &str, path: &std::path::Path) -> Result<(), String> {
+    /// Writes a multi-panel job's `summary.json` and `report.html`, after its other results.
+    pub(super) async fn write_parent_summary(
+        &self,
+        parent: &JobRow,
+        results: &std::path::Path,
+        summary: &JobSummary,
+    ) -> Result<(), String> {
+        let json = serde_json::to_string_pretty(summary).map_err(|e| e.to_string())?;
+        tokio::fs::write(results.join("summary.json"), json).await.map_err(|e| e.to_string())?;
+        self.record_result(&parent.id, &results.join("summary.json")).await?;
+        let page = super::html_report::write(parent, results).await.map_err(|e| e.to_string())?;
+        self.record_result(&parent.id, &page).await
+    }
+
+    /// The provenance lines of a multi-panel job's results: `how` they were combined, and the
+    /// panels with the institutions that host them, from the signed member list.
+    pub(super) async fn multi_panel_provenance(
+        &self,
+        parent: &JobRow,
+        children: &[JobRow],
+        labels: &[String],
+        how: &str,
+    ) -> Vec<(String, String)> {
+        let mut hosts = Vec::new();
+        for (child, label) in children.iter().zip(labels) {
+            let host = match &child.peer {
+                Some(peer) => super::outputs::signed_institution(self, peer).await.unwrap_or_else(|| peer.clone()),
+                None => self.config.node.institution.clone(),
+            };
+            hosts.push(format!("{label}: {host}"));
+        }
+        let mut lines = super::outputs::provenance(self, parent, how).await;
+        for (key, value) in lines.iter_mut() {
+            if key == "panel_host" {
+                *value = hosts.join("; ");
+            }
+        }
+        lines
+    }
+
+    pub(super) async fn record_result(&self, id: &str, path: &std::path::Path) -> Result<(), String> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let file = crate::files::hash_file(path).await.map_err(|e| e.to_string())?;
         self.store
