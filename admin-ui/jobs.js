@@ -136,24 +136,33 @@ export async function newJobPage(main) {
   mount(main, h('h1', {}, 'New job'), form);
 }
 
+// An accessible SVG chart (role img, labelled) and `mk`, which adds an element to it from
+// attributes and text only, never markup.
+function svgChart(width, height, label, ...classes) {
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', label);
+  svg.classList.add('chart', ...classes);
+  const mk = (tag, attrs, text) => {
+    const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text) el.textContent = text;
+    svg.append(el);
+    return el;
+  };
+  return { svg, mk };
+}
+
 function r2Chart(summary) {
   const bins = ['<1%', '1-5%', '>5%'].filter((b) => summary.imputed_by_maf?.[b]);
   if (!bins.length) return null;
   const w = 320, barH = 28, gap = 12, left = 60;
-  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
-  svg.setAttribute('viewBox', `0 0 ${w} ${bins.length * (barH + gap) + 20}`);
-  svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', 'Mean estimated r2 by minor allele frequency: ' + bins.map((b) => `${b} ${(summary.imputed_by_maf[b].mean_r2 ?? 0).toFixed(2)}`).join(', '));
-  svg.classList.add('chart');
+  const { svg, mk } = svgChart(w, bins.length * (barH + gap) + 20,
+    'Mean estimated r2 by minor allele frequency: ' + bins.map((b) => `${b} ${(summary.imputed_by_maf[b].mean_r2 ?? 0).toFixed(2)}`).join(', '));
   bins.forEach((b, i) => {
     const r2 = summary.imputed_by_maf[b].mean_r2 ?? 0;
     const y = i * (barH + gap) + 10;
-    const mk = (tag, attrs, text) => {
-      const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
-      for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-      if (text) el.textContent = text;
-      svg.append(el);
-    };
     mk('text', { x: 0, y: y + barH * 0.7 }, `MAF ${b}`);
     mk('rect', { x: left, y, width: (w - left - 50) * r2, height: barH, class: 'bar' });
     mk('text', { x: left + (w - left - 50) * r2 + 6, y: y + barH * 0.7 }, r2.toFixed(2));
@@ -165,22 +174,13 @@ function r2Chart(summary) {
 function weightsChart(report) {
   const samples = Array.isArray(report.samples) ? report.samples : [];
   if (!samples.length) return null;
-  const w = 420, barH = 12, gap = 3, left = 90, top = 24;
-  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
-  svg.setAttribute('viewBox', `0 0 ${w} ${top + samples.length * (barH + gap) + 4}`);
-  svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', `Mean weight of each panel (${report.panels.join(', ')}) for each of ${samples.length} samples`);
-  svg.classList.add('chart', 'weights');
-  const mk = (tag, attrs, text) => {
-    const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
-    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-    if (text) el.textContent = text;
-    svg.append(el);
-    return el;
-  };
+  // A legend line per panel (their names can be long: host/panel), then a bar per sample.
+  const w = 420, barH = 12, gap = 3, left = 90, top = 8 + 16 * report.panels.length;
+  const { svg, mk } = svgChart(w, top + samples.length * (barH + gap) + 4,
+    `Mean weight of each panel (${report.panels.join(', ')}) for each of ${samples.length} samples`, 'weights');
   report.panels.forEach((p, k) => {
-    mk('rect', { x: left + k * 150, y: 4, width: 10, height: 10, class: `panel-${k % 4}` });
-    mk('text', { x: left + k * 150 + 14, y: 13 }, p);
+    mk('rect', { x: 0, y: 4 + 16 * k, width: 10, height: 10, class: `panel-${k % 4}` });
+    mk('text', { x: 14, y: 13 + 16 * k, class: 'small' }, p);
   });
   samples.forEach((s, i) => {
     const y = top + i * (barH + gap);
@@ -201,18 +201,8 @@ function frequencyCheck(check) {
   if (!check) return null;
   const grid = Number(check.grid) || 50;
   const size = 300, margin = 36;
-  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
-  svg.setAttribute('viewBox', `0 0 ${size + 2 * margin} ${size + 2 * margin}`);
-  svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', `Input allele frequency against the panel's at ${check.sites} sites`);
-  svg.classList.add('chart', 'af-plot');
-  const mk = (tag, attrs, text) => {
-    const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
-    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-    if (text) el.textContent = text;
-    svg.append(el);
-    return el;
-  };
+  const { svg, mk } = svgChart(size + 2 * margin, size + 2 * margin,
+    `Input allele frequency against the panel's at ${check.sites} sites`, 'af-plot');
   mk('rect', { x: margin, y: margin, width: size, height: size, fill: 'none', stroke: 'currentColor' });
   const cells = Array.isArray(check.cells) ? check.cells : [];
   const max = Math.max(1, ...cells.map((c) => Number(c[2]) || 0));

@@ -20,14 +20,19 @@ source scripts/lib/federation.sh
 trap 'fed_stop_all; rm -rf "$FED_DIR"' EXIT
 
 fed_origin_and_host Browser browser-test sim-afr
+# Two more panels at B, one per simulated population, for a meta-imputation.
+for panel in panel_a panel_b; do
+  "$BIN" panel add --config "$FED_DIR/b/node.toml" --id "$panel" --name "Population ${panel#panel_} (chr20)" \
+    --build hg19 --population AFR --vcf "tests/data/two_pop/$panel.vcf.gz" --map tests/data/two_pop/map.txt >/dev/null
+done
 fed_set a poll_secs 1
 fed_start a
 fed_start b
-fed_wait_catalog a 1
+fed_wait_catalog a 3  # (panel, host) pairs: sim-afr, panel_a, panel_b at B
 
 mkdir -p docs/screenshots
 A_URL=$(fed_api a) A_CA="$FED_DIR/a/tls/api.crt" ADMIN_PASSWORD=$(cat "$FED_DIR/admin-password") \
-  TARGETS="$ROOT/tests/data/targets.vcf.gz" SCREENSHOTS="$ROOT/docs/screenshots" CHROMIUM=/usr/bin/chromium \
+  TARGETS="$ROOT/tests/data/targets.vcf.gz" TWO_POP_TARGETS="$ROOT/tests/data/two_pop/targets.vcf.gz" SCREENSHOTS="$ROOT/docs/screenshots" CHROMIUM=/usr/bin/chromium \
   node --test --test-concurrency=1 tests/browser/ui.test.mjs || {
     echo "--- node A log (tail) ---"; tail -n 40 "$FED_DIR/a.log"
     echo "--- node B log (tail) ---"; tail -n 40 "$FED_DIR/b.log"

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fedimpute_tests::federation::{federation_with, with_transfer};
-use fedimpute_tests::jobs::{accuracy_against, download, panel_add, submit, wait_state};
+use fedimpute_tests::jobs::{accuracy_against, download, panel_add, submit, wait_state, walk};
 use fedimpute_tests::{fedimpute, test_data};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
@@ -99,6 +99,39 @@ fn populations() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Writes `best_r2` (the best-r2 merge of the panels' own results) and asserts that `meta`
+/// beats both the better panel alone (by 0.05) and that merge, and comes within 0.02 of the
+/// pooled panel, in aggregate dosage r2 over every masked site.
+fn assert_meta_approaches_pooled(what: &str, a_own: &Path, b_own: &Path, best_r2: &Path, meta: &Path, pooled: &Path) {
+    let panel_arg = |name: &str, p: &Path| format!("{name}={}", path(p));
+    combine(&["best-r2", "--panel", &panel_arg("A", a_own), "--panel", &panel_arg("B", b_own), "-o", path(best_r2)]);
+    let (single_a, single_b, merged, combined, reference) =
+        (r2_all(a_own), r2_all(b_own), r2_all(best_r2), r2_all(meta), r2_all(pooled));
+    let scores =
+        format!("A {single_a:.3}, B {single_b:.3}, best_r2 {merged:.3}, meta {combined:.3}, pooled {reference:.3}");
+    eprintln!("aggregate dosage r2 ({what}): {scores}");
+    assert!(combined >= single_a.max(single_b) + 0.05, "meta beats the better panel by 0.05: {scores}");
+    assert!(combined > merged, "meta beats best_r2: {scores}");
+    assert!(combined >= reference - 0.02, "meta within 0.02 of the pooled panel: {scores}");
+}
+
+/// How many samples of a meta report weigh most the panel of their own population
+/// (`own_panel(population)` names it).
+fn weighing_own_panel(report: &serde_json::Value, own_panel: impl Fn(&str) -> String) -> usize {
+    let panels: Vec<&str> = report["panels"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let truth = populations();
+    report["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            let w: Vec<f64> = s["mean_weights"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).collect();
+            let best = if w[0] >= w[1] { panels[0] } else { panels[1] };
+            truth.iter().any(|(name, pop)| s["sample"] == name.as_str() && own_panel(pop) == best)
+        })
+        .count()
+}
+
 fn combine(args: &[&str]) -> String {
     let out = fedimpute(&[&["combine"], args].concat());
     assert!(out.status.success(), "fedimpute combine {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -157,36 +190,10 @@ fn meta_imputation_of_two_population_panels_approaches_the_pooled_panel() {
     ]);
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     let best_r2 = dir.path().join("best_r2.vcf.gz");
-    combine(&[
-        "best-r2",
-        "--panel",
-        &format!("A={}", path(&a_own)),
-        "--panel",
-        &format!("B={}", path(&b_own)),
-        "-o",
-        path(&best_r2),
-    ]);
-
-    let (single_a, single_b, merged, combined, reference) =
-        (r2_all(&a_own), r2_all(&b_own), r2_all(&best_r2), r2_all(&meta), r2_all(&pooled_dose));
-    let scores =
-        format!("A {single_a:.3}, B {single_b:.3}, best_r2 {merged:.3}, meta {combined:.3}, pooled {reference:.3}");
-    assert!(combined >= single_a.max(single_b) + 0.05, "meta beats the better panel by 0.05: {scores}");
-    assert!(combined > merged, "meta beats best_r2: {scores}");
-    assert!(combined >= reference - 0.02, "meta within 0.02 of the pooled panel: {scores}");
+    assert_meta_approaches_pooled("fedimpute combine", &a_own, &b_own, &best_r2, &meta, &pooled_dose);
 
     // What the federation learnt about whom each panel fits.
-    let panels: Vec<&str> = report["panels"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    let weighted_right = report["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| {
-            let w: Vec<f64> = s["mean_weights"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).collect();
-            let best = if w[0] >= w[1] { panels[0] } else { panels[1] };
-            truth.iter().any(|(name, pop)| s["sample"] == name.as_str() && pop == best)
-        })
-        .count();
+    let weighted_right = weighing_own_panel(&report, |pop| pop.to_string());
     assert!(
         weighted_right * 10 >= truth.len() * 9,
         "{weighted_right} of {} samples weigh their own panel most",
@@ -204,20 +211,6 @@ fn meta_imputation_of_two_population_panels_approaches_the_pooled_panel() {
     let mut seen = std::collections::HashSet::new();
     union.retain(|s| seen.insert(s.clone()));
     assert_eq!(sites(&meta), union);
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn sha256(path: &Path) -> String {
@@ -289,39 +282,21 @@ async fn a_federated_meta_job_approaches_the_pooled_panel_and_the_origin_receive
     let (b_own, _) = host_b.impute(&host_b.phased, "own");
     let (pooled_dose, _) = pooled.impute(&pooled.phased, "own");
     let best_r2 = dir.path().join("best_r2.vcf.gz");
-    let panel_arg = |name: &str, p: &Path| format!("{name}={}", path(p));
-    combine(&["best-r2", "--panel", &panel_arg("A", &a_own), "--panel", &panel_arg("B", &b_own), "-o", path(&best_r2)]);
-    let (single_a, single_b, merged, combined, reference) =
-        (r2_all(&a_own), r2_all(&b_own), r2_all(&best_r2), r2_all(&meta), r2_all(&pooled_dose));
-    let scores = format!(
-        "A {single_a:.3}, B {single_b:.3}, best_r2 {merged:.3}, federated meta {combined:.3}, pooled {reference:.3}"
-    );
-    assert!(combined >= single_a.max(single_b) + 0.05, "meta beats the better panel by 0.05: {scores}");
-    assert!(combined > merged, "meta beats best_r2: {scores}");
-    assert!(combined >= reference - 0.02, "meta within 0.02 of the pooled panel: {scores}");
+    assert_meta_approaches_pooled("federated job", &a_own, &b_own, &best_r2, &meta, &pooled_dose);
 
     // The job's report: most samples weigh the panel of their own population most.
     let report = &done["meta_report"];
     let panels: Vec<&str> = report["panels"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     assert_eq!(panels, PANELS, "{report}");
     let truth = populations();
-    let own_panel = |pop: &str| if pop == "A" { PANELS[0] } else { PANELS[1] };
-    let weighted_right = report["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| {
-            let w: Vec<f64> = s["mean_weights"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).collect();
-            let best = if w[0] >= w[1] { panels[0] } else { panels[1] };
-            truth.iter().any(|(name, pop)| s["sample"] == name.as_str() && own_panel(pop) == best)
-        })
-        .count();
+    let own_panel = |pop: &str| if pop == "A" { PANELS[0] } else { PANELS[1] }.to_string();
+    let weighted_right = weighing_own_panel(report, own_panel);
     assert!(weighted_right * 10 >= truth.len() * 9, "{weighted_right} of {} samples: {report}", truth.len());
 
     // Nothing of the panels reached the origin: every VCF it holds has the targets' samples
     // and no others, and no file it holds is a file of a host's panel.
     let target_samples = samples_of(&data("targets.vcf.gz"));
-    let origin_files = files_under(&a.data_dir());
+    let origin_files = walk(&a.data_dir());
     let mut vcfs = 0;
     for file in origin_files.iter().filter(|f| f.to_string_lossy().ends_with(".vcf.gz")) {
         assert_eq!(samples_of(file), target_samples, "{}", file.display());
@@ -329,7 +304,7 @@ async fn a_federated_meta_job_approaches_the_pooled_panel_and_the_origin_receive
     }
     assert!(vcfs >= 9, "the inputs, each round's returned files and the results: {vcfs} VCFs");
     let panel_files: std::collections::HashSet<String> =
-        fed.nodes[1..].iter().flat_map(|h| files_under(&h.data_dir().join("panels"))).map(|f| sha256(&f)).collect();
+        fed.nodes[1..].iter().flat_map(|h| walk(&h.data_dir().join("panels"))).map(|f| sha256(&f)).collect();
     assert!(panel_files.len() >= 4, "the hosts' panel files were found: {}", panel_files.len());
     for file in &origin_files {
         assert!(!panel_files.contains(&sha256(file)), "{} is a host's panel file", file.display());
