@@ -1,6 +1,7 @@
 //! Imputation jobs through a real node's API, with the real engines: results scored against
 //! the truth, identical to a direct engine run, refusals that leave nothing behind, cancel,
-//! and a node killed mid-run that finishes the job after a restart.
+//! and a node killed mid-run that finishes the job after a restart, followed by `job watch`
+//! throughout.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -268,12 +269,25 @@ async fn cancel_kills_the_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_node_is_killed_mid_run_completes_after_restart() {
-    let mut node = node_with_panel().await;
+    // One API port across the restart, as a service has: the watch below reconnects to it.
+    let api = format!("listen = \"127.0.0.1:{}\"", fedimpute_tests::free_port().unwrap());
+    let mut node = node_with_panel_and_config(|c| set(c, "listen = \"127.0.0.1:0\"", &api)).await;
     let token = node.admin_token().await.unwrap();
     let (_, job) =
         submit(&node, &token, &[(&test_data("targets.vcf.gz"), "t.vcf.gz")], &[("panel", "sim"), ("build", "hg19")])
             .await;
     let id = job["id"].as_str().unwrap().to_string();
+    // A researcher follows it from a script (stderr not a terminal) through the restart.
+    let (_, api_token) = node.create_api_token(&token, ADMIN_PASSWORD, "watch", 1).await.unwrap();
+    let watch_log = tempfile::NamedTempFile::new().unwrap();
+    let cert = node.data_dir().join("tls/api.crt");
+    let mut watch = Command::new(fedimpute_tests::fedimpute_bin())
+        .args(["job", "watch", "--node", &node.base_url(), "--ca-cert", cert.to_str().unwrap(), &id])
+        .env("FEDIMPUTE_TOKEN", api_token["token"].as_str().unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(watch_log.reopen().unwrap())
+        .spawn()
+        .unwrap();
     let pid = node.pid().unwrap();
     wait_for("Beagle to start", Duration::from_secs(120), || async { Ok(!engine_children(pid).is_empty()) })
         .await
@@ -293,6 +307,28 @@ async fn a_job_whose_node_is_killed_mid_run_completes_after_restart() {
     assert!(events["summary"]["variants_imputed"].as_u64().unwrap() > 19_000);
     let (_, results) = node.get(&format!("/jobs/{id}/results"), &token).await.unwrap();
     assert!(results.as_array().unwrap().iter().any(|r| r["name"] == "chr20.dose.vcf.gz"));
+
+    // The watch reconnected after the restart (with Last-Event-ID: no event shown twice) and
+    // saw the job complete; every line it printed is one the log of a script can keep.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = watch.kill();
+            panic!("job watch did not end after the job did: {}", std::fs::read_to_string(watch_log.path()).unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log = std::fs::read_to_string(watch_log.path()).unwrap();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("reconnecting in"), "{log}");
+    let starts_with = |prefix: &str| log.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(starts_with("validating"), 1, "the first event once, not replayed: {log}");
+    assert!(starts_with("running") >= 2, "running before and after the restart: {log}");
+    assert_eq!(starts_with("completed"), 1, "{log}");
+    assert!(!log.contains('\r') && !log.contains("\u{1b}["), "no progress-bar drawing in a log: {log:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

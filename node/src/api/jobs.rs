@@ -664,20 +664,30 @@ fn sse_event(e: &JobEvent) -> Event {
     Event::default().id(e.id.to_string()).event("job").data(serde_json::to_string(e).unwrap_or_default())
 }
 
-/// Server-Sent Events: every recorded step of the job so far, then each new one live, until
-/// the job ends.
-#[utoipa::path(get, operation_id = "streamJobEvents", path = "/api/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+/// Server-Sent Events: every recorded step of the job so far (after `Last-Event-ID`, when a
+/// client reconnects with it), then each new one live, until the job ends.
+#[utoipa::path(get, operation_id = "streamJobEvents", path = "/api/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path), ("Last-Event-ID" = Option<String>, Header, description = "the id of the last event received: only later ones are sent")),
     responses((status = 200, content_type = "text/event-stream", description = "events named `job` with a JobEvent as data")))]
 async fn events(
     State(state): State<AppState>,
     auth: Auth,
     ApiPath(id): ApiPath<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let job = visible_job(&state, &auth.principal, &id, Access::Read).await?;
+    // A reconnecting client names the last event it has (the EventSource rule); anything
+    // else there is taken as "from the start".
+    let after: i64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|v: &i64| *v >= 0)
+        .unwrap_or(0);
     // Subscribe before reading history, so no event falls in between.
     let live = state.jobs.subscribe();
-    let history = state.store.job_events(&job.id, 0).await?;
-    let last_seen = history.last().map(|e| e.id).unwrap_or(0);
+    let history = state.store.job_events(&job.id, after).await?;
+    let last_seen = history.last().map(|e| e.id).unwrap_or(after);
     let done = job.state().is_final();
     let past = futures_util::stream::iter(history.iter().map(|e| Ok(sse_event(e))).collect::<Vec<_>>());
     let job_id = job.id.clone();

@@ -81,7 +81,10 @@ pub enum JobCommand {
         node: NodeArgs,
         id: String,
     },
-    /// Follow a job live until it ends (exit 0 if it completed).
+    /// Follow a job live until it ends: a progress bar on a terminal, else (a script, a CI log)
+    /// one line on stderr per change of state or stage and per 10% of progress. A dropped
+    /// connection is reopened where it left off (Last-Event-ID), for up to about five minutes.
+    /// Exit code 0 if the job completed, 1 otherwise.
     Watch {
         #[command(flatten)]
         node: NodeArgs,
@@ -306,35 +309,9 @@ fn print_job(job: &Value) {
     }
 }
 
-/// Follows the job's event stream; returns its final state.
+/// Follows the job's event stream until it ends; returns its final state.
 async fn watch(client: &Client, id: &str) -> anyhow::Result<String> {
-    let resp = client.http.get(client.url(&format!("/jobs/{id}/events"))).bearer_auth(&client.token).send().await?;
-    let resp = Client::check(resp).await?;
-    let pb = ProgressBar::new(1000);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:40} [{bar:30}] {percent}% {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let mut stream = resp.bytes_stream();
-    let (mut buffer, mut state) = (String::new(), String::from("unknown"));
-    while let Some(chunk) = stream.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk?));
-        while let Some(end) = buffer.find('\n') {
-            let line: String = buffer.drain(..=end).collect();
-            let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
-            let Ok(event) = serde_json::from_str::<Value>(data.trim()) else { continue };
-            state = event["state"].as_str().unwrap_or("").to_string();
-            let stage = event["stage"].as_str().map(|s| format!(" / {s}")).unwrap_or_default();
-            pb.set_message(format!("{state}{stage}"));
-            pb.set_position((event["progress"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
-            if let Some(m) = event["message"].as_str() {
-                pb.println(format!("  {m}"));
-            }
-        }
-    }
-    pb.finish();
-    Ok(state)
+    super::watch::follow(&client.http, &client.url(&format!("/jobs/{id}/events")), &client.token, id).await
 }
 
 pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {

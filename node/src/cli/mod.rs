@@ -12,6 +12,7 @@ pub mod qc;
 pub mod run;
 pub mod service;
 pub mod user;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
