@@ -447,12 +447,17 @@ async fn the_cli_client_submits_follows_and_downloads() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let id = stdout.lines().next().unwrap().trim().to_string();
     assert!(stdout.contains("state:    completed") && stdout.contains("QC:       passed"), "{stdout}");
+    // Not on a terminal: the upload and the job's course as lines a script's log keeps.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("uploading targets.vcf.gz: 100% of"), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("completed")), "{stderr}");
 
     let out = cli(&["status", &id]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("completed"));
     let dir = tempfile::tempdir().unwrap();
     let out = cli(&["download", &id, "--out", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("qc_report.txt: 100% of"));
     let report = std::fs::read_to_string(dir.path().join("qc_report.txt")).unwrap();
     assert!(report.contains("Input QC: PASSED"), "{report}");
 

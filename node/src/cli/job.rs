@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -220,7 +219,7 @@ async fn download_result(
         (have, hasher) = (0, Sha256::new());
         tokio::fs::File::create(&tmp).await?
     };
-    let pb = bar(size, name);
+    let mut pb = super::progress::ByteProgress::new(size, name);
     pb.set_position(have);
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -249,17 +248,6 @@ async fn file_sha256(path: &Path) -> anyhow::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-}
-
-fn bar(len: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
 }
 
 fn print_job(job: &Value) {
@@ -338,7 +326,7 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
                 let file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
                 let len = file.metadata().await?.len();
                 let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("input.vcf.gz").to_string();
-                let pb = bar(len, &format!("uploading {file_name}"));
+                let mut pb = super::progress::ByteProgress::new(len, &format!("uploading {file_name}"));
                 let stream = tokio_util::io::ReaderStream::new(file).map(move |chunk| {
                     if let Ok(c) = &chunk {
                         pb.inc(c.len() as u64);

@@ -8,6 +8,7 @@ pub mod init;
 pub mod job;
 pub mod panel;
 pub mod panels;
+mod progress;
 pub mod qc;
 pub mod run;
 pub mod service;
