@@ -483,9 +483,17 @@ async fn the_cli_client_submits_follows_and_downloads() {
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not ready"));
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+    // Exit codes a script can act on: 5 not found, 4 not allowed, 3 refused.
     let out = cli(&["status", "no-such-job"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
+    let cert_arg = cert.to_str().unwrap();
+    let out = fedimpute(&["job", "status", "--node", &base, "--token", "fit_not-a-token", "--ca-cert", cert_arg, &id]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let targets = test_data("targets.vcf.gz");
+    let targets = targets.to_str().unwrap();
+    let out = cli(&["submit", "--panel", "sim", "--build", "hg38", targets]);
+    assert_eq!(out.status.code(), Some(3), "a refused submission: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::exit::REFUSED as EXIT_REFUSED;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
     /// The node's base URL, e.g. https://imputation.example.org:8443
@@ -138,15 +140,23 @@ pub(super) fn http_client(ca_cert: Option<&PathBuf>) -> anyhow::Result<reqwest::
     Ok(builder.build()?)
 }
 
-/// The answer if it is a success, else an error carrying the node's message.
+/// A node's answer that is not a success, with its message.
+#[derive(Debug, thiserror::Error)]
+#[error("the node answered {status}: {message}")]
+pub struct NodeAnswer {
+    pub status: reqwest::StatusCode,
+    pub message: String,
+}
+
+/// The answer if it is a success, else a [`NodeAnswer`] error carrying the node's message.
 pub(super) async fn success_or_error(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     if resp.status().is_success() {
         return Ok(resp);
     }
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
-    let message = body["error"]["message"].as_str().unwrap_or("no details");
-    bail!("the node answered {status}: {message}")
+    let message = body["error"]["message"].as_str().unwrap_or("no details").to_string();
+    Err(NodeAnswer { status, message }.into())
 }
 
 impl Client {
@@ -171,9 +181,6 @@ impl Client {
         Ok(Self::check(resp).await?.json().await?)
     }
 }
-
-/// Exit code of a command the node refused, or that cannot be done yet.
-const EXIT_REFUSED: u8 = 3;
 
 /// Downloads one result file into `out`, checked against its SHA-256. A file already there with
 /// that digest is kept; a partial download (`.NAME.part`) is resumed with a Range request.

@@ -77,6 +77,32 @@ pub enum Command {
 }
 
 /// Runs a parsed command line.
+/// The exit codes of every command (docs/OPERATIONS.md lists them): 0 done, 1 failed, 2 usage
+/// (from clap), and for the node's answers:
+pub mod exit {
+    /// The node refused the request as asked (400, 409, 413, 422, 429), or what was asked for
+    /// is not ready yet (a running job's results).
+    pub const REFUSED: u8 = 3;
+    /// Not logged in, or not allowed (401, 403).
+    pub const NOT_ALLOWED: u8 = 4;
+    /// No such job, panel or user (404).
+    pub const NOT_FOUND: u8 = 5;
+}
+
+/// The exit code for a command that ended in `err`.
+pub fn exit_code(err: &anyhow::Error) -> ExitCode {
+    use reqwest::StatusCode as S;
+    let Some(answer) = err.downcast_ref::<job::NodeAnswer>() else { return ExitCode::FAILURE };
+    match answer.status {
+        S::UNAUTHORIZED | S::FORBIDDEN => ExitCode::from(exit::NOT_ALLOWED),
+        S::NOT_FOUND => ExitCode::from(exit::NOT_FOUND),
+        S::BAD_REQUEST | S::CONFLICT | S::PAYLOAD_TOO_LARGE | S::UNPROCESSABLE_ENTITY | S::TOO_MANY_REQUESTS => {
+            ExitCode::from(exit::REFUSED)
+        }
+        _ => ExitCode::FAILURE,
+    }
+}
+
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     match cli.command {
