@@ -24,7 +24,6 @@ use super::multi_panel::{Aggregate, aggregate, child_label};
 use super::results::JobSummary;
 use crate::imputation::combine::meta::phasing::{best_panels, compose, sample_fit};
 use crate::imputation::combine::meta::{AbsentRule, MetaPanel, MetaReport, combine_chromosome};
-use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::jobs::{JobInput, JobParams, JobPlacement, JobRow, JobState, LIVE_STATES, TransitionUpdate};
 
 /// The mode of a meta-imputation's parent (its children run [`fedimpute_protocol::jobs::META_MODES`]).
@@ -52,6 +51,15 @@ pub fn round_labels(children: &[JobRow]) -> std::collections::HashMap<String, St
         }
     }
     labels
+}
+
+/// The sample names in a VCF's header.
+async fn samples_in(path: &Path) -> Result<Vec<String>, String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::imputation::panels::published::read_samples(&path))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 impl JobsService {
@@ -95,22 +103,21 @@ impl JobsService {
             }
             Err(reason) => {
                 let update = TransitionUpdate { error: Some(reason), ..Default::default() };
-                if matches!(self.transition(&parent.id, &[JobState::Running], JobState::Failed, update).await, Ok(true))
-                {
-                    self.audit(
-                        AuditEvent::new("node", "local", "job.finished", Outcome::Failure)
-                            .target(&parent.id)
-                            .details(json!({ "state": "failed", "stage": "composing" })),
-                    )
-                    .await;
-                }
+                self.end_parent(parent, JobState::Failed, update, json!({ "stage": "composing" })).await;
             }
         }
     }
 
-    /// The files `child` returned, per chromosome: `{chrom}{first}` and `{chrom}.empirical.vcf.gz`,
-    /// each checked to hold exactly the submitted samples (a host returns nothing else).
-    async fn round_files(&self, child: &JobRow, first: &str, samples: &[String]) -> Result<RoundFiles, String> {
+    /// The files `child` (named `label` in messages) returned, per chromosome: `{chrom}{first}`
+    /// and `{chrom}.empirical.vcf.gz`, each checked to hold exactly the submitted samples (a
+    /// host returns nothing else).
+    async fn round_files(
+        &self,
+        child: &JobRow,
+        label: &str,
+        first: &str,
+        samples: &[String],
+    ) -> Result<RoundFiles, String> {
         let names: Vec<String> =
             self.store.job_results(&child.id).await.map_err(|e| e.to_string())?.into_iter().map(|r| r.name).collect();
         let dir = self.results_dir(&child.id);
@@ -119,20 +126,14 @@ impl JobsService {
             let Some(chrom) = name.strip_suffix(".empirical.vcf.gz") else { continue };
             let first_name = format!("{chrom}{first}");
             if !names.contains(&first_name) {
-                return Err(format!("{} returned {name} without {first_name}", child_label(child)));
+                return Err(format!("{label} returned {name} without {first_name}"));
             }
             let pair = (dir.join(&first_name), dir.join(name));
             for path in [&pair.0, &pair.1] {
-                let (path, label) = (path.clone(), child_label(child));
-                let found =
-                    tokio::task::spawn_blocking(move || crate::imputation::panels::published::read_samples(&path))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| format!("{label}: {e}"))?;
+                let found = samples_in(path).await.map_err(|e| format!("{label}: {e}"))?;
                 if found != samples {
                     return Err(format!(
-                        "{}'s results do not hold the submitted samples ({} samples, not {})",
-                        child_label(child),
+                        "{label}'s results do not hold the submitted samples ({} samples, not {})",
                         found.len(),
                         samples.len()
                     ));
@@ -141,18 +142,14 @@ impl JobsService {
             out.insert(chrom.to_string(), pair);
         }
         if out.is_empty() {
-            return Err(format!("{} returned no meta-imputation files", child_label(child)));
+            return Err(format!("{label} returned no meta-imputation files"));
         }
         Ok(out)
     }
 
     /// The samples the researcher submitted (every input holds the same ones).
     async fn submitted_samples(&self, parent: &JobRow) -> Result<Vec<String>, String> {
-        let path = self.files.input_path(&parent.id, 0);
-        tokio::task::spawn_blocking(move || crate::imputation::panels::published::read_samples(&path))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        samples_in(&self.files.input_path(&parent.id, 0)).await
     }
 
     /// The chromosomes of `rounds` every child returned, and those only some did.
@@ -167,7 +164,7 @@ impl JobsService {
         let samples = self.submitted_samples(parent).await?;
         let mut rounds = Vec::new();
         for child in phasing {
-            rounds.push(self.round_files(child, ".phased.vcf.gz", &samples).await?);
+            rounds.push(self.round_files(child, &child_label(child), ".phased.vcf.gz", &samples).await?);
         }
         let (chromosomes, partial) = Self::common_chromosomes(&rounds);
         if chromosomes.is_empty() {
@@ -257,7 +254,7 @@ impl JobsService {
         let samples = self.submitted_samples(parent).await?;
         let mut rounds = Vec::new();
         for child in &imputing {
-            rounds.push(self.round_files(child, ".dose.vcf.gz", &samples).await?);
+            rounds.push(self.round_files(child, &names[&child.id], ".dose.vcf.gz", &samples).await?);
         }
         let (chromosomes, _) = Self::common_chromosomes(&rounds);
         if chromosomes.is_empty() {

@@ -177,12 +177,26 @@ impl JobsService {
             ),
             Err(reason) => (JobState::Failed, TransitionUpdate { error: Some(reason), ..Default::default() }),
         };
+        let panels = json!({ "panels": children.iter().map(child_label).collect::<Vec<_>>() });
+        self.end_parent(parent, to, update, panels).await;
+    }
+
+    /// Ends a parent that was working on its children's results (`running`) in `to`, and
+    /// audits it with `details` and the state.
+    pub(super) async fn end_parent(
+        &self,
+        parent: &JobRow,
+        to: JobState,
+        update: TransitionUpdate,
+        mut details: serde_json::Value,
+    ) {
         if matches!(self.transition(&parent.id, &[JobState::Running], to, update).await, Ok(true)) {
             let outcome = if to == JobState::Completed { Outcome::Success } else { Outcome::Failure };
-            self.audit(AuditEvent::new("node", "local", "job.finished", outcome).target(&parent.id).details(
-                json!({ "state": to.as_str(), "panels": children.iter().map(child_label).collect::<Vec<_>>() }),
-            ))
-            .await;
+            if let Some(fields) = details.as_object_mut() {
+                fields.insert("state".into(), to.as_str().into());
+            }
+            self.audit(AuditEvent::new("node", "local", "job.finished", outcome).target(&parent.id).details(details))
+                .await;
         }
     }
 
