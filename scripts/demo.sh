@@ -79,25 +79,26 @@ for p in json.load(sys.stdin):
     for h in p["hosts"]:
         print("  panel %-8s %5d samples %6d sites  at %-17s reachable=%s" % (p["id"], p["samples"], p["sites"], h["institution"], h["reachable"]))'
 
-say "creating researcher 'rosalind' at A, with an API token for her scripts"
+say "creating researcher 'rosalind' at A"
 curl_at a -H "Authorization: Bearer $ADMIN_A" -H 'content-type: application/json' \
   -d '{"username":"rosalind","role":"researcher"}' "${API[a]}/api/v1/users" > "$FED_DIR/rosalind.json"
 R_PASSWORD="a demo passphrase of her own"
 say "rosalind logs in with her one-time password and chooses her own, as the node requires"
-R_TOKEN=$(fed_first_login node-a rosalind "$(json "['generated_password']" < "$FED_DIR/rosalind.json")" "$R_PASSWORD")
-API_TOKEN=$(curl_at a -H "Authorization: Bearer $R_TOKEN" -H 'content-type: application/json' \
-  -d "{\"name\":\"analysis scripts\",\"expires_in_days\":30,\"password\":\"$R_PASSWORD\"}" \
-  "${API[a]}/api/v1/me/tokens" | json "['token']")
+fed_first_login node-a rosalind "$(json "['generated_password']" < "$FED_DIR/rosalind.json")" "$R_PASSWORD" >/dev/null
 
-say "rosalind submits the sample array VCF at A for panel sim-afr (hosted by B and C), following it live"
-"$BIN" job submit --node "${API[a]}" --token "$API_TOKEN" --ca-cert "$FED_DIR/node-a/tls/api.crt" --panel sim-afr \
-  --build hg19 --engine beagle --name "demo chr20" --allow-resubmit --watch tests/data/targets.vcf.gz |
-  tee "$FED_DIR/job.txt"
+say "rosalind logs in once from the CLI: A's certificate is self-signed, so she pins it by the fingerprint A's admin gave her; her profile keeps a new API token"
+# Her own machine's config folder, inside the demo's.
+export XDG_CONFIG_HOME="$FED_DIR/rosalind-config"
+A_FINGERPRINT=$(python3 -c 'import hashlib, ssl, sys
+der = ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())
+print(":".join("%02X" % b for b in hashlib.sha256(der).digest()))' "$FED_DIR/node-a/tls/api.crt")
+printf '%s\n' "$R_PASSWORD" | "$BIN" login --node "${API[a]}" --user rosalind --fingerprint "$A_FINGERPRINT" --password-file -
+"$BIN" panels
+
+say "rosalind submits the sample array VCF at A for panel sim-afr (hosted by B and C), follows it live, and downloads the results (each file checked against its SHA-256)"
+"$BIN" job submit --panel sim-afr --build hg19 --engine beagle --name "demo chr20" --allow-resubmit \
+  --wait --download "$FED_DIR/results" tests/data/targets.vcf.gz | tee "$FED_DIR/job.txt"
 JOB_ID=$(head -n 1 "$FED_DIR/job.txt")
-
-say "downloading the results from A (each file checked against its SHA-256)"
-"$BIN" job download --node "${API[a]}" --token "$API_TOKEN" --ca-cert "$FED_DIR/node-a/tls/api.crt" \
-  --out "$FED_DIR/results" "$JOB_ID"
 ls -l "$FED_DIR/results"
 
 say "accuracy against the simulated truth at the sites the array did not measure"
@@ -122,6 +123,10 @@ show_audit $HOST "$ADMIN_HOST"
 echo -n "the job at the host now: "
 curl_at $HOST -H "Authorization: Bearer $ADMIN_HOST" "${API[$HOST]}/api/v1/jobs/$JOB_ID" | json "['state']"
 for node in a b c; do "$BIN" audit verify --config "$FED_DIR/node-$node/node.toml"; done
+if [ "$KEEP" != 1 ]; then
+  say "rosalind logs out: her profile's API token is revoked at A"
+  "$BIN" logout
+fi
 
 say "done"
 if [ "$KEEP" = 1 ]; then

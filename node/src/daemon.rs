@@ -100,6 +100,10 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         .await
         .with_context(|| format!("loading TLS certificate {} and key {}", cert.display(), key.display()))?;
 
+    if let Ok(fp) = crate::tls::pem_fingerprint(&cert) {
+        tracing::info!(certificate = %cert.display(), sha256 = %fp, "API certificate");
+    }
+
     let handle: Handle<SocketAddr> = Handle::new();
     let app = api::router(state, config.api.max_body_bytes);
     let cap = api::connections::PerAddressCap::new(config.api.max_connections_per_address, &config.api.trusted_proxies);

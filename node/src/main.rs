@@ -12,10 +12,14 @@ fn main() -> ExitCode {
     // anything else touches rustls avoids the panic rustls raises when two providers are linked.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args = Cli::parse();
+    let json = args.json();
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
+            if json {
+                println!("{}", cli::error_json(&err));
+            }
             cli::exit_code(&err)
         }
     }

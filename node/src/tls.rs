@@ -29,3 +29,19 @@ pub fn default_hostnames(extra: &[String]) -> Vec<String> {
     }
     names
 }
+
+/// The SHA-256 fingerprint of a DER certificate as `openssl x509 -fingerprint -sha256` shows it:
+/// upper-case hex pairs joined by colons. Researchers pin a self-signed node certificate by it.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+/// The fingerprint of the (first) certificate in a PEM file.
+pub fn pem_fingerprint(path: &Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_file(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    Ok(fingerprint(&der))
+}

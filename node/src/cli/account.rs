@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::job::{http_client, success_or_error};
+use super::client::{Trust, http_client, success_or_error};
 use super::read_password_file;
 
 #[derive(Debug, clap::Subcommand)]
@@ -47,7 +47,7 @@ pub async fn run(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
             } else {
                 (read_password_file(&current_password_file)?, read_password_file(&new_password_file)?)
             };
-            let http = http_client(ca_cert.as_ref())?;
+            let http = http_client(&ca_cert.map_or(Trust::System, Trust::CaFile))?;
             let base = format!("{}/api/v1", node.trim_end_matches('/'));
             let login = http
                 .post(format!("{base}/auth/login"))

@@ -147,6 +147,10 @@ pub async fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         args.api_listen,
         config.data_path(&config.api.tls_cert).display()
     );
+    println!(
+        "  its SHA-256 fingerprint, for researchers' `fedimpute login`: {}",
+        tls::pem_fingerprint(&config.data_path(&config.api.tls_cert))?
+    );
     if generated {
         println!("  admin user: {FIRST_ADMIN}, one-time password (shown only now): {admin_password}");
     } else {

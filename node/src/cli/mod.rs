@@ -2,12 +2,15 @@
 
 pub mod account;
 pub mod audit;
+mod client;
 pub mod combine;
 pub mod federation;
 pub mod init;
 pub mod job;
+pub mod login;
 pub mod panel;
 pub mod panels;
+mod profile;
 mod progress;
 pub mod qc;
 pub mod run;
@@ -50,6 +53,12 @@ pub enum Command {
     /// Federation configs: make, sign and verify them (federation admins), install them (node admins).
     #[command(subcommand)]
     Federation(federation::FederationCommand),
+    /// Log in to a node once: saves its URL, a new API token and how to trust its certificate
+    /// as a profile (~/.config/fedimpute/profiles.toml, mode 0600), so `job` and `panels` need
+    /// no --node or --token.
+    Login(login::LoginArgs),
+    /// Revoke a profile's API token at its node and forget the profile.
+    Logout(login::LogoutArgs),
     /// Submit and follow imputation jobs on a node (the researcher's client; works from any machine).
     #[command(subcommand)]
     Job(job::JobCommand),
@@ -76,10 +85,11 @@ pub enum Command {
     Account(account::AccountCommand),
 }
 
-/// Runs a parsed command line.
 /// The exit codes of every command (docs/OPERATIONS.md lists them): 0 done, 1 failed, 2 usage
 /// (from clap), and for the node's answers:
 pub mod exit {
+    /// The command line cannot be acted on as given (clap's own code for usage errors).
+    pub const USAGE: u8 = 2;
     /// The node refused the request as asked (400, 409, 413, 422, 429), or what was asked for
     /// is not ready yet (a running job's results).
     pub const REFUSED: u8 = 3;
@@ -92,7 +102,13 @@ pub mod exit {
 /// The exit code for a command that ended in `err`.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     use reqwest::StatusCode as S;
-    let Some(answer) = err.downcast_ref::<job::NodeAnswer>() else { return ExitCode::FAILURE };
+    if err.downcast_ref::<client::UsageError>().is_some() {
+        return ExitCode::from(exit::USAGE);
+    }
+    if err.downcast_ref::<job::NotReady>().is_some() {
+        return ExitCode::from(exit::REFUSED);
+    }
+    let Some(answer) = err.downcast_ref::<client::NodeAnswer>() else { return ExitCode::FAILURE };
     match answer.status {
         S::UNAUTHORIZED | S::FORBIDDEN => ExitCode::from(exit::NOT_ALLOWED),
         S::NOT_FOUND => ExitCode::from(exit::NOT_FOUND),
@@ -103,6 +119,27 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     }
 }
 
+/// An error as the one JSON document of a `--json` command: the message, the node's HTTP status
+/// if it answered, and the exit code.
+pub fn error_json(err: &anyhow::Error) -> serde_json::Value {
+    let status = err.downcast_ref::<client::NodeAnswer>().map(|a| a.status.as_u16());
+    serde_json::json!({ "error": { "message": format!("{err:#}"), "http_status": status } })
+}
+
+impl Cli {
+    /// Whether the command asked for JSON output (`--json`).
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Job(cmd) => cmd.json(),
+            Command::Panels(args) => args.json(),
+            Command::Login(args) => args.json(),
+            Command::Logout(args) => args.json(),
+            _ => false,
+        }
+    }
+}
+
+/// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     match cli.command {
@@ -118,6 +155,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Federation(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(federation::run(cmd))
+        }
+        Command::Login(args) => {
+            // Login asks the system's authorities first; their verifier's complaint about a
+            // self-signed node is expected there, and login says itself what it does next.
+            init_logging(cli.log_format.unwrap_or_default(), "warn,rustls_platform_verifier=off");
+            runtime.block_on(login::login(args))
+        }
+        Command::Logout(args) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(login::logout(args))
         }
         Command::Job(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");

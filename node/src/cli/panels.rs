@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use comfy_table::{ContentArrangement, Table, presets};
 use serde_json::Value;
 
-use super::job::{Client, NodeArgs};
+use super::client::{Client, NodeArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct PanelsArgs {
@@ -21,9 +21,12 @@ pub struct PanelsArgs {
     /// Only panels at this host: its PeerId, institution or a tag=value of the member list.
     #[arg(long)]
     host: Option<String>,
-    /// Print the catalog as JSON (one document on stdout).
-    #[arg(long)]
-    json: bool,
+}
+
+impl PanelsArgs {
+    pub fn json(&self) -> bool {
+        self.node.json
+    }
 }
 
 pub async fn run(args: PanelsArgs) -> anyhow::Result<ExitCode> {
@@ -40,7 +43,7 @@ pub async fn run(args: PanelsArgs) -> anyhow::Result<ExitCode> {
         None => "/catalog/panels".to_string(),
     };
     let panels = client.get(&path).await?;
-    if args.json {
+    if args.node.json {
         println!("{}", serde_json::to_string_pretty(&panels)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -22,6 +22,12 @@ const MAX_RECONNECTS: u32 = 32;
 struct View {
     bar: Option<ProgressBar>,
     shown: Option<(String, Option<String>, i64)>,
+    /// The last line printed, so a step the node reports twice (its own record and the host's
+    /// relayed one) is shown once.
+    last_line: String,
+    /// The highest progress seen in the current state: chunks finishing out of order can make
+    /// the node's figure dip, which reads as going backwards.
+    high: (String, f64),
 }
 
 impl View {
@@ -35,7 +41,7 @@ impl View {
             );
             pb
         });
-        Self { bar, shown: None }
+        Self { bar, shown: None, last_line: String::new(), high: (String::new(), 0.0) }
     }
 
     fn note(&self, line: &str) {
@@ -45,11 +51,21 @@ impl View {
         }
     }
 
-    fn event(&mut self, event: &Value) {
+    /// An event's state, stage, progress (never below what this state showed before) and message.
+    fn observe(&mut self, event: &Value) -> (String, Option<String>, f64, Option<String>) {
         let state = event["state"].as_str().unwrap_or("").to_string();
         let stage = event["stage"].as_str().map(String::from);
-        let progress = event["progress"].as_f64().unwrap_or(0.0).clamp(0.0, 1.0);
-        let message = event["message"].as_str();
+        let mut progress = event["progress"].as_f64().unwrap_or(0.0).clamp(0.0, 1.0);
+        if self.high.0 == state {
+            progress = progress.max(self.high.1);
+        }
+        self.high = (state.clone(), progress);
+        (state, stage, progress, event["message"].as_str().map(String::from))
+    }
+
+    fn event(&mut self, event: &Value) {
+        let (state, stage, progress, message) = self.observe(event);
+        let message = message.as_deref();
         if let Some(pb) = &self.bar {
             let stage_text = stage.as_deref().map(|s| format!(" / {s}")).unwrap_or_default();
             pb.set_message(format!("{state}{stage_text}"));
@@ -59,14 +75,28 @@ impl View {
             }
             return;
         }
+        if let Some(line) = self.line(state, stage, progress, message) {
+            eprintln!("{line}");
+        }
+    }
+
+    /// The log line for an event when not on a terminal: on a change of state or stage, per
+    /// 10% of progress, and for each message, never the same line twice in a row.
+    fn line(&mut self, state: String, stage: Option<String>, progress: f64, message: Option<&str>) -> Option<String> {
         let decile = (progress * 10.0).floor() as i64;
         let changed = self.shown.as_ref().is_none_or(|(s, st, d)| *s != state || *st != stage || *d != decile);
-        if changed || message.is_some() {
-            let stage_text = stage.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
-            let message_text = message.map(|m| format!(": {m}")).unwrap_or_default();
-            eprintln!("{state}{stage_text} {:.0}%{message_text}", progress * 100.0);
-            self.shown = Some((state, stage, decile));
+        if !changed && message.is_none() {
+            return None;
         }
+        let stage_text = stage.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
+        let message_text = message.map(|m| format!(": {m}")).unwrap_or_default();
+        let line = format!("{state}{stage_text} {:.0}%{message_text}", progress * 100.0);
+        self.shown = Some((state, stage, decile));
+        if line == self.last_line {
+            return None;
+        }
+        self.last_line = line.clone();
+        Some(line)
     }
 
     fn finish(&self) {
@@ -115,7 +145,7 @@ pub(super) async fn follow(http: &reqwest::Client, url: &str, token: &str, id: &
         }
         let lost = match request.send().await {
             Ok(resp) if resp.status().is_client_error() => {
-                return Err(super::job::success_or_error(resp)
+                return Err(super::client::success_or_error(resp)
                     .await
                     .err()
                     .unwrap_or_else(|| anyhow::anyhow!("refused")));
@@ -163,7 +193,33 @@ pub(super) async fn follow(http: &reqwest::Client, url: &str, token: &str, id: &
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn log_lines_never_repeat_and_progress_never_goes_back_within_a_state() {
+        let mut view = View { bar: None, shown: None, last_line: String::new(), high: (String::new(), 0.0) };
+        let mut lines = Vec::new();
+        for (state, stage, progress, message) in [
+            ("running", "qc", 0.02, Some("started")),
+            ("running", "qc", 0.02, Some("started")),
+            ("running", "phasing", 0.41, None),
+            ("running", "phasing", 0.36, None),
+            ("running", "phasing", 0.45, None),
+            ("running", "phasing", 0.52, None),
+            ("completed", "", 1.0, None),
+        ] {
+            let event = json!({ "state": state, "stage": (!stage.is_empty()).then_some(stage), "progress": progress,
+                                "message": message });
+            let (state, stage, progress, message) = view.observe(&event);
+            lines.extend(view.line(state, stage, progress, message.as_deref()));
+        }
+        assert_eq!(
+            lines,
+            ["running (qc) 2%: started", "running (phasing) 41%", "running (phasing) 52%", "completed 100%"]
+        );
+    }
 
     #[test]
     fn events_are_read_across_chunk_boundaries_with_their_ids() {
