@@ -22,6 +22,8 @@ export FEDIMPUTE_BIN="$PWD/target/debug/fedimpute"
 cargo test --workspace --locked
 echo "== the served OpenAPI document (openapi-spec-validator)"
 tests/openapi/validate.sh
+echo "== the API against its document (schemathesis, a researcher's token, about 2.5 minutes)"
+tests/openapi/schemathesis.sh
 echo "== fuzz smoke run (every cargo-fuzz target for 30 s from its seeds; a crash fails the run)"
 # Unoptimised: minutes quicker to build, and 30 s of it still runs each target 10^4 to 10^6 times.
 FUZZ_PROFILE=dev scripts/fuzz.sh 30

@@ -71,6 +71,29 @@ async fn the_openapi_document_lists_every_endpoint() {
         assert!(schema["properties"][field].is_object(), "{field} missing: {schema}");
     }
     assert_eq!(schema["required"], serde_json::json!(["files", "panel", "build"]));
+
+    // Every answer a client can get is described: the credential and role errors of every
+    // secured operation, the unreadable-parameter and not-found answers of every operation
+    // with a path parameter, and the body errors of every operation taking a body, each an
+    // ErrorBody whose `details` may be null.
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |status: &str| responses.contains_key(status);
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            if secured {
+                assert!(has("401") && has("403"), "{method} {path}: {:?}", responses.keys());
+            }
+            if path.contains('{') {
+                assert!(has("400") && has("404"), "{method} {path}: {:?}", responses.keys());
+            }
+            if op.get("requestBody").is_some() {
+                assert!(has("400") && has("413") && has("415"), "{method} {path}: {:?}", responses.keys());
+            }
+        }
+    }
+    let detail = &doc["components"]["schemas"]["ErrorDetail"]["properties"]["details"];
+    assert!(detail.to_string().contains("null"), "details is documented as nullable: {detail}");
 }
 
 #[tokio::test]
@@ -96,6 +119,14 @@ async fn errors_are_json_with_a_code_and_every_response_has_a_request_id() {
 
     let resp = client.post(node.api("/auth/login")).body("username=a").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // A job submission that is not multipart is refused in the same format (schemathesis found
+    // it answered in plain text).
+    let admin = node.admin_token().await.unwrap();
+    let resp = client.post(node.api("/jobs")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
 
     // A client-chosen request id is echoed and appears in the node's log.
     let resp =

@@ -19,6 +19,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"username": "ada", "password": "correct horse battery staple"}))]
 pub struct LoginRequest {
     username: String,
     password: String,

@@ -1,6 +1,7 @@
 //! The API's one error type: every failure becomes `{"error":{"code","message","details"}}` with
 //! the right status. Internal causes are logged, never shown to the client.
 
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -45,18 +46,24 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Every error answer of the API.
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid", "message": "unknown build \"hg37\": use hg19 or hg38", "details": null}}))]
 pub struct ErrorBody {
     error: ErrorDetail,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `unauthorized`.
+    /// Stable machine-readable code: `bad_request`, `unauthorized`, `forbidden`,
+    /// `password_change_required`, `wrong_password`, `not_found`, `conflict`, `invalid`,
+    /// `payload_too_large`, `unsupported_media_type`, `too_many_requests`, `quota_exceeded`,
+    /// `unavailable` or `internal`.
     code: &'static str,
     /// What went wrong, for a person.
     message: String,
-    #[schema(value_type = Object)]
+    /// Reserved for structured detail; null today.
+    #[schema(value_type = Option<Object>)]
     details: Value,
 }
 
@@ -145,6 +152,12 @@ impl From<StoreError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        Self::from_rejection(r.status(), r.body_text())
+    }
+}
+
+impl From<MultipartRejection> for ApiError {
+    fn from(r: MultipartRejection) -> Self {
         Self::from_rejection(r.status(), r.body_text())
     }
 }

@@ -20,6 +20,18 @@ use crate::store::users::Role;
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
+/// A multipart body; one that is not multipart, or has no boundary, is a 400 in the API's error
+/// format.
+pub struct ApiMultipart(pub axum::extract::Multipart);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ApiMultipart {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(axum::extract::Multipart::from_request(req, state).await?))
+    }
+}
+
 /// Query parameters, parsed with the API's error format.
 #[derive(FromRequestParts)]
 #[from_request(via(Query), rejection(ApiError))]

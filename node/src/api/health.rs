@@ -87,7 +87,7 @@ fn config_days_left(state: &AppState, now: time::OffsetDateTime) -> Option<i64> 
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, operation_id = "getMetrics", path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, operation_id = "getMetrics", path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics in the OpenMetrics text format", content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (listed, connected, reachable) = state.federation.member_counts(crate::time::now_ms());
     state.metrics.set_members(listed, connected, reachable);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use tower::ServiceExt;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiPath, ApiQuery, Auth, ClientIp, Submitter};
+use super::extract::{ApiMultipart, ApiPath, ApiQuery, Auth, ClientIp, Submitter};
 use crate::auth::Principal;
 use crate::files::FileStoreError;
 use crate::imputation::GenomeBuild;
@@ -252,11 +252,12 @@ pub struct JobSubmission {
     #[schema(example = "sim-afr")]
     panel: String,
     /// Genome build of the input.
-    #[schema(example = "hg38")]
+    #[schema(example = "hg38", pattern = "^(hg19|hg38)$")]
     build: String,
     /// `beagle` (default), `minimac4`, or the id of an imputation service in the catalog.
     engine: Option<String>,
     /// `beagle` (default) or `no_phasing` (the input is phased already).
+    #[schema(pattern = "^(beagle|no_phasing)$")]
     phasing: Option<String>,
     /// Population, for the allele-frequency check and for services that ask for one.
     population: Option<String>,
@@ -265,6 +266,7 @@ pub struct JobSubmission {
     #[schema(example = "0.3")]
     r2_filter: Option<String>,
     /// `imputation` (default) or `qc_only`.
+    #[schema(pattern = "^(imputation|qc_only)$")]
     mode: Option<String>,
     /// The job's name (default `job <id>`).
     name: Option<String>,
@@ -277,6 +279,7 @@ pub struct JobSubmission {
     /// highest estimated r2) or `meta` (meta-imputation: per haplotype and along the
     /// chromosome, weights learnt from each panel's leave-one-out dosages at the typed sites;
     /// Minimac4 at every host).
+    #[schema(pattern = "^(best_r2|meta)$")]
     combine: Option<String>,
 }
 
@@ -292,7 +295,7 @@ async fn submit(
     State(state): State<AppState>,
     auth: Auth<Submitter>,
     ClientIp(ip): ClientIp,
-    mut multipart: Multipart,
+    ApiMultipart(mut multipart): ApiMultipart,
 ) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
     let user = &auth.principal.user;
     let limits = &state.config.jobs;

@@ -45,9 +45,12 @@ async fn me(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<MeVi
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"name": "analysis scripts", "expires_in_days": 30, "password": "correct horse battery staple"}))]
 pub struct CreateTokenRequest {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
     /// At most `auth.max_api_token_days` (90 unless the node says otherwise).
+    #[schema(minimum = 1)]
     expires_in_days: u32,
     /// The caller's password, again: a stolen access token must not become a lasting one.
     password: String,

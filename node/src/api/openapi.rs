@@ -2,7 +2,9 @@
 
 use utoipa::Modify;
 use utoipa::OpenApi;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, ResponseBuilder};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +22,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::node::show, super::services::list, super::services::add, super::services::remove,
         super::health::healthz, super::health::readyz, super::health::metrics,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
 )]
 pub struct ApiDoc;
 
@@ -38,6 +40,69 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The error answers every operation of a kind can give, added where a handler's annotation
+/// does not list them itself: so the document describes every answer a client can get, and each
+/// handler lists only the errors of its own logic.
+struct CommonErrors;
+
+impl CommonErrors {
+    /// (status, description, applies to the operation)
+    fn rules(op: &Operation) -> Vec<(&'static str, &'static str)> {
+        let secured = op.security.as_ref().is_some_and(|reqs| !reqs.is_empty());
+        let has_body = op.request_body.is_some();
+        let json_body = op.request_body.as_ref().is_some_and(|b| b.content.contains_key("application/json"));
+        let params = op.parameters.iter().flatten();
+        let (mut in_path, mut in_query) = (false, false);
+        for p in params {
+            match p.parameter_in {
+                ParameterIn::Path => in_path = true,
+                ParameterIn::Query => in_query = true,
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        if has_body || in_query || in_path {
+            out.push(("400", "the request is malformed: a body, path or query parameter that cannot be read"));
+        }
+        if secured {
+            out.push(("401", "no credentials, or an expired, revoked or unknown token"));
+            out.push((
+                "403",
+                "the caller's role may not do this, or their one-time password must be changed first \
+                 (`password_change_required`)",
+            ));
+        }
+        if in_path {
+            out.push(("404", "nothing with that id, or nothing the caller may see"));
+        }
+        if has_body {
+            out.push(("413", "the body is larger than the node accepts"));
+            out.push(("415", "the body is not of the content type this operation takes"));
+        }
+        if json_body {
+            out.push(("422", "the body is JSON but not what this operation takes"));
+        }
+        out
+    }
+}
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error_body =
+            || ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))).build();
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for op in ops.into_iter().flatten() {
+                for (status, description) in Self::rules(op) {
+                    op.responses.responses.entry(status.to_string()).or_insert_with(|| {
+                        ResponseBuilder::new().description(description).content("application/json", error_body()).into()
+                    });
+                }
+            }
+        }
     }
 }
 

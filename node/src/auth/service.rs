@@ -377,7 +377,7 @@ impl AuthService {
         source: &str,
     ) -> Result<(String, ApiToken), AuthError> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 100 {
+        if name.is_empty() || name.chars().count() > 100 {
             return Err(AuthError::Invalid("a token name has 1 to 100 characters".into()));
         }
         if expires_in_days == 0 || expires_in_days > self.config.max_api_token_days {
