@@ -61,8 +61,34 @@ export async function passwordPage(main, { onChanged } = {}) {
   const notice = me() && me().must_change_password
     ? h('p.error', { role: 'alert' }, 'Your password is a one-time password. Choose your own before going on.')
     : h('p', {}, 'Changing your password ends every other session of yours.');
-  mount(main, h('h1', {}, 'Password'), notice, form);
+  mount(main, h('h1', {}, 'Password'), notice, form, me() && !me().must_change_password ? mailForm() : null);
   current.focus();
+}
+
+/** The caller's e-mail address and whether a mail tells them when a job of theirs ends. */
+function mailForm() {
+  const status = h('div', { 'aria-live': 'polite' });
+  const email = h('input', { type: 'email', autocomplete: 'email', value: me().email || '' });
+  const notify = h('input', { type: 'checkbox', checked: me().email_notifications !== false });
+  return h('form.card.narrow', {
+    'aria-label': 'E-mail',
+    on: {
+      submit: async (e) => {
+        e.preventDefault();
+        try {
+          const updated = await api('/me', { method: 'PATCH', body: { email: email.value.trim(), email_notifications: notify.checked } });
+          Object.assign(me(), updated);
+          mount(status, h('p.ok', { role: 'status' }, updated.email
+            ? `Saved. ${updated.email_notifications ? 'A mail goes to' : 'No mails go to'} ${updated.email} when a job of yours ends.`
+            : 'Saved. No address: no mails.'));
+        } catch (err) { mount(status, errorBox(err)); }
+      },
+    },
+  }, h('h2', {}, 'E-mail'),
+  h('p', {}, 'If this node sends mails, one tells you when a job of yours ends: its name, state and a link. Never your data or results.'),
+  field('Your e-mail address', email),
+  h('label.check', {}, notify, ' Mail me when a job of mine ends'),
+  status, h('button', { type: 'submit' }, 'Save'));
 }
 
 export async function usersPage(main) {

@@ -38,6 +38,9 @@ pub struct NodeConfig {
     pub chunking: crate::imputation::chunks::ChunkingSection,
     #[serde(default)]
     pub executor: crate::imputation::executor::ExecutorSection,
+    /// Mails to researchers when their jobs end; none without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<crate::mail::SmtpSection>,
 }
 
 /// Jobs forwarded between nodes: how files move and how long a silent peer is waited for.
@@ -370,6 +373,9 @@ impl NodeConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(smtp) = &self.smtp {
+            smtp.validate()?;
+        }
         if self.node.name.trim().is_empty() {
             return Err("key `node.name` must not be empty".into());
         }

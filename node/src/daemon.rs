@@ -68,6 +68,11 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
     let config_arc = Arc::new(config.clone());
     let jobs = crate::jobs::JobsService::new(store.clone(), config_arc.clone(), identity.clone());
     jobs.start();
+    if let Some(smtp) = &config.smtp {
+        let mailer = crate::mail::Mailer::new(smtp, &config.node.data_dir).context("setting up [smtp]")?;
+        crate::mail::spawn_sender(store.clone(), mailer, jobs.mail_wake());
+        tracing::info!(host = %smtp.host, port = smtp.port(), "mails go out when jobs end");
+    }
     let federated = crate::jobs::federated::Federated::new(
         jobs.clone(),
         network,

@@ -20,6 +20,7 @@ pub mod html;
 pub mod identity;
 pub mod imputation;
 pub mod jobs;
+pub mod mail;
 pub mod metrics;
 pub mod p2p;
 pub mod secrets;

@@ -209,6 +209,16 @@ test('an admin creates a researcher, who cannot open the admin pages; the audit 
   // The API refuses too, whatever the page shows.
   const ritaToken = JSON.parse((await request('POST', `${A_URL}/api/v1/auth/login`, { body: { username: 'rita', password: ritaPassword } })).body).access_token;
   assert.equal((await request('GET', `${A_URL}/api/v1/users`, { token: ritaToken })).status, 403);
+  // Her e-mail address, and no mails when her jobs end: set on her account page.
+  await page.goto(`${A_URL}/#/account/password`);
+  const mail = page.getByRole('form', { name: 'E-mail' });
+  await mail.getByLabel('Your e-mail address').fill('rita@example.org');
+  await mail.getByLabel('Mail me when a job of mine ends').uncheck();
+  await mail.getByRole('button', { name: 'Save' }).click();
+  await mail.getByText('No mails go to rita@example.org').waitFor();
+  const ritaMe = JSON.parse((await request('GET', `${A_URL}/api/v1/me`, { token: ritaToken })).body);
+  assert.equal(ritaMe.email, 'rita@example.org');
+  assert.equal(ritaMe.email_notifications, false);
   await logOut();
 
   await logIn('admin', ADMIN_PASSWORD);

@@ -14,11 +14,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 MAX_SECONDS=${1:-120}
 VENV=.venv-schemathesis
 WANT="schemathesis==4.32.5"
-if ! [ -x "$VENV/bin/schemathesis" ] || [ "$(cat "$VENV/.pins" 2>/dev/null)" != "$WANT" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$WANT"
-  echo "$WANT" > "$VENV/.pins"
-fi
+# shellcheck source=scripts/lib/venv.sh
+source scripts/lib/venv.sh
+pinned_venv "$VENV" "$WANT"
 
 cargo build --locked --quiet -p fedimpute-node --bin fedimpute
 BIN="$PWD/target/debug/fedimpute"

@@ -9,11 +9,9 @@ cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:$PATH"
 VENV=.venv-openapi
 WANT="openapi-spec-validator==0.7.2"
-if ! [ -x "$VENV/bin/openapi-spec-validator" ] || [ "$(cat "$VENV/.pins" 2>/dev/null)" != "$WANT" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$WANT"
-  echo "$WANT" > "$VENV/.pins"
-fi
+# shellcheck source=scripts/lib/venv.sh
+source scripts/lib/venv.sh
+pinned_venv "$VENV" "$WANT"
 
 cargo build --locked --quiet -p fedimpute-node --bin fedimpute
 BIN="$PWD/target/debug/fedimpute"

@@ -183,6 +183,18 @@ async fn a_researcher_logs_in_once_and_works_through_the_profile_alone() {
     let retried = json_out(&out);
     assert_eq!(retried["state"], "completed", "{retried}");
     assert!(stderr(&out).lines().any(|l| l.starts_with("running")), "{}", stderr(&out));
+    // Following an ended job replays its course on stderr and ends with its state.
+    let out = researcher(home, &["job", "watch", &running, "--json"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_out(&out)["state"], "completed");
+    let course: Vec<&str> = std::str::from_utf8(&out.stderr).unwrap().lines().collect();
+    assert!(course.iter().any(|l| l.starts_with("queued")) && course.last().unwrap().starts_with("completed"));
+    // Password-protected archives of its results: the password is in the JSON, once.
+    let out = researcher(home, &["job", "archive", &running, "--json"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let made = json_out(&out);
+    assert!(made["password"].as_str().is_some_and(|p| p.len() >= 12), "{made}");
+    assert!(made["archives"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().ends_with(".zip")), "{made}");
     // A completed job cannot be retried: refused, exit code 3, the reason as JSON.
     let out = researcher(home, &["job", "retry", &running, "--json"], "");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

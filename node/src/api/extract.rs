@@ -15,10 +15,22 @@ use crate::auth::Principal;
 use crate::config::ProxyNet;
 use crate::store::users::Role;
 
-/// A JSON body; malformed input is a 400/422 in the API's error format.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body; malformed input is a 400/422 in the API's error format. Every request
+/// body of the API is an object: anything else is refused before it reaches serde, whose
+/// derived structs would also take an array of their fields in order (`[null, null]`).
 pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::Unprocessable("the request body must be a JSON object".into()));
+        }
+        serde_json::from_value(value).map(ApiJson).map_err(|e| ApiError::Unprocessable(e.to_string()))
+    }
+}
 
 /// A multipart body; one that is not multipart, or has no boundary, is a 400 in the API's error
 /// format.

@@ -15,7 +15,7 @@ use crate::time::rfc3339;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/me", get(me))
+        .route("/me", get(me).patch(update_me))
         .route("/me/password", put(change_password))
         .route("/me/tokens", get(list_tokens).post(create_token))
         .route("/me/tokens/{id}", delete(revoke_token))
@@ -39,6 +39,36 @@ async fn me(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<MeVi
     let user = &auth.principal.user;
     Ok(axum::Json(MeView {
         user: UserView::from(user),
+        stored_bytes: state.store.stored_bytes_of(user.id).await?,
+        storage_quota_bytes: state.config.jobs.max_stored_bytes_per_user,
+    }))
+}
+
+/// What a user may change of their own account besides the password.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"email": "ada@example.org", "email_notifications": true}))]
+pub struct UpdateMeRequest {
+    /// Where mails about your jobs go; `""` removes it.
+    email: Option<String>,
+    /// Whether a mail goes out when a job of yours ends.
+    email_notifications: Option<bool>,
+}
+
+/// Set your e-mail address, or turn the mails about your jobs on or off.
+#[utoipa::path(patch, operation_id = "updateMe", path = "/api/v1/me", tag = "account", security(("bearer" = [])),
+    request_body = UpdateMeRequest, responses((status = 200, body = MeView)))]
+async fn update_me(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<UpdateMeRequest>,
+) -> Result<axum::Json<MeView>, ApiError> {
+    let user = &auth.principal.user;
+    let actor = format!("user:{}", user.username);
+    super::users::set_mail_settings(&state, user, req.email, req.email_notifications, &actor, &ip).await?;
+    let user = state.store.user_by_id(user.id).await?.ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+    Ok(axum::Json(MeView {
+        user: UserView::from(&user),
         stored_bytes: state.store.stored_bytes_of(user.id).await?,
         storage_quota_bytes: state.config.jobs.max_stored_bytes_per_user,
     }))

@@ -11,7 +11,7 @@ use utoipa::openapi::{ContentBuilder, ResponseBuilder};
     info(title = "fedimpute node API", description = "The HTTPS API of one fedimpute node."),
     paths(
         super::auth::login, super::auth::refresh, super::auth::logout,
-        super::me::me, super::me::change_password, super::me::list_tokens, super::me::create_token, super::me::revoke_token,
+        super::me::me, super::me::update_me, super::me::change_password, super::me::list_tokens, super::me::create_token, super::me::revoke_token,
         super::users::list_users, super::users::create_user, super::users::update_user, super::users::reset_password,
         super::audit::list, super::audit::verify,
         super::federation::overview, super::federation::install_config,

@@ -30,6 +30,10 @@ pub struct UserView {
     disabled: bool,
     /// Holds a one-time password it has yet to change.
     must_change_password: bool,
+    /// Where mails about their jobs go.
+    email: Option<String>,
+    /// Whether a mail goes out when a job of theirs ends (if the node sends mails).
+    email_notifications: bool,
     created_at: String,
     updated_at: String,
 }
@@ -42,6 +46,8 @@ impl From<&User> for UserView {
             role: u.role,
             disabled: u.disabled,
             must_change_password: u.must_change_password,
+            email: u.email.clone(),
+            email_notifications: u.email_notifications,
             created_at: rfc3339(u.created_at),
             updated_at: rfc3339(u.updated_at),
         }
@@ -71,6 +77,40 @@ pub struct CreatedUser {
 pub struct UpdateUserRequest {
     role: Option<Role>,
     disabled: Option<bool>,
+    /// Where mails about their jobs go; `""` removes it.
+    #[schema(example = "ada@example.org")]
+    email: Option<String>,
+    email_notifications: Option<bool>,
+}
+
+/// Sets a user's e-mail address (`""` removes it) and whether they get mails, auditing it.
+pub(super) async fn set_mail_settings(
+    state: &AppState,
+    user: &User,
+    email: Option<String>,
+    notifications: Option<bool>,
+    actor: &str,
+    ip: &str,
+) -> Result<(), ApiError> {
+    use crate::store::audit::{AuditEvent, Outcome};
+    if let Some(email) = email.map(|e| e.trim().to_string()) {
+        if !email.is_empty() && !crate::mail::valid_address(&email) {
+            return Err(ApiError::Unprocessable(format!("{email:?} is not an e-mail address")));
+        }
+        state.store.set_user_email(user.id, Some(email.as_str()).filter(|e| !e.is_empty())).await?;
+        let event = AuditEvent::new(actor, ip, "user.email_changed", Outcome::Success)
+            .target(&user.username)
+            .details(serde_json::json!({ "email_set": !email.is_empty() }));
+        state.store.append_audit(&state.identity, event).await?;
+    }
+    if let Some(on) = notifications.filter(|on| *on != user.email_notifications) {
+        state.store.set_user_email_notifications(user.id, on).await?;
+        let event = AuditEvent::new(actor, ip, "user.email_notifications", Outcome::Success)
+            .target(&user.username)
+            .details(serde_json::json!({ "on": on }));
+        state.store.append_audit(&state.identity, event).await?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -119,7 +159,7 @@ async fn create_user(
     Ok((StatusCode::CREATED, axum::Json(CreatedUser { user: UserView::from(&user), generated_password: generated })))
 }
 
-/// Change a user's role, or disable / re-enable them.
+/// Change a user's role, disable / re-enable them, or set their e-mail address.
 #[utoipa::path(patch, operation_id = "updateUser", path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = UpdateUserRequest,
     responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -138,6 +178,8 @@ async fn update_user(
     if let Some(disabled) = req.disabled.filter(|d| *d != user.disabled) {
         state.auth.set_disabled(&actor, &user, disabled).await?;
     }
+    let who = format!("user:{}", auth.principal.user.username);
+    set_mail_settings(&state, &user, req.email, req.email_notifications, &who, &ip).await?;
     Ok(axum::Json(UserView::from(&target(&state, id).await?)))
 }
 

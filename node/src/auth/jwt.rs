@@ -134,6 +134,8 @@ mod tests {
             updated_at: 0,
             sessions_valid_after: 0,
             must_change_password: false,
+            email: None,
+            email_notifications: true,
         }
     }
 

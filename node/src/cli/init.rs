@@ -98,6 +98,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         transfer: Default::default(),
         chunking: Default::default(),
         executor: Default::default(),
+        smtp: None,
     };
     let config_path = data_dir.join(CONFIG_FILE);
     // Validate by round-tripping through the same parser `run` uses.

@@ -15,6 +15,7 @@ mod progress;
 pub mod qc;
 pub mod run;
 pub mod service;
+pub mod smtp;
 pub mod user;
 mod watch;
 
@@ -80,6 +81,9 @@ pub enum Command {
     /// Inspect this node's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The node's outgoing mail ([smtp] in node.toml): send a test mail.
+    #[command(subcommand)]
+    Smtp(smtp::SmtpCommand),
     /// Your own account on a node (works from any machine): change your password.
     #[command(subcommand)]
     Account(account::AccountCommand),
@@ -193,6 +197,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(audit::run(cmd))
+        }
+        Command::Smtp(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(smtp::run(cmd))
         }
         Command::Account(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");

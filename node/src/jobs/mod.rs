@@ -43,6 +43,8 @@ pub struct JobsService {
     events: broadcast::Sender<JobEvent>,
     wake: Arc<Notify>,
     running: Arc<Mutex<HashMap<String, KillSwitch>>>,
+    /// Wakes the mail sender when a mail is queued.
+    mail_wake: Arc<Notify>,
     /// Where engine tasks run; shared by all jobs, so its limit holds node-wide.
     pub(crate) executor: Executor,
 }
@@ -71,6 +73,7 @@ impl JobsService {
             events: broadcast::channel(1024).0,
             wake: Arc::default(),
             running: Arc::default(),
+            mail_wake: Arc::default(),
         }
     }
 
@@ -129,6 +132,7 @@ impl JobsService {
                 }
                 if matches!(to, JobState::Completed | JobState::Failed | JobState::Cancelled) {
                     self.inputs_done(id).await;
+                    self.queue_end_mail(id, to).await;
                 }
                 Ok(true)
             }
@@ -136,6 +140,35 @@ impl JobsService {
                 tracing::debug!(%stale, "transition skipped");
                 Ok(false)
             }
+        }
+    }
+
+    /// What wakes the mail sender ([`crate::mail::spawn_sender`]).
+    pub fn mail_wake(&self) -> Arc<Notify> {
+        self.mail_wake.clone()
+    }
+
+    /// Queues the mail telling a job's owner it ended, if the node sends mails and they want
+    /// them. Only for the researcher's own job: not a host's job for another node (its owner is
+    /// a pseudonym there), nor each panel's part of a multi-panel job (their parent's mail tells).
+    async fn queue_end_mail(&self, id: &str, state: JobState) {
+        let Some(smtp) = &self.config.smtp else { return };
+        let queued = async {
+            let Some(job) = self.store.job(id).await? else { return Ok(false) };
+            if job.role() == JobRole::Host || job.parent_id.is_some() {
+                return Ok(false);
+            }
+            let Some(owner) = self.store.user_by_id(job.owner_id).await? else { return Ok(false) };
+            let Some(email) = owner.email.as_deref().filter(|_| owner.email_notifications) else { return Ok(false) };
+            let (subject, body) =
+                crate::mail::job_ended_mail(&job, state, &smtp.public_url, &self.config.node.institution);
+            self.store.queue_mail(id, email, &subject, &body).await?;
+            Ok::<_, StoreError>(true)
+        };
+        match queued.await {
+            Ok(true) => self.mail_wake.notify_one(),
+            Ok(false) => {}
+            Err(e) => tracing::error!(job_id = %id, error = %e, "could not queue the job's mail"),
         }
     }
 

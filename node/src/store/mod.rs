@@ -9,6 +9,7 @@ pub mod engine_tasks;
 pub mod federated_jobs;
 pub mod federation;
 pub mod jobs;
+pub mod mail;
 pub mod panels;
 pub mod services;
 pub mod sessions;

@@ -67,6 +67,10 @@ pub struct User {
     pub sessions_valid_after: i64,
     /// The password was generated for them: they must change it before anything else.
     pub must_change_password: bool,
+    /// Where mails about their jobs go (none: no mails).
+    pub email: Option<String>,
+    /// Whether they want a mail when a job of theirs ends.
+    pub email_notifications: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -80,6 +84,8 @@ struct UserRow {
     updated_at: i64,
     sessions_valid_after: i64,
     must_change_password: bool,
+    email: Option<String>,
+    email_notifications: bool,
 }
 
 impl TryFrom<UserRow> for User {
@@ -97,12 +103,14 @@ impl TryFrom<UserRow> for User {
             updated_at: row.updated_at,
             sessions_valid_after: row.sessions_valid_after,
             must_change_password: row.must_change_password,
+            email: row.email,
+            email_notifications: row.email_notifications,
         })
     }
 }
 
-const USER_COLUMNS: &str =
-    "id, username, password_hash, role, disabled, created_at, updated_at, sessions_valid_after, must_change_password";
+const USER_COLUMNS: &str = "id, username, password_hash, role, disabled, created_at, updated_at, \
+     sessions_valid_after, must_change_password, email, email_notifications";
 
 impl Store {
     /// Adds a user; a taken user name is [`StoreError::Conflict`]. With `one_time`, the
@@ -176,6 +184,16 @@ impl Store {
     /// Disables or re-enables a user. The caller ends their sessions ([`Store::end_all_sessions`]).
     pub async fn set_user_disabled(&self, id: i64, disabled: bool) -> Result<(), StoreError> {
         self.update_user(id, "UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?", disabled).await
+    }
+
+    /// Sets (or, with `None`, removes) the address mails about the user's jobs go to.
+    pub async fn set_user_email(&self, id: i64, email: Option<&str>) -> Result<(), StoreError> {
+        self.update_user(id, "UPDATE users SET email = ?, updated_at = ? WHERE id = ?", email).await
+    }
+
+    /// Turns the mails about a user's jobs on or off.
+    pub async fn set_user_email_notifications(&self, id: i64, on: bool) -> Result<(), StoreError> {
+        self.update_user(id, "UPDATE users SET email_notifications = ?, updated_at = ? WHERE id = ?", on).await
     }
 
     /// Replaces a user's password hash; `one_time` makes them change it at their next login.
