@@ -348,9 +348,16 @@ async fn wait_stage(node: &TestNode, token: &str, id: &str, what: &str, check: i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_jobs_leave_no_genotypes_anywhere_and_files_at_rest_are_private() {
-    // B pulls slowly (the input takes seconds to arrive) and runs one engine at a time.
+    // B pulls slowly (the input takes seconds to arrive) and runs one engine at a time, whose
+    // Java takes a while to start: a job B runs is still running when the next one arrives
+    // (however fast Beagle is that day), so that one queues.
+    let slow = tempfile::tempdir().unwrap();
+    let slow_java = slow.path().join("java");
+    std::fs::write(&slow_java, "#!/bin/sh\nsleep 30\nexec java \"$@\"\n").unwrap();
+    std::fs::set_permissions(&slow_java, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let java = format!("java = \"{}\"", slow_java.display());
     let fed = federation(1, |i, c| match i {
-        1 => with_transfer(c, "max_bytes_per_sec = 3000\npoll_secs = 1"),
+        1 => with_transfer(set(c, "java = \"java\"", &java), "max_bytes_per_sec = 3000\npoll_secs = 1"),
         _ => with_transfer(c, "poll_secs = 1"),
     })
     .await;
