@@ -151,3 +151,51 @@ async fn requests_in_flight_finish_during_graceful_shutdown() {
     // cut off half-way (a connection error) once the server had accepted it.
     assert_eq!(answered.map_err(|e| e.to_string()).unwrap(), reqwest::StatusCode::OK, "log:\n{}", node.log());
 }
+
+/// The first schema the project shipped (tests/data/schema-0001.sql: migration 0001 alone)
+/// upgrades through every later migration, and the node starts on it with its users intact.
+#[tokio::test]
+async fn a_database_of_the_first_schema_upgrades_and_the_node_starts() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    install_crypto_provider();
+    let mut node = TestNode::init("Inst A").unwrap();
+    let db = node.db_path();
+    // The admin as init made them, to carry into the old database.
+    let open = |create: bool| {
+        let options = SqliteConnectOptions::new().filename(&db).create_if_missing(create);
+        SqlitePoolOptions::new().max_connections(1).connect_with(options)
+    };
+    let today = open(false).await.unwrap();
+    let (username, hash): (String, String) =
+        sqlx::query_as("SELECT username, password_hash FROM users WHERE role = 'admin'")
+            .fetch_one(&today)
+            .await
+            .unwrap();
+    today.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let old = open(true).await.unwrap();
+    let fixture = std::fs::read_to_string(fedimpute_tests::test_data("schema-0001.sql")).unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(fixture)).execute(&old).await.unwrap();
+    sqlx::query("INSERT INTO users (username, password_hash, role, disabled, created_at, updated_at) VALUES (?, ?, 'admin', 0, 1, 1)")
+        .bind(&username)
+        .bind(&hash)
+        .execute(&old)
+        .await
+        .unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&old).await.unwrap();
+    assert_eq!(applied, 1, "the fixture holds the first migration only");
+    old.close().await;
+
+    node.start().await.unwrap();
+    let token = node.admin_token().await.expect("the admin logs in on the upgraded database");
+    let (status, me) = node.get("/me", &token).await.unwrap();
+    assert!(status.is_success(), "{me}");
+    assert_eq!(me["email_notifications"], true, "columns of later migrations have their defaults: {me}");
+    let ready: serde_json::Value =
+        node.client().get(format!("{}/readyz", node.base_url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let verify = fedimpute(&["audit", "verify", "--config", &node.config_arg()]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+}

@@ -86,3 +86,40 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Migrations are forward-only: a database made by any earlier set of them (each schema the
+    /// node has had), holding a user, opens with today's set and keeps the user.
+    #[tokio::test]
+    async fn a_database_of_every_earlier_schema_upgrades_to_todays() {
+        let today = sqlx::migrate!("src/store/migrations");
+        let count = today.migrations.len();
+        for shipped in 1..count {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("node.db");
+            let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+            let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+            let mut earlier = sqlx::migrate!("src/store/migrations");
+            earlier.migrations = std::borrow::Cow::Owned(today.migrations[..shipped].to_vec());
+            earlier.run(&pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO users (username, password_hash, role, disabled, created_at, updated_at) \
+                 VALUES ('ada', 'hash', 'researcher', 0, 1, 1)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+            let store = Store::open(&path, false)
+                .await
+                .unwrap_or_else(|e| panic!("a database of migrations 1..={shipped} does not upgrade: {e}"));
+            let ada = store.user_by_name("ada").await.unwrap().expect("the user survives the upgrade");
+            assert_eq!(ada.role, users::Role::Researcher);
+            assert!(!ada.must_change_password && ada.email.is_none() && ada.email_notifications);
+            store.close().await;
+        }
+    }
+}
