@@ -66,7 +66,7 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
     );
 
     let config_arc = Arc::new(config.clone());
-    let jobs = crate::jobs::JobsService::new(store.clone(), config_arc.clone(), identity.clone());
+    let jobs = crate::jobs::JobsService::new(store.clone(), config_arc.clone(), identity.clone(), metrics.clone());
     jobs.start();
     if let Some(smtp) = &config.smtp {
         let mailer = crate::mail::Mailer::new(smtp, &config.node.data_dir).context("setting up [smtp]")?;

@@ -1,4 +1,5 @@
-//! HTTP metrics: request counts and latency histograms by method, route template and status.
+//! The node's Prometheus metrics: HTTP requests, federation and transfers, and jobs (by state,
+//! the queue, engine run times, failures by reason).
 
 use std::sync::Arc;
 
@@ -44,6 +45,22 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EngineLabels {
+    engine: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+fn engine_histogram() -> Histogram {
+    // 1 s .. ~4.5 h
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
 fn latency_histogram() -> Histogram {
     // 0.25 ms .. ~4 s
     Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
@@ -61,6 +78,10 @@ pub struct Metrics {
     audit_head_mismatches: Gauge,
     config_expiry_days: Gauge,
     data_dir_free_bytes: Gauge,
+    jobs: Family<MemberStateLabels, Gauge>,
+    queued_jobs: Gauge,
+    engine_seconds: Family<EngineLabels, Histogram, fn() -> Histogram>,
+    job_failures: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -112,6 +133,24 @@ impl Metrics {
             "Bytes free on the data directory's file system",
             data_dir_free_bytes.clone(),
         );
+        let jobs = Family::<MemberStateLabels, Gauge>::default();
+        registry.register("jobs", "Jobs this node holds, by state (read from the database when scraped)", jobs.clone());
+        let queued_jobs = Gauge::default();
+        registry.register("job_queue_length", "Jobs queued here, waiting for an engine slot", queued_jobs.clone());
+        let engine_seconds =
+            Family::<EngineLabels, Histogram, fn() -> Histogram>::new_with_constructor(engine_histogram);
+        registry.register(
+            "engine_run_seconds",
+            "Wall time of each engine task (Beagle, Minimac4, bcftools steps), by engine and outcome (ok, failed, killed)",
+            engine_seconds.clone(),
+        );
+        let job_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "job_failures",
+            "Jobs that failed here, by reason: input (QC or the upload), engine, federation (host or transfer), \
+             interrupted (the node kept stopping), service (an external service), other",
+            job_failures.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -123,7 +162,34 @@ impl Metrics {
             audit_head_mismatches,
             config_expiry_days,
             data_dir_free_bytes,
+            jobs,
+            queued_jobs,
+            engine_seconds,
+            job_failures,
         })
+    }
+
+    /// Sets the jobs-by-state gauges from `(state, count)` rows; states absent from them read 0.
+    pub fn set_jobs_by_state(&self, counts: &[(String, i64)]) {
+        for state in crate::store::jobs::JobState::ALL {
+            let n = counts.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n);
+            self.jobs.get_or_create(&MemberStateLabels { state: state.as_str().into() }).set(n);
+            if state == crate::store::jobs::JobState::Queued {
+                self.queued_jobs.set(n);
+            }
+        }
+    }
+
+    /// Records one engine task's wall time.
+    pub fn engine_run(&self, engine: &str, outcome: &str, seconds: f64) {
+        self.engine_seconds
+            .get_or_create(&EngineLabels { engine: engine.into(), outcome: outcome.into() })
+            .observe(seconds);
+    }
+
+    /// Counts a job that failed, by the kind of reason.
+    pub fn job_failed(&self, reason: &str) {
+        self.job_failures.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     /// Counts an advert verdict.

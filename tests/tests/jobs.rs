@@ -665,3 +665,43 @@ async fn input_allele_frequencies_far_from_the_panels_are_flagged_against_the_ch
     let svg = svg.unwrap().text().await.unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<rect"), "{svg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_jobs_by_state_engine_times_and_failures_by_reason() {
+    // Beagle cannot start (java is /bin/false): an imputation job fails in its engine; a
+    // QC-only job completes without one.
+    let node = node_with_panel_and_config(|c| set(c, "java = \"java\"", "java = \"/bin/false\"")).await;
+    let token = node.admin_token().await.unwrap();
+    let qc_only = [("panel", "sim"), ("build", "hg19"), ("mode", "qc_only"), ("name", "secret-project-qc")];
+    let completed = submit_targets(&node, &token, &qc_only).await;
+    wait_state(&node, &token, &completed, &["completed"], Duration::from_secs(60)).await;
+    let imputation = [("panel", "sim"), ("build", "hg19"), ("engine", "beagle"), ("name", "secret-project-run")];
+    let failed = submit_targets(&node, &token, &imputation).await;
+    wait_state(&node, &token, &failed, &["failed"], Duration::from_secs(120)).await;
+
+    let metrics = node.client().get(format!("{}/metrics", node.base_url())).send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"fedimpute_jobs{state="completed"} 1"#,
+        r#"fedimpute_jobs{state="failed"} 1"#,
+        r#"fedimpute_jobs{state="running"} 0"#,
+        "fedimpute_job_queue_length 0",
+        r#"fedimpute_job_failures_total{reason="engine"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing:\n{metrics}");
+    }
+    let beagle_failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"fedimpute_engine_run_seconds_count{engine="beagle",outcome="failed"} "#))
+        .unwrap_or_else(|| panic!("no failed Beagle run timed:\n{metrics}"));
+    assert!(beagle_failed.parse::<u64>().unwrap() >= 1, "{metrics}");
+
+    // The log tells each job's start and end by id, never what the researcher named it.
+    let log = node.log();
+    for id in [&completed, &failed] {
+        let mentions: Vec<&str> = log.lines().filter(|l| l.contains(id.as_str())).collect();
+        assert!(mentions.iter().any(|l| l.contains("job started")), "{id}: {mentions:?}");
+        assert!(mentions.iter().any(|l| l.contains("job ended")), "{id}: {mentions:?}");
+    }
+    assert!(log.lines().any(|l| l.contains(failed.as_str()) && l.contains("job ended") && l.contains("engine")));
+    assert!(!log.contains("secret-project"), "a job's name is the researcher's business");
+}

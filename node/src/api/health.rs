@@ -94,5 +94,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.set_audit_head_mismatches(state.store.head_mismatches().await.map(|m| m.len()).unwrap_or(0));
     state.metrics.set_config_expiry_days(config_days_left(&state, time::OffsetDateTime::now_utc()));
     state.metrics.set_free_bytes(crate::at_rest::free_bytes(&state.config.node.data_dir).ok());
+    match state.store.count_jobs_by_state().await {
+        Ok(counts) => state.metrics.set_jobs_by_state(&counts),
+        Err(e) => tracing::warn!(error = %e, "counting jobs for /metrics"),
+    }
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }

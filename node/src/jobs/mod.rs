@@ -27,6 +27,7 @@ use crate::files::FileStore;
 use crate::identity::NodeIdentity;
 use crate::imputation::engines::KillSwitch;
 use crate::imputation::executor::Executor;
+use crate::metrics::Metrics;
 use crate::store::audit::{AuditEvent, Outcome};
 use crate::store::jobs::{JobEvent, JobRole, JobState, LIVE_STATES, TransitionUpdate};
 use crate::store::{Store, StoreError};
@@ -45,8 +46,34 @@ pub struct JobsService {
     running: Arc<Mutex<HashMap<String, KillSwitch>>>,
     /// Wakes the mail sender when a mail is queued.
     mail_wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
     /// Where engine tasks run; shared by all jobs, so its limit holds node-wide.
     pub(crate) executor: Executor,
+}
+
+/// The kind of reason a job failed for, for the `job_failures` metric: from where it was in its
+/// life, not from its error text (which may name the researcher's files).
+fn failure_reason(
+    job: &crate::store::jobs::JobRow,
+    state_before: &str,
+    stage_before: Option<&str>,
+    max_attempts: u32,
+) -> &'static str {
+    if job.external_id.is_some() {
+        return "service";
+    }
+    if job.attempts >= i64::from(max_attempts) && job.error.as_deref().is_some_and(|e| e.contains("stopped")) {
+        return "interrupted";
+    }
+    match (stage_before, state_before) {
+        (Some("qc"), _) | (None, "pending" | "validating") => "input",
+        (Some("phasing" | "imputing" | "writing" | "merging" | "composing"), _) => "engine",
+        (Some("queued_at_host" | "fetching_results"), _) | (None, "transferring" | "fetching_results" | "received") => {
+            "federation"
+        }
+        _ if job.role() == JobRole::Origin => "federation",
+        _ => "other",
+    }
 }
 
 /// A cancel or retry that does not apply to the job's state.
@@ -61,9 +88,10 @@ pub enum JobActionError {
 }
 
 impl JobsService {
-    pub fn new(store: Store, config: Arc<NodeConfig>, identity: NodeIdentity) -> Self {
+    pub fn new(store: Store, config: Arc<NodeConfig>, identity: NodeIdentity, metrics: Arc<Metrics>) -> Self {
         let files = FileStore::new(&config.node.data_dir);
-        let executor = Executor::new(&config.executor, config.engines.threads, store.clone());
+        let executor =
+            Executor::new(&config.executor, config.engines.threads, store.clone()).observed_by(metrics.clone());
         Self {
             executor,
             store,
@@ -74,6 +102,7 @@ impl JobsService {
             wake: Arc::default(),
             running: Arc::default(),
             mail_wake: Arc::default(),
+            metrics,
         }
     }
 
@@ -124,15 +153,23 @@ impl JobsService {
         to: JobState,
         update: TransitionUpdate,
     ) -> Result<bool, StoreError> {
+        // Where a failing job was (the transition clears its stage), for the failure's reason.
+        let before = match to {
+            JobState::Failed => self.store.job(id).await?.map(|j| (j.state, j.stage)),
+            _ => None,
+        };
         match self.store.transition(id, from, to, update).await? {
             Ok(event) => {
                 self.publish(event);
                 if to == JobState::Queued || to.is_final() {
                     self.wake.notify_one();
                 }
+                if to == JobState::Running && !from.contains(&JobState::Running) {
+                    tracing::info!(job_id = %id, "job started");
+                }
                 if matches!(to, JobState::Completed | JobState::Failed | JobState::Cancelled) {
                     self.inputs_done(id).await;
-                    self.queue_end_mail(id, to).await;
+                    self.job_ended(id, to, before).await;
                 }
                 Ok(true)
             }
@@ -148,20 +185,39 @@ impl JobsService {
         self.mail_wake.clone()
     }
 
+    /// What follows a job's end: a log line and, for a failure, its count by reason (never
+    /// anything the researcher wrote: no name, no error text), and the owner's mail.
+    async fn job_ended(&self, id: &str, state: JobState, before: Option<(String, Option<String>)>) {
+        let job = match self.store.job(id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(e) => return tracing::error!(job_id = %id, error = %e, "reading an ended job"),
+        };
+        if state == JobState::Failed {
+            let (was, stage) = before.unwrap_or_default();
+            let reason = failure_reason(&job, &was, stage.as_deref(), self.config.jobs.max_attempts);
+            self.metrics.job_failed(reason);
+            tracing::info!(job_id = %id, role = %job.role, state = %state, reason, "job ended");
+        } else {
+            tracing::info!(job_id = %id, role = %job.role, state = %state, "job ended");
+        }
+        self.queue_end_mail(&job, state).await;
+    }
+
     /// Queues the mail telling a job's owner it ended, if the node sends mails and they want
     /// them. Only for the researcher's own job: not a host's job for another node (its owner is
     /// a pseudonym there), nor each panel's part of a multi-panel job (their parent's mail tells).
-    async fn queue_end_mail(&self, id: &str, state: JobState) {
+    async fn queue_end_mail(&self, job: &crate::store::jobs::JobRow, state: JobState) {
         let Some(smtp) = &self.config.smtp else { return };
+        let id = job.id.as_str();
         let queued = async {
-            let Some(job) = self.store.job(id).await? else { return Ok(false) };
             if job.role() == JobRole::Host || job.parent_id.is_some() {
                 return Ok(false);
             }
             let Some(owner) = self.store.user_by_id(job.owner_id).await? else { return Ok(false) };
             let Some(email) = owner.email.as_deref().filter(|_| owner.email_notifications) else { return Ok(false) };
             let (subject, body) =
-                crate::mail::job_ended_mail(&job, state, &smtp.public_url, &self.config.node.institution);
+                crate::mail::job_ended_mail(job, state, &smtp.public_url, &self.config.node.institution);
             self.store.queue_mail(id, email, &subject, &body).await?;
             Ok::<_, StoreError>(true)
         };

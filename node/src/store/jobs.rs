@@ -35,6 +35,22 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, in the order of a job's life.
+    pub const ALL: [JobState; 12] = [
+        JobState::Pending,
+        JobState::Validating,
+        JobState::Received,
+        JobState::Queued,
+        JobState::Transferring,
+        JobState::Running,
+        JobState::FetchingResults,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Delivered,
+        JobState::Purged,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Pending => "pending",
@@ -606,6 +622,11 @@ impl Store {
     }
 
     /// Marks a job's inputs deleted.
+    /// How many jobs are in each state (states without jobs are absent).
+    pub async fn count_jobs_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetch_all(self.pool()).await?)
+    }
+
     pub async fn mark_inputs_deleted(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET inputs_deleted_at = ? WHERE id = ?")
             .bind(now_ms())

@@ -61,6 +61,7 @@ pub struct Executor {
     slots: Arc<tokio::sync::Semaphore>,
     capacity: usize,
     slurm: Option<Arc<slurm::Slurm>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Executor {
@@ -75,7 +76,13 @@ impl Executor {
         };
         let slurm = (section.kind == ExecutorKind::Slurm)
             .then(|| Arc::new(slurm::Slurm { section: section.slurm.clone(), engine_threads, store }));
-        Self { slots: Arc::new(tokio::sync::Semaphore::new(capacity)), capacity, slurm }
+        Self { slots: Arc::new(tokio::sync::Semaphore::new(capacity)), capacity, slurm, metrics: None }
+    }
+
+    /// Records each task's wall time in `metrics` (`engine_run_seconds`).
+    pub fn observed_by(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Whether tasks outlive the node (Slurm jobs): a re-run then keeps the job's work files and
@@ -100,22 +107,31 @@ impl Executor {
         if let Some(started) = task.on_start.take() {
             started();
         }
-        if let Some(slurm) = &self.slurm {
-            let result = slurm.run(task, kill, on_line).await;
-            drop(permit);
-            return result;
-        }
-        let result = EngineRun {
-            engine: task.engine,
-            program: &task.program,
-            args: task.args,
-            stdout_to: None,
-            log: &task.log,
-            kill,
-        }
-        .run(on_line)
-        .await;
+        let (engine, started) = (task.engine, std::time::Instant::now());
+        let result = match &self.slurm {
+            Some(slurm) => slurm.run(task, kill, on_line).await,
+            None => {
+                EngineRun {
+                    engine: task.engine,
+                    program: &task.program,
+                    args: task.args,
+                    stdout_to: None,
+                    log: &task.log,
+                    kill,
+                }
+                .run(on_line)
+                .await
+            }
+        };
         drop(permit);
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &result {
+                Ok(()) => "ok",
+                Err(EngineError::Killed { .. }) => "killed",
+                Err(_) => "failed",
+            };
+            metrics.engine_run(engine, outcome, started.elapsed().as_secs_f64());
+        }
         result
     }
 }
