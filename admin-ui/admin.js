@@ -97,11 +97,14 @@ export async function usersPage(main) {
   const roles = ['researcher', 'admin', 'auditor', 'viewer'];
   const draw = async () => {
     const users = await api('/users');
-    mount(list, table(['User', 'Role', 'State', 'Created', 'Actions'], users.map((u) => {
+    mount(list, table(['User', 'Role', 'E-mail', 'State', 'Created', 'Actions'], users.map((u) => {
       const role = h('select', { 'aria-label': `Role of ${u.username}` }, roles.map((r) => h('option', { value: r, selected: r === u.role }, r)));
       role.addEventListener('change', () => change(u, { role: role.value }));
+      // Where mails about their jobs go; cleared, no mails.
+      const email = h('input', { type: 'email', 'aria-label': `E-mail of ${u.username}`, value: u.email || '', placeholder: 'none' });
+      email.addEventListener('change', () => change(u, { email: email.value.trim() }));
       return h('tr', {},
-        h('td', {}, u.username), h('td', {}, role), h('td', {}, u.disabled ? badge('disabled') : badge('enabled')), h('td', {}, when(u.created_at)),
+        h('td', {}, u.username), h('td', {}, role), h('td', {}, email), h('td', {}, u.disabled ? badge('disabled') : badge('enabled')), h('td', {}, when(u.created_at)),
         h('td.actions', {},
           h('button', { type: 'button', on: { click: () => change(u, { disabled: !u.disabled }) } }, u.disabled ? 'Enable' : 'Disable'),
           h('button', {

@@ -185,6 +185,10 @@ test('an admin creates a researcher, who cannot open the admin pages; the audit 
   const password = await page.locator('code.password').textContent();
   assert.ok(password && password.length >= 12, 'a generated password is shown once');
   await page.getByRole('cell', { name: 'rita', exact: true }).waitFor();
+  // The admin gives her an address for the mails about her jobs.
+  await page.getByLabel('E-mail of rita').fill('rita@inst-a.example');
+  await page.getByLabel('E-mail of rita').press('Tab');
+  await page.getByText('rita updated.').waitFor();
   await shot('users');
   await logOut();
 
@@ -212,6 +216,7 @@ test('an admin creates a researcher, who cannot open the admin pages; the audit 
   // Her e-mail address, and no mails when her jobs end: set on her account page.
   await page.goto(`${A_URL}/#/account/password`);
   const mail = page.getByRole('form', { name: 'E-mail' });
+  assert.equal(await mail.getByLabel('Your e-mail address').inputValue(), 'rita@inst-a.example', 'the address the admin set');
   await mail.getByLabel('Your e-mail address').fill('rita@example.org');
   await mail.getByLabel('Mail me when a job of mine ends').uncheck();
   await mail.getByRole('button', { name: 'Save' }).click();
