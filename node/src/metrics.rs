@@ -24,7 +24,7 @@ struct VerdictLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MemberStateLabels {
+struct StateLabels {
     state: String,
 }
 
@@ -73,12 +73,12 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     adverts: Family<VerdictLabels, Counter>,
     refused_connections: Family<DirectionLabels, Counter>,
-    members: Family<MemberStateLabels, Gauge>,
+    members: Family<StateLabels, Gauge>,
     transfer_bytes: Family<TransferLabels, Counter>,
     audit_head_mismatches: Gauge,
     config_expiry_days: Gauge,
     data_dir_free_bytes: Gauge,
-    jobs: Family<MemberStateLabels, Gauge>,
+    jobs: Family<StateLabels, Gauge>,
     queued_jobs: Gauge,
     engine_seconds: Family<EngineLabels, Histogram, fn() -> Histogram>,
     job_failures: Family<ReasonLabels, Counter>,
@@ -103,7 +103,7 @@ impl Metrics {
             "Connections refused because the peer is not a member",
             refused_connections.clone(),
         );
-        let members = Family::<MemberStateLabels, Gauge>::default();
+        let members = Family::<StateLabels, Gauge>::default();
         registry.register(
             "federation_members",
             "Members of the current federation config: listed, connected (other than this node), reachable (fresh advert, this node included)",
@@ -133,7 +133,7 @@ impl Metrics {
             "Bytes free on the data directory's file system",
             data_dir_free_bytes.clone(),
         );
-        let jobs = Family::<MemberStateLabels, Gauge>::default();
+        let jobs = Family::<StateLabels, Gauge>::default();
         registry.register("jobs", "Jobs this node holds, by state (read from the database when scraped)", jobs.clone());
         let queued_jobs = Gauge::default();
         registry.register("job_queue_length", "Jobs queued here, waiting for an engine slot", queued_jobs.clone());
@@ -173,7 +173,7 @@ impl Metrics {
     pub fn set_jobs_by_state(&self, counts: &[(String, i64)]) {
         for state in crate::store::jobs::JobState::ALL {
             let n = counts.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n);
-            self.jobs.get_or_create(&MemberStateLabels { state: state.as_str().into() }).set(n);
+            self.jobs.get_or_create(&StateLabels { state: state.as_str().into() }).set(n);
             if state == crate::store::jobs::JobState::Queued {
                 self.queued_jobs.set(n);
             }
@@ -200,7 +200,7 @@ impl Metrics {
     /// Sets the federation membership gauges (computed when scraped: reachability depends on time).
     pub fn set_members(&self, listed: usize, connected: usize, reachable: usize) {
         for (state, value) in [("listed", listed), ("connected", connected), ("reachable", reachable)] {
-            self.members.get_or_create(&MemberStateLabels { state: state.into() }).set(value as i64);
+            self.members.get_or_create(&StateLabels { state: state.into() }).set(value as i64);
         }
     }
 

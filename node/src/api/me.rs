@@ -36,12 +36,15 @@ pub struct MeView {
 #[utoipa::path(get, operation_id = "getMe", path = "/api/v1/me", tag = "account", security(("bearer" = [])),
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
 async fn me(State(state): State<AppState>, auth: Auth) -> Result<axum::Json<MeView>, ApiError> {
-    let user = &auth.principal.user;
-    Ok(axum::Json(MeView {
+    Ok(axum::Json(me_view(&state, &auth.principal.user).await?))
+}
+
+async fn me_view(state: &AppState, user: &crate::store::users::User) -> Result<MeView, ApiError> {
+    Ok(MeView {
         user: UserView::from(user),
         stored_bytes: state.store.stored_bytes_of(user.id).await?,
         storage_quota_bytes: state.config.jobs.max_stored_bytes_per_user,
-    }))
+    })
 }
 
 /// What a user may change of their own account besides the password.
@@ -67,11 +70,7 @@ async fn update_me(
     let actor = format!("user:{}", user.username);
     super::users::set_mail_settings(&state, user, req.email, req.email_notifications, &actor, &ip).await?;
     let user = state.store.user_by_id(user.id).await?.ok_or_else(|| ApiError::NotFound("no such user".into()))?;
-    Ok(axum::Json(MeView {
-        user: UserView::from(&user),
-        stored_bytes: state.store.stored_bytes_of(user.id).await?,
-        storage_quota_bytes: state.config.jobs.max_stored_bytes_per_user,
-    }))
+    Ok(axum::Json(me_view(&state, &user).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
