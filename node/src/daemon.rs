@@ -10,12 +10,12 @@ use axum_server::tls_rustls::RustlsConfig;
 use serde_json::json;
 
 use crate::api::{self, AppState};
-use crate::cli::NodeHandle;
 use crate::config::NodeConfig;
 use crate::federation::Federation;
 use crate::federation::catalog::Catalog;
 use crate::federation::runtime::{self, FederationHandle, NodeInfo};
 use crate::metrics::Metrics;
+use crate::node_handle::NodeHandle;
 use crate::p2p::{Network, NetworkConfig};
 use crate::store::audit::{AuditEvent, Outcome};
 

@@ -22,6 +22,7 @@ pub mod imputation;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
+pub mod node_handle;
 pub mod p2p;
 pub mod secrets;
 pub mod store;

@@ -21,15 +21,12 @@ mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::auth::{AuthService, JwtKeys};
-use crate::config::{LogFormat, NodeConfig};
-use crate::identity::NodeIdentity;
-use crate::store::Store;
+use crate::config::LogFormat;
+use crate::node_handle::NodeHandle;
 
 /// fedimpute: a node of a federated genotype-imputation network.
 #[derive(Debug, Parser)]
@@ -230,33 +227,6 @@ pub struct ConfigArg {
     /// Path of the node's node.toml.
     #[arg(long, short = 'c', env = "FEDIMPUTE_CONFIG")]
     pub config: PathBuf,
-}
-
-/// An initialised node opened for an admin command.
-pub struct NodeHandle {
-    pub config: NodeConfig,
-    pub store: Store,
-    pub identity: NodeIdentity,
-    pub auth: AuthService,
-}
-
-impl NodeHandle {
-    /// Opens the node described by `config_path` (its database must exist).
-    pub async fn open(config_path: &Path) -> anyhow::Result<Self> {
-        Self::from_config(NodeConfig::load(config_path)?).await
-    }
-
-    /// Opens the node of an already loaded config: its store, identity and auth service.
-    pub async fn from_config(config: NodeConfig) -> anyhow::Result<Self> {
-        let db = config.database_path();
-        anyhow::ensure!(db.exists(), "no database at {}; run `fedimpute init` first", db.display());
-        let store = Store::open(&db, false).await.with_context(|| format!("opening {}", db.display()))?;
-        let identity = NodeIdentity::load(&config.node_key_path())?;
-        let jwt =
-            JwtKeys::load(&config.jwt_key_path(), &identity.peer_id().to_string(), config.auth.access_token_ttl_secs)?;
-        let auth = AuthService::new(store.clone(), Arc::new(jwt), identity.clone(), config.auth.clone());
-        Ok(Self { config, store, identity, auth })
-    }
 }
 
 /// Reads a password from a file (or `-` for standard input), without its trailing newline.
