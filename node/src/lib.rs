@@ -9,6 +9,7 @@ pub mod admin_key;
 pub mod api;
 pub mod at_rest;
 pub mod auth;
+pub mod backup;
 pub mod bounded;
 pub mod cli;
 pub mod config;

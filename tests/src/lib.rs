@@ -104,6 +104,36 @@ impl TestNode {
         Ok(Self { dir, child: None, addr: None, log_path, peer_id, p2p_port, institution: institution.to_string() })
     }
 
+    /// A node made by `fedimpute restore --from backup` into a new temporary folder, not yet
+    /// running: same institution and p2p port as `self` (stop `self` before starting it), its
+    /// PeerId as the restored node reports it.
+    pub fn restored_from(&self, backup: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let out = fedimpute(&[
+            "restore",
+            "--from",
+            backup.to_str().context("utf-8 temp path")?,
+            "--data-dir",
+            data.to_str().context("utf-8 temp path")?,
+        ]);
+        if !out.status.success() {
+            bail!("fedimpute restore failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let whoami = fedimpute(&["federation", "whoami", "--config", &data.join("node.toml").display().to_string()]);
+        let info: Value = serde_json::from_slice(&whoami.stdout).context("federation whoami output")?;
+        let peer_id = info["peer_id"].as_str().context("peer_id")?.to_string();
+        Ok(Self {
+            log_path: dir.path().join("node.log"),
+            dir,
+            child: None,
+            addr: None,
+            peer_id,
+            p2p_port: self.p2p_port,
+            institution: self.institution.clone(),
+        })
+    }
+
     /// The node's PeerId.
     pub fn peer_id(&self) -> &str {
         &self.peer_id

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod audit;
+pub mod backup;
 mod client;
 pub mod combine;
 pub mod federation;
@@ -75,6 +76,12 @@ pub enum Command {
     /// External imputation services this node wraps (Cloudgene servers).
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Back up this node while it runs: database snapshot, keys, config, panels and jobs' files
+    /// in one checksummed archive.
+    Backup(backup::BackupArgs),
+    /// Bring a backup back into an empty data directory: the node keeps its identity, users,
+    /// jobs, audit log and federation config.
+    Restore(backup::RestoreArgs),
     /// Inspect this node's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -135,6 +142,8 @@ impl Cli {
             Command::Panels(args) => args.json(),
             Command::Login(args) => args.json(),
             Command::Logout(args) => args.json(),
+            Command::Backup(args) => args.json,
+            Command::Restore(args) => args.json,
             _ => false,
         }
     }
@@ -190,6 +199,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Service(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(service::run(cmd))
+        }
+        Command::Backup(args) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(backup::backup(args))
+        }
+        Command::Restore(args) => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            runtime.block_on(backup::restore(args))
         }
         Command::Audit(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), "warn");

@@ -80,6 +80,25 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
+    /// Writes a consistent copy of the whole database to `dest` (which must not exist) while
+    /// the node keeps running: `VACUUM INTO` reads one snapshot and takes no write lock.
+    pub async fn snapshot_into(&self, dest: &Path) -> Result<(), StoreError> {
+        sqlx::query("VACUUM INTO ?").bind(dest.to_string_lossy().into_owned()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The newest migration applied to this database.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    /// The newest migration this build knows: databases up to it open, newer ones do not.
+    pub fn latest_schema_version() -> i64 {
+        sqlx::migrate!("src/store/migrations").iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
     /// Checkpoints the WAL and closes every connection.
     pub async fn close(&self) {
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await;
