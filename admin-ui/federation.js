@@ -15,7 +15,8 @@ export async function federationPage(main) {
   const fed = await api('/federation');
   const members = (fed.members || []).map((m) => h('tr', {},
     h('td', {}, m.institution, m.connection === 'self' ? ' (this node)' : '', selfDescribed(m.advertised)),
-    h('td', {}, badge(m.connection === 'self' ? 'this node' : m.connection)),
+    h('td', {}, badge(m.connection === 'self' ? 'this node' : m.connection),
+      m.refused_because ? h('span.refused', {}, ` ${m.refused_because}`) : null),
     h('td', {}, when(m.last_seen)),
     h('td', {}, m.rtt_ms == null ? '—' : `${Number(m.rtt_ms).toFixed(1)} ms`),
     h('td', {}, m.reachable ? 'yes' : 'no'),

@@ -106,7 +106,7 @@ impl Metrics {
         let members = Family::<StateLabels, Gauge>::default();
         registry.register(
             "federation_members",
-            "Members of the current federation config: listed, connected (other than this node), reachable (fresh advert, this node included)",
+            "Members of the current federation config: listed, connected (other than this node), reachable (fresh advert, this node included), incompatible (refused: another protocol major)",
             members.clone(),
         );
         let transfer_bytes = Family::<TransferLabels, Counter>::default();
@@ -198,8 +198,11 @@ impl Metrics {
     }
 
     /// Sets the federation membership gauges (computed when scraped: reachability depends on time).
-    pub fn set_members(&self, listed: usize, connected: usize, reachable: usize) {
-        for (state, value) in [("listed", listed), ("connected", connected), ("reachable", reachable)] {
+    pub fn set_members(&self, counts: crate::federation::runtime::MemberCounts) {
+        let crate::federation::runtime::MemberCounts { listed, connected, reachable, incompatible } = counts;
+        let states =
+            [("listed", listed), ("connected", connected), ("reachable", reachable), ("incompatible", incompatible)];
+        for (state, value) in states {
             self.members.get_or_create(&StateLabels { state: state.into() }).set(value as i64);
         }
     }

@@ -31,6 +31,34 @@ pub fn protocol_id(name: &str) -> String {
     format!("/fedimpute/{name}/{PROTOCOL_MAJOR}")
 }
 
+/// The protocol a node names in its libp2p identify exchange: `/fedimpute/<major>`. Peers
+/// compare majors on connecting, before any fedimpute stream is opened.
+pub fn identify_protocol() -> String {
+    format!("/fedimpute/{PROTOCOL_MAJOR}")
+}
+
+/// The software a node names in its identify exchange: `fedimpute/<version>`.
+pub fn agent_version() -> String {
+    format!("fedimpute/{SOFTWARE_VERSION}")
+}
+
+/// Whether a peer that identified itself with `protocol` and `agent` speaks this node's
+/// protocol major; if not, why not, in words an operator can act on. The compatibility rule:
+/// nodes of the same protocol major talk whatever their software versions; a new major is
+/// only released with a federation-wide upgrade.
+pub fn check_peer_protocol(protocol: &str, agent: &str) -> Result<(), String> {
+    let major = protocol.strip_prefix("/fedimpute/").and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(PROTOCOL_MAJOR) => Ok(()),
+        Some(other) => Err(format!(
+            "it speaks fedimpute protocol {other} ({agent}), this node speaks protocol {PROTOCOL_MAJOR} ({}); \
+             one of the two must be upgraded",
+            agent_version()
+        )),
+        None => Err(format!("it does not speak the fedimpute protocol (it names {protocol:?}, {agent:?})")),
+    }
+}
+
 /// The gossipsub topic carrying adverts for `federation_id`.
 pub fn advert_topic(federation_id: &str) -> String {
     format!("fedimpute/{federation_id}/adverts/{PROTOCOL_MAJOR}")
@@ -44,5 +72,18 @@ mod tests {
     fn protocol_ids_carry_the_major_version() {
         assert_eq!(protocol_id("jobs"), "/fedimpute/jobs/1");
         assert_eq!(advert_topic("afr"), "fedimpute/afr/adverts/1");
+    }
+
+    #[test]
+    fn a_peer_of_another_major_is_refused_with_both_versions_named() {
+        assert_eq!(check_peer_protocol(&identify_protocol(), "fedimpute/0.9.0"), Ok(()));
+        let newer = format!("/fedimpute/{}", PROTOCOL_MAJOR + 1);
+        let reason = check_peer_protocol(&newer, "fedimpute/9.0.0").unwrap_err();
+        assert!(reason.contains(&format!("protocol {}", PROTOCOL_MAJOR + 1)), "{reason}");
+        assert!(reason.contains("fedimpute/9.0.0") && reason.contains(&agent_version()), "{reason}");
+        for stranger in ["/ipfs/0.1.0", "/fedimpute/", "/fedimpute/x", ""] {
+            let reason = check_peer_protocol(stranger, "go-ipfs").unwrap_err();
+            assert!(reason.contains("does not speak the fedimpute protocol"), "{stranger}: {reason}");
+        }
     }
 }

@@ -37,8 +37,10 @@ pub struct MemberView {
     addresses: Vec<String>,
     roles: Vec<String>,
     tags: BTreeMap<String, String>,
-    /// `self`, `connected` or `disconnected`.
+    /// `self`, `connected`, `disconnected` or `incompatible` (refused: another protocol major).
     connection: &'static str,
+    /// Why an `incompatible` member was refused, naming both sides' versions.
+    refused_because: Option<String>,
     last_seen: Option<String>,
     rtt_ms: Option<f64>,
     /// Seconds since the member's newest advert was issued.
@@ -113,9 +115,12 @@ async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<Federati
                             "self"
                         } else if peer.connected {
                             "connected"
+                        } else if peer.incompatible.is_some() {
+                            "incompatible"
                         } else {
                             "disconnected"
                         },
+                        refused_because: if peer.connected { None } else { peer.incompatible.clone() },
                         last_seen: if is_self {
                             Some(crate::time::rfc3339(now))
                         } else {

@@ -89,8 +89,7 @@ fn config_days_left(state: &AppState, now: time::OffsetDateTime) -> Option<i64> 
 /// Prometheus text exposition.
 #[utoipa::path(get, operation_id = "getMetrics", path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics in the OpenMetrics text format", content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let (listed, connected, reachable) = state.federation.member_counts(crate::time::now_ms());
-    state.metrics.set_members(listed, connected, reachable);
+    state.metrics.set_members(state.federation.member_counts(crate::time::now_ms()));
     state.metrics.set_audit_head_mismatches(state.store.head_mismatches().await.map(|m| m.len()).unwrap_or(0));
     state.metrics.set_config_expiry_days(config_days_left(&state, time::OffsetDateTime::now_utc()));
     state.metrics.set_free_bytes(crate::at_rest::free_bytes(&state.config.node.data_dir).ok());

@@ -14,6 +14,8 @@ pub struct PeerStatus {
     pub rtt_ms: Option<f64>,
     /// Remote address of the current connection.
     pub address: Option<String>,
+    /// Why the member was refused on its last connection: it speaks another protocol major.
+    pub incompatible: Option<String>,
 }
 
 /// Shared table of peer statuses, keyed by PeerId text.
@@ -32,6 +34,15 @@ impl PeerTable {
             s.connected = true;
             s.last_seen_ms = Some(now_ms());
             s.address = address;
+            s.incompatible = None;
+        });
+    }
+
+    pub fn incompatible(&self, peer: &str, reason: String) {
+        self.update(peer, |s| {
+            s.connected = false;
+            s.last_seen_ms = Some(now_ms());
+            s.incompatible = Some(reason);
         });
     }
 

@@ -67,16 +67,32 @@ impl FederationHandle {
 
     /// Members of the current config: listed, connected to this node, and reachable (a fresh
     /// advert in the catalog, this node's own included).
-    pub fn member_counts(&self, now_ms: i64) -> (usize, usize, usize) {
-        let Some(config) = self.federation.current() else { return (0, 0, 0) };
+    pub fn member_counts(&self, now_ms: i64) -> MemberCounts {
+        let Some(config) = self.federation.current() else { return MemberCounts::default() };
         let members = &config.doc().members;
-        let connected = members.iter().filter(|m| self.peers.get(&m.peer_id).connected).count();
-        let reachable = members
-            .iter()
-            .filter(|m| self.catalog.get(&m.peer_id).is_some_and(|e| e.is_fresh(&config, now_ms)))
-            .count();
-        (members.len(), connected, reachable)
+        let statuses: Vec<_> = members.iter().map(|m| self.peers.get(&m.peer_id)).collect();
+        MemberCounts {
+            listed: members.len(),
+            connected: statuses.iter().filter(|s| s.connected).count(),
+            reachable: members
+                .iter()
+                .filter(|m| self.catalog.get(&m.peer_id).is_some_and(|e| e.is_fresh(&config, now_ms)))
+                .count(),
+            incompatible: statuses.iter().filter(|s| !s.connected && s.incompatible.is_some()).count(),
+        }
     }
+}
+
+/// Members of the current config by how this node sees them, for `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemberCounts {
+    pub listed: usize,
+    /// Other than this node.
+    pub connected: usize,
+    /// With a fresh advert, this node included.
+    pub reachable: usize,
+    /// Refused on their last connection: another protocol major.
+    pub incompatible: usize,
 }
 
 struct Runtime {
@@ -192,6 +208,7 @@ impl Runtime {
                 NetworkEvent::Disconnected { peer } => self.handle.peers.disconnected(&peer.to_string()),
                 NetworkEvent::Rtt { peer, rtt_ms } => self.handle.peers.rtt(&peer.to_string(), rtt_ms),
                 NetworkEvent::Refused { peer, address, inbound } => self.on_refused(peer, address, inbound).await,
+                NetworkEvent::Incompatible { peer, reason } => self.on_incompatible(peer, reason).await,
                 NetworkEvent::Listening { address } => self.on_listening(address),
             }
         }
@@ -422,6 +439,22 @@ impl Runtime {
                         "address": address,
                         "refused_since_last_row": held_back,
                     })),
+            )
+            .await;
+        }
+    }
+
+    /// A member of another protocol major: shown in the federation view, audited (at most a
+    /// row a minute per member, like refused non-members).
+    async fn on_incompatible(&self, peer: PeerId, reason: String) {
+        self.handle.peers.incompatible(&peer.to_string(), reason.clone());
+        let row =
+            self.refusals.lock().unwrap_or_else(|e| e.into_inner()).note(&format!("protocol:{peer}"), Instant::now());
+        if let RefusalRow::Write { held_back } = row {
+            self.audit(
+                AuditEvent::new(format!("peer:{peer}"), peer.to_string(), "p2p.connection", Outcome::Denied)
+                    .target(peer.to_string())
+                    .details(json!({ "reason": reason, "refused_since_last_row": held_back })),
             )
             .await;
         }

@@ -60,8 +60,8 @@ impl NodeBehaviour {
             allow: Default::default(),
             limits: connection_limits::Behaviour::new(limits),
             identify: identify::Behaviour::new(
-                identify::Config::new(format!("/fedimpute/{}", fedimpute_protocol::PROTOCOL_MAJOR), key.public())
-                    .with_agent_version(format!("fedimpute/{}", fedimpute_protocol::SOFTWARE_VERSION)),
+                identify::Config::new(fedimpute_protocol::identify_protocol(), key.public())
+                    .with_agent_version(fedimpute_protocol::agent_version()),
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
             gossipsub,

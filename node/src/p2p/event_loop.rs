@@ -25,6 +25,9 @@ use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse};
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DIAL_TICK: Duration = Duration::from_millis(250);
+/// How long a member that speaks another protocol major is left alone before it is dialled
+/// again (it may have been upgraded meanwhile).
+const INCOMPATIBLE_RETRY: Duration = Duration::from_secs(300);
 
 struct Backoff {
     next_attempt: Instant,
@@ -258,6 +261,12 @@ impl EventLoop {
             }
             NodeBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+                if let Err(reason) =
+                    fedimpute_protocol::check_peer_protocol(&info.protocol_version, &info.agent_version)
+                {
+                    self.refuse_incompatible(peer_id, reason).await;
+                    return;
+                }
                 if self.swarm.is_connected(&peer_id) && self.announced.insert(peer_id) {
                     let address = self.remote_addrs.get(&peer_id).cloned().unwrap_or_else(Multiaddr::empty);
                     tracing::info!(peer = %peer_id, %address, "connected");
@@ -270,6 +279,16 @@ impl EventLoop {
             NodeBehaviourEvent::Files(event) => self.on_file_event(event).await,
             _ => {}
         }
+    }
+
+    /// Closes the connections to a member whose protocol major this node does not speak, and
+    /// leaves it alone for [`INCOMPATIBLE_RETRY`]; the other members are not touched.
+    async fn refuse_incompatible(&mut self, peer: PeerId, reason: String) {
+        tracing::warn!(%peer, %reason, "refused a peer of another protocol version");
+        let _ = self.swarm.disconnect_peer_id(peer);
+        self.backoff
+            .insert(peer, Backoff { next_attempt: Instant::now() + INCOMPATIBLE_RETRY, delay: INCOMPATIBLE_RETRY });
+        emit(&self.events, NetworkEvent::Incompatible { peer, reason }).await;
     }
 
     async fn on_federation_event(

@@ -52,6 +52,8 @@ pub enum NetworkEvent {
     Rtt { peer: PeerId, rtt_ms: f64 },
     /// A connection from or to a node that is not a member was refused.
     Refused { peer: PeerId, address: Option<Multiaddr>, inbound: bool },
+    /// A member speaks a protocol major this node does not; its connections were closed.
+    Incompatible { peer: PeerId, reason: String },
     /// The node listens on a new address.
     Listening { address: Multiaddr },
 }
