@@ -17,6 +17,7 @@ use crate::federation::runtime::{self, FederationHandle, NodeInfo};
 use crate::metrics::Metrics;
 use crate::node_handle::NodeHandle;
 use crate::p2p::{Network, NetworkConfig};
+use crate::store::Store;
 use crate::store::audit::{AuditEvent, Outcome};
 
 /// Runs the node until a shutdown signal, then stops accepting, lets in-flight requests finish
@@ -133,9 +134,12 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         )
         .await?;
     tracing::info!(%peer_id, api = %format!("https://{bound}"), institution = %config.node.institution, "node started");
+    tell_service_manager_ready(&store).await;
 
     let signal = signals.wait().await;
     tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
+    // Without NOTIFY_SOCKET (not under systemd) both notifications are no-ops.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     handle.graceful_shutdown(Some(Duration::from_secs(config.api.shutdown_grace_secs)));
     match server.await {
         Ok(Ok(())) => {}
@@ -153,6 +157,22 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
     store.close().await;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Tells systemd (a `Type=notify` unit) that the node is ready: its API listens and its
+/// database answers, the checks `/readyz` starts with. A frozen federation or a full disk make
+/// `/readyz` say "not federating" or "degraded" later; they do not stop the service starting.
+async fn tell_service_manager_ready(store: &Store) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if !store.ping().await {
+        tracing::warn!("the database does not answer; not telling systemd the node is ready");
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not tell systemd the node is ready");
+    }
 }
 
 /// SIGINT and SIGTERM, registered as soon as this is made: a signal that arrives before the

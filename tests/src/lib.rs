@@ -194,6 +194,11 @@ impl TestNode {
 
     /// Starts `fedimpute run` and waits until `/healthz` answers.
     pub async fn start(&mut self) -> anyhow::Result<()> {
+        self.start_with_env(&[]).await
+    }
+
+    /// Like [`TestNode::start`], with these environment variables set for the node.
+    pub async fn start_with_env(&mut self, env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<()> {
         let addr_file = self.data_dir().join("api.addr");
         let _ = std::fs::remove_file(&addr_file);
         let log = std::fs::File::create(&self.log_path)?;
@@ -201,6 +206,7 @@ impl TestNode {
             .args(["run", "--config"])
             .arg(self.config_path())
             .env("RUST_LOG", "info,fedimpute_node=debug,tower_http=debug")
+            .envs(env.iter().copied())
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())

@@ -128,6 +128,29 @@ async fn sigterm_exits_0_and_leaves_the_database_intact() {
     assert_eq!(node.stop_with(libc::SIGINT).unwrap().code(), Some(0));
 }
 
+/// systemd's readiness protocol (sd_notify(3)): a `Type=notify` service sends `READY=1` as a
+/// datagram to the socket named by `NOTIFY_SOCKET`; here the test holds that socket.
+#[tokio::test]
+async fn under_systemd_the_node_says_ready_once_it_serves_and_stopping_on_sigterm() {
+    install_crypto_provider();
+    let mut node = TestNode::init("Inst A").unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let path = sockets.path().join("notify.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    node.start_with_env(&[("NOTIFY_SOCKET", path.as_os_str())]).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = manager.recv(&mut buf).unwrap_or_else(|e| panic!("no readiness notification: {e}\n{}", node.log()));
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "READY=1");
+    let ready = node.client().get(format!("{}/readyz", node.base_url())).send().await.unwrap();
+    assert!(ready.status().is_success(), "ready by systemd's word, not by /readyz's: {}", ready.status());
+
+    let status = node.stop_with(libc::SIGTERM).unwrap();
+    assert_eq!(status.code(), Some(0));
+    let n = manager.recv(&mut buf).expect("no stopping notification");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "STOPPING=1");
+}
+
 #[tokio::test]
 async fn requests_in_flight_finish_during_graceful_shutdown() {
     install_crypto_provider();

@@ -9,6 +9,7 @@ pub mod federation;
 pub mod init;
 pub mod job;
 pub mod login;
+pub mod man_pages;
 pub mod panel;
 pub mod panels;
 mod profile;
@@ -91,6 +92,9 @@ pub enum Command {
     /// Your own account on a node (works from any machine): change your password.
     #[command(subcommand)]
     Account(account::AccountCommand),
+    /// Write the manual pages (for packagers).
+    #[command(hide = true)]
+    ManPages(man_pages::ManPagesArgs),
 }
 
 /// The exit codes of every command (docs/OPERATIONS.md lists them): 0 done, 1 failed, 2 usage
@@ -220,6 +224,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(cli.log_format.unwrap_or_default(), "warn");
             runtime.block_on(account::run(cmd))
         }
+        Command::ManPages(args) => man_pages::run(args),
     }
 }
 
