@@ -30,8 +30,14 @@ fed_start a
 fed_start b
 fed_wait_catalog a 3  # (panel, host) pairs: sim-afr, panel_a, panel_b at B
 
+# The next config version, signed but not yet applied, expiring in 20 days: the last test
+# installs it at A and expects the federation page's warning.
+cp "$FED_DIR/federation.json" "$FED_DIR/federation-v2.json"
+"$BIN" federation bump "$FED_DIR/federation-v2.json" --expires-in-days 20 >/dev/null
+"$BIN" federation sign "$FED_DIR/federation-v2.json" --key "$FED_DIR/federation-admin.key" >/dev/null
+
 mkdir -p docs/screenshots
-A_URL=$(fed_api a) A_CA="$FED_DIR/a/tls/api.crt" ADMIN_PASSWORD=$(cat "$FED_DIR/admin-password") \
+NEXT_CONFIG="$FED_DIR/federation-v2.json" A_URL=$(fed_api a) A_CA="$FED_DIR/a/tls/api.crt" ADMIN_PASSWORD=$(cat "$FED_DIR/admin-password") \
   TARGETS="$ROOT/tests/data/targets.vcf.gz" TWO_POP_TARGETS="$ROOT/tests/data/two_pop/targets.vcf.gz" SCREENSHOTS="$ROOT/docs/screenshots" CHROMIUM=/usr/bin/chromium \
   node --test --test-concurrency=1 tests/browser/ui.test.mjs || {
     echo "--- node A log (tail) ---"; tail -n 40 "$FED_DIR/a.log"

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
-const { A_URL, A_CA, ADMIN_PASSWORD, TARGETS, TWO_POP_TARGETS, SCREENSHOTS, CHROMIUM } = process.env;
+const { A_URL, A_CA, ADMIN_PASSWORD, TARGETS, TWO_POP_TARGETS, SCREENSHOTS, CHROMIUM, NEXT_CONFIG } = process.env;
 let browser;
 let page;
 const pageErrors = [];
@@ -27,7 +27,8 @@ function request(method, url, { token, body } = {}) {
       res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
     });
     req.on('error', reject);
-    if (body) req.write(JSON.stringify(body));
+    // A string is sent as it is (a signed document must keep its bytes).
+    if (body) req.write(typeof body === 'string' ? body : JSON.stringify(body));
     req.end();
   });
 }
@@ -277,4 +278,22 @@ test('keyboard access and a 400 px screen', { timeout: 60_000 }, withScreenshot(
     await shot(name);
   }
   assert.deepEqual(pageErrors, [], 'no script errors in the pages');
+}));
+
+test('the federation page warns ahead of the config\'s expiry', { timeout: 60_000 }, withScreenshot('expiry', async () => {
+  await page.setViewportSize({ width: 1280, height: 860 });
+  await page.goto(`${A_URL}/#/federation`);
+  await page.getByRole('heading', { name: 'Federation' }).waitFor();
+  const expiryWarning = page.getByRole('alert').filter({ hasText: 'federation config version' });
+  assert.equal(await expiryWarning.count(), 0, 'no warning while the config has a year left');
+
+  // The admins' next version expires in 20 days; A's admin installs it.
+  const installed = await request('POST', `${A_URL}/api/v1/federation/config`,
+    { token: await apiToken(), body: fs.readFileSync(NEXT_CONFIG, 'utf8') });
+  assert.equal(installed.status, 200, installed.body.toString());
+  await page.reload();
+  await expiryWarning.waitFor();
+  const text = await expiryWarning.textContent();
+  assert.match(text, /federation config version 2 expires in (19|20) days/);
+  assert.match(text, /must sign and publish version 3/);
 }));
