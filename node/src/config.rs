@@ -47,12 +47,15 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransferSection {
-    /// Bytes asked for per request when pulling a file (at most 4 MiB).
+    /// Bytes asked for per request when pulling a file by chunks, from a peer that offers no
+    /// file streams (at most 4 MiB).
     pub chunk_bytes: u32,
     /// Chunk requests in flight per file.
     pub parallel_chunks: u32,
-    /// Cap on this node's pulling rate, bytes per second (0: none).
+    /// Cap on the rate of each file this node pulls, bytes per second (0: none).
     pub max_bytes_per_sec: u64,
+    /// Cap on the rate of each file this node sends on a file stream, bytes per second (0: none).
+    pub max_send_bytes_per_sec: u64,
     /// Seconds a peer may stay unreachable before its jobs fail (or, if the researcher allowed
     /// it, move to another host of the panel).
     pub peer_timeout_secs: u64,
@@ -66,6 +69,7 @@ impl Default for TransferSection {
             chunk_bytes: 256 * 1024,
             parallel_chunks: 32,
             max_bytes_per_sec: 0,
+            max_send_bytes_per_sec: 0,
             peer_timeout_secs: 30 * 60,
             poll_secs: 10,
         }

@@ -81,7 +81,7 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         identity.clone(),
         metrics.clone(),
     );
-    federated.start(events.jobs);
+    federated.start(events.jobs, events.file_streams);
     tokio::spawn(crate::imputation::external::health_loop(
         store.clone(),
         identity.clone(),

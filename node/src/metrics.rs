@@ -52,6 +52,11 @@ struct EngineLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -75,6 +80,7 @@ pub struct Metrics {
     refused_connections: Family<DirectionLabels, Counter>,
     members: Family<StateLabels, Gauge>,
     transfer_bytes: Family<TransferLabels, Counter>,
+    file_pulls: Family<ProtocolLabels, Counter>,
     audit_head_mismatches: Gauge,
     config_expiry_days: Gauge,
     data_dir_free_bytes: Gauge,
@@ -112,8 +118,14 @@ impl Metrics {
         let transfer_bytes = Family::<TransferLabels, Counter>::default();
         registry.register(
             "transfer_bytes",
-            "Bytes of job files moved over the file protocol, by direction (sent, received) and kind (input, result)",
+            "Bytes of job files moved between nodes, by direction (sent, received) and kind (input, result)",
             transfer_bytes.clone(),
+        );
+        let file_pulls = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "file_pulls",
+            "Files pulled from peers, by protocol: stream (one stream per file) or chunks (a peer without file streams)",
+            file_pulls.clone(),
         );
         let audit_head_mismatches = Gauge::default();
         registry.register(
@@ -159,6 +171,7 @@ impl Metrics {
             refused_connections,
             members,
             transfer_bytes,
+            file_pulls,
             audit_head_mismatches,
             config_expiry_days,
             data_dir_free_bytes,
@@ -226,6 +239,11 @@ impl Metrics {
     pub fn refused_connection(&self, inbound: bool) {
         let direction = if inbound { "inbound" } else { "outbound" }.to_string();
         self.refused_connections.get_or_create(&DirectionLabels { direction }).inc();
+    }
+
+    /// Counts a file pull begun over `protocol` (`stream` or `chunks`).
+    pub fn file_pull(&self, protocol: &str) {
+        self.file_pulls.get_or_create(&ProtocolLabels { protocol: protocol.into() }).inc();
     }
 
     /// Counts bytes of job files sent or received.

@@ -36,3 +36,88 @@ pub enum ChunkResponse {
     /// Not served (unknown job or file, or not for this peer), with the reason.
     Refused(String),
 }
+
+/// The stream protocol for files (`/fedimpute/file-stream/1`): one stream per file. The
+/// receiver still pulls, and still from the length of what it holds, but asks once and gets
+/// the rest of the file as raw bytes on the stream: no request per chunk, no serialization of
+/// the bytes, and the stream's own flow control as back-pressure. A sender that does not speak
+/// it (an older node of this major) is pulled from with [`FILE_PROTOCOL`] instead.
+///
+/// On the stream: the receiver writes one [`StreamRequest`] frame; the sender answers with one
+/// [`StreamAnswer`] frame and, after [`StreamAnswer::Sending`], exactly `length` bytes, then
+/// closes its side. A frame is a 4-byte big-endian length and that many bytes of JSON.
+pub const FILE_STREAM_PROTOCOL: &str = "/fedimpute/file-stream/1";
+
+/// The largest frame either side reads; anything longer ends the stream.
+pub const MAX_FRAME_BYTES: u32 = 16 * 1024;
+
+/// Send me this job's file `sha256` from `offset` to its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRequest {
+    pub job_id: String,
+    pub sha256: String,
+    pub offset: u64,
+}
+
+/// The sender's answer to a [`StreamRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamAnswer {
+    /// `length` raw bytes follow: the file from the offset asked for to its end.
+    Sending { length: u64 },
+    /// Not served (unknown job or file, or not for this peer), with the reason: do not ask again.
+    Refused(String),
+    /// The sender serves as many of this peer's streams as it will at once: ask again later.
+    Busy,
+}
+
+/// A frame's bytes: the length prefix and the JSON of `value`.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    let body = serde_json::to_vec(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let length = u32::try_from(body.len()).ok().filter(|l| *l <= MAX_FRAME_BYTES).ok_or(FrameError::TooLong)?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// The body length a frame's 4-byte prefix announces, if it is within [`MAX_FRAME_BYTES`].
+pub fn frame_length(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let length = u32::from_be_bytes(prefix);
+    if length > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLong);
+    }
+    Ok(length as usize)
+}
+
+/// A frame's body, parsed.
+pub fn decode_frame<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
+    serde_json::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("a frame longer than {MAX_FRAME_BYTES} bytes")]
+    TooLong,
+    #[error("a malformed frame: {0}")]
+    Malformed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_oversized_or_malformed_ones_are_refused() {
+        let request = StreamRequest { job_id: "j".into(), sha256: "ab".into(), offset: 7 };
+        let frame = encode_frame(&request).unwrap();
+        let length = frame_length(frame[..4].try_into().unwrap()).unwrap();
+        assert_eq!(length, frame.len() - 4);
+        assert_eq!(decode_frame::<StreamRequest>(&frame[4..]).unwrap(), request);
+        assert_eq!(frame_length((MAX_FRAME_BYTES + 1).to_be_bytes()), Err(FrameError::TooLong));
+        assert_eq!(frame_length(u32::MAX.to_be_bytes()), Err(FrameError::TooLong));
+        assert!(matches!(decode_frame::<StreamAnswer>(b"{\"sending\":{}}"), Err(FrameError::Malformed(_))));
+        let huge = StreamAnswer::Refused("x".repeat(MAX_FRAME_BYTES as usize));
+        assert_eq!(encode_frame(&huge), Err(FrameError::TooLong));
+    }
+}

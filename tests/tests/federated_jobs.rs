@@ -88,9 +88,12 @@ const RECEIVED_INPUT: &str = r#"fedimpute_transfer_bytes_total{direction="receiv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_origin_mid_upload_resumes_it_and_killing_the_host_mid_run_still_completes() {
-    // B pulls the 14 kB input at 2 kB/s in 1 kB chunks: the upload takes about 7 s.
+    // A sends the 14 kB input at 2 kB/s and B pulls it as slowly: the upload takes about 7 s.
     let mut fed = federation(1, |i, c| {
-        let slow = if i == 1 { "chunk_bytes = 1024\nparallel_chunks = 1\nmax_bytes_per_sec = 2048\n" } else { "" };
+        let slow = match i {
+            0 => "max_send_bytes_per_sec = 2048\n",
+            _ => "chunk_bytes = 1024\nparallel_chunks = 1\nmax_bytes_per_sec = 2048\n",
+        };
         with_transfer(c, &format!("{slow}poll_secs = 1\npeer_timeout_secs = 300"))
     })
     .await;
@@ -115,6 +118,9 @@ async fn killing_the_origin_mid_upload_resumes_it_and_killing_the_host_mid_run_s
     let resent = metric(a, SENT_INPUT).await;
     assert!(resent > 0 && resent < input_size, "after the restart A sent {resent} of {input_size} bytes again");
     assert_eq!(metric(b, RECEIVED_INPUT).await, input_size, "B pulled each byte once");
+    // Both attempts were whole-file streams; no chunk requests.
+    assert!(metric(b, r#"fedimpute_file_pulls_total{protocol="stream"}"#).await >= 2);
+    assert_eq!(metric(b, r#"fedimpute_file_pulls_total{protocol="chunks"}"#).await, 0);
 
     // Now kill B while Beagle runs there.
     let b_pid = b.pid().unwrap();

@@ -43,6 +43,8 @@ impl RoguePeer {
         let listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()];
         let (network, events) = Network::spawn(&identity, NetworkConfig { listen }, watch).unwrap();
         let (mut federation, mut jobs) = (events.federation, events.jobs);
+        // It offers no file streams: peers pull from it by chunk requests, which it refuses.
+        drop(events.file_streams);
         let responder = network.clone();
         tokio::spawn(async move {
             while let Some(event) = federation.recv().await {
@@ -159,6 +161,8 @@ async fn a_member_naming_another_users_input_by_its_hash_gets_nothing_of_it() {
     let JobReply::Status { message, .. } = last else { unreachable!() };
     assert!(message.as_deref().unwrap_or("").contains("refused"), "{message:?}");
     assert!(rogue.chunks_asked.load(Ordering::SeqCst) > 0, "the host never asked the rogue for the input");
+    // The rogue offers no file streams (it dropped them), so the host fell back to chunks.
+    assert!(metric(host, r#"fedimpute_file_pulls_total{protocol="chunks"}"#).await >= 1);
     let (_, at_host) = host.get(&format!("/jobs/{job_id}"), &admin).await.unwrap();
     assert_eq!(at_host["state"], "failed", "{at_host}");
     assert!(at_host["error"].as_str().unwrap().contains("receiving stolen.vcf.gz from the origin"), "{at_host}");

@@ -29,6 +29,8 @@ pub(super) struct NodeBehaviour {
     /// File chunks, pulled by the receiver. CBOR carries the bytes as they are (JSON would
     /// need base64).
     pub files: request_response::cbor::Behaviour<ChunkRequest, ChunkResponse>,
+    /// Raw streams: whole files, one stream each (the file-stream protocol).
+    pub streams: libp2p_stream::Behaviour,
 }
 
 impl NodeBehaviour {
@@ -82,6 +84,7 @@ impl NodeBehaviour {
                     .with_request_timeout(Duration::from_secs(60))
                     .with_max_concurrent_streams(256),
             ),
+            streams: libp2p_stream::Behaviour::new(),
         })
     }
 }

@@ -98,6 +98,11 @@ impl EventLoop {
         })
     }
 
+    /// A control for the raw-stream behaviour, for the [`super::Network`] handle.
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.swarm.behaviour().streams.new_control()
+    }
+
     pub async fn run(mut self) {
         let initial = self.federation.borrow_and_update().clone();
         self.apply_config(initial);

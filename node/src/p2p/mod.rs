@@ -18,10 +18,10 @@ use std::sync::Arc;
 use fedimpute_protocol::federation::FederationConfig;
 use fedimpute_protocol::jobs::SignedJobMessage;
 use fedimpute_protocol::messages::{FederationRequest, FederationResponse};
-use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse};
+use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse, FILE_STREAM_PROTOCOL};
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::request_response::ResponseChannel;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::identity::NodeIdentity;
@@ -70,10 +70,13 @@ pub enum JobNetworkEvent {
     Connected { peer: PeerId },
 }
 
-/// The two inbound event streams of the network.
+/// The inbound event streams of the network.
 pub struct NetworkEvents {
     pub federation: mpsc::Receiver<NetworkEvent>,
     pub jobs: mpsc::Receiver<JobNetworkEvent>,
+    /// Peers' file streams (the file-stream protocol), each opened by a peer pulling a file.
+    /// Dropping this stops the node offering the protocol: peers then pull by chunks.
+    pub file_streams: libp2p_stream::IncomingStreams,
 }
 
 pub(crate) enum Command {
@@ -123,6 +126,18 @@ pub(crate) enum Command {
 pub struct Network {
     commands: mpsc::Sender<Command>,
     local_peer_id: PeerId,
+    /// Opens raw streams without a round trip through the event loop.
+    streams: libp2p_stream::Control,
+}
+
+/// Why a file stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStreamError {
+    /// The peer does not speak the file-stream protocol (an older node of this major).
+    #[error("the peer does not speak {FILE_STREAM_PROTOCOL}")]
+    Unsupported,
+    #[error("opening a file stream to {peer}: {reason}")]
+    Failed { peer: String, reason: String },
 }
 
 /// How the network is set up.
@@ -142,9 +157,22 @@ impl Network {
         let (event_tx, event_rx) = mpsc::channel(1024);
         let (job_tx, job_rx) = mpsc::channel(1024);
         let event_loop = event_loop::EventLoop::new(identity, &config, federation, command_rx, event_tx, job_tx)?;
+        let mut streams = event_loop.stream_control();
+        let file_streams = streams
+            .accept(StreamProtocol::new(FILE_STREAM_PROTOCOL))
+            .map_err(|e| anyhow::anyhow!("cannot accept file streams: {e}"))?;
         tokio::spawn(event_loop.run());
-        let events = NetworkEvents { federation: event_rx, jobs: job_rx };
-        Ok((Self { commands: command_tx, local_peer_id: identity.peer_id() }, events))
+        let events = NetworkEvents { federation: event_rx, jobs: job_rx, file_streams };
+        Ok((Self { commands: command_tx, local_peer_id: identity.peer_id(), streams }, events))
+    }
+
+    /// Opens a file stream to a connected member (dialling it if it is not connected).
+    pub async fn open_file_stream(&self, peer: PeerId) -> Result<libp2p::Stream, OpenStreamError> {
+        match self.streams.clone().open_stream(peer, StreamProtocol::new(FILE_STREAM_PROTOCOL)).await {
+            Ok(stream) => Ok(stream),
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => Err(OpenStreamError::Unsupported),
+            Err(e) => Err(OpenStreamError::Failed { peer: peer.to_string(), reason: e.to_string() }),
+        }
     }
 
     /// This node's PeerId.

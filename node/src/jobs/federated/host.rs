@@ -11,12 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedimpute_protocol::jobs::{FileManifest, JobReply, JobRequest, JobRequestParams};
-use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse};
 use libp2p::PeerId;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::transfer::{PullError, read_chunk};
+use super::transfer::PullError;
 use super::{Federated, plain_file_name, valid_job_id, valid_sha256};
 use crate::federation::policy::host_accepts;
 use crate::store::audit::{AuditEvent, Outcome};
@@ -453,39 +452,5 @@ impl Federated {
             self.jobs.delete_inputs(&job.id).await.map_err(|e| e.to_string())?;
         }
         Ok(true)
-    }
-
-    /// Serves a chunk of a job file to the peer it is meant for: an origin serves its inputs to
-    /// the job's host, a host serves results to the job's origin. Nothing else (a panel file
-    /// above all) has a path this can reach.
-    pub(super) async fn serve_chunk(&self, peer: PeerId, request: ChunkRequest) -> ChunkResponse {
-        let refuse = || ChunkResponse::Refused(format!("no file {} of job {} for you", request.sha256, request.job_id));
-        let Ok(Some(job)) = self.jobs.store.job(&request.job_id).await else { return refuse() };
-        if job.peer.as_deref() != Some(&peer.to_string()) {
-            return refuse();
-        }
-        let (path, kind) = match job.role() {
-            JobRole::Origin if job.state().is_live() && job.inputs_deleted_at.is_none() => {
-                let inputs = self.jobs.store.job_inputs(&job.id).await.unwrap_or_default();
-                let Some(input) = inputs.iter().find(|i| i.sha256 == request.sha256) else { return refuse() };
-                (self.jobs.files.input_path(&job.id, input.idx), "input")
-            }
-            JobRole::Host if job.state() == JobState::Completed => {
-                let results = self.jobs.store.job_results(&job.id).await.unwrap_or_default();
-                let Some(file) = results.into_iter().find(|r| r.sha256 == request.sha256) else { return refuse() };
-                (self.jobs.results_dir(&job.id).join(file.name), "result")
-            }
-            _ => return refuse(),
-        };
-        match read_chunk(&path, request.offset, request.length).await {
-            Ok(data) => {
-                self.metrics.transfer("sent", kind, data.len() as u64);
-                ChunkResponse::Data(data)
-            }
-            Err(e) => {
-                tracing::warn!(job = %job.id, error = %e, "cannot read a file a peer asked for");
-                ChunkResponse::Refused("the file cannot be read".into())
-            }
-        }
     }
 }

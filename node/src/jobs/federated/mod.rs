@@ -11,6 +11,7 @@
 mod host;
 mod origin;
 pub mod selection;
+mod serving;
 
 pub use origin::select_host;
 mod transfer;
@@ -56,6 +57,8 @@ pub struct Federated {
     drivers: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     /// Per origin PeerId, the input pulls it may have running here at once.
     input_pulls: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+    /// Per peer, the file streams being served to it.
+    stream_slots: serving::StreamSlots,
 }
 
 impl Federated {
@@ -66,14 +69,25 @@ impl Federated {
         identity: NodeIdentity,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { jobs, network, federation, identity, metrics, drivers: Arc::default(), input_pulls: Arc::default() }
+        Self {
+            jobs,
+            network,
+            federation,
+            identity,
+            metrics,
+            drivers: Arc::default(),
+            input_pulls: Arc::default(),
+            stream_slots: Default::default(),
+        }
     }
 
     /// Starts the drivers of every forwarded job that has something left to do, and the tasks
     /// that answer peers and follow local job events.
-    pub fn start(&self, events: mpsc::Receiver<JobNetworkEvent>) {
+    pub fn start(&self, events: mpsc::Receiver<JobNetworkEvent>, file_streams: libp2p_stream::IncomingStreams) {
         let this = self.clone();
         tokio::spawn(async move { this.route(events).await });
+        let this = self.clone();
+        tokio::spawn(async move { this.serve_file_streams(file_streams).await });
         let this = self.clone();
         tokio::spawn(async move { this.follow_job_events().await });
         let this = self.clone();
@@ -133,6 +147,14 @@ impl Federated {
                 }
                 _ => {}
             }
+        }
+    }
+
+    async fn serve_file_streams(&self, mut incoming: libp2p_stream::IncomingStreams) {
+        use futures_util::StreamExt;
+        while let Some((peer, stream)) = incoming.next().await {
+            let this = self.clone();
+            tokio::spawn(async move { this.serve_stream(peer, stream).await });
         }
     }
 
