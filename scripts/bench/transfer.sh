@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Transfer throughput and memory (issue 5): a 1 GiB input pulled by the host (B) from the
-# origin (A) over the file protocol (libp2p TLS 1.3 + yamux, 256 KiB chunks, 32 in flight by default,
-# SHA-256 checked, written to disk), vs a plain TCP copy of the same file over loopback
-# (Python sockets, written to disk, no hashing). The transfer is timed from B's metrics (first
+# Transfer throughput and memory (issues 5, 18): a 1 GiB input pulled by the host (B) from the
+# origin (A) on one file stream (libp2p TLS 1.3 + yamux, SHA-256 checked, written to disk), vs
+# a plain TCP copy of the same file over loopback (Python sockets, sendfile, written to disk,
+# no hashing) and a TLS 1.3 copy that hashes what it writes (Python ssl/OpenSSL, hashlib). The transfer is timed from B's metrics (first
 # byte received to the last), and both nodes' RSS is sampled every 0.2 s meanwhile. Release
 # build. Prints a Markdown table.
 #
 #   scripts/bench/transfer.sh [SIZE_MIB]     (default 1024)
-#   CHUNK_BYTES=... PARALLEL_CHUNKS=... scripts/bench/transfer.sh   (the host's [transfer] settings)
+#   CHUNK_BYTES=... PARALLEL_CHUNKS=... scripts/bench/transfer.sh   (the host's [transfer] chunk
+#                                       settings: only used against a peer without file streams)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MIB=${1:-1024}
@@ -104,8 +105,40 @@ t.join()
 print(time.time() - start)
 PY
 )
-awk -v b="$BYTES" -v p="$P2P_SECS" -v t="$TCP_SECS" -v ra="$RSS_A" -v rb="$RSS_B" 'BEGIN {
+# The same copy with what a transfer between nodes must also do: TLS 1.3 both ways (OpenSSL,
+# through Python's ssl, with the node's API certificate) and SHA-256 of what arrives.
+TLS_SECS=$(python3 - "$BIG" "$FED_DIR/copy-tls.bin" "$FED_DIR/a/tls/api.crt" "$FED_DIR/a/tls/api.key" <<'PY'
+import hashlib, socket, ssl, sys, threading, time
+src, dst, cert, key = sys.argv[1:5]
+server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); server_ctx.load_cert_chain(cert, key)
+server_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); client_ctx.load_verify_locations(cert)
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+port = server.getsockname()[1]
+def receive():
+    conn, _ = server.accept()
+    conn = server_ctx.wrap_socket(conn, server_side=True)
+    digest = hashlib.sha256()
+    with open(dst, "wb") as out:
+        while True:
+            data = conn.recv(1 << 20)
+            if not data:
+                break
+            digest.update(data)
+            out.write(data)
+t = threading.Thread(target=receive); t.start()
+start = time.time()
+with socket.create_connection(("127.0.0.1", port)) as raw, open(src, "rb") as f:
+    with client_ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        while block := f.read(1 << 20):
+            s.sendall(block)
+t.join()
+print(time.time() - start)
+PY
+)
+awk -v b="$BYTES" -v p="$P2P_SECS" -v t="$TCP_SECS" -v l="$TLS_SECS" -v ra="$RSS_A" -v rb="$RSS_B" 'BEGIN {
   mib = b / 1048576
-  printf "| file | node-to-node s | MiB/s | plain TCP s | MiB/s | ratio | RSS A MiB | RSS B MiB |\n|---|---|---|---|---|---|---|---|\n"
-  printf "| %.0f MiB | %.2f | %.0f | %.2f | %.0f | %.2f | %s | %s |\n", mib, p, mib / p, t, mib / t, t / p, ra, rb }'
+  printf "| file | node-to-node s | MiB/s | plain TCP s | MiB/s | ratio | TLS + SHA-256 s | MiB/s | ratio | RSS A MiB | RSS B MiB |\n"
+  printf "|---|---|---|---|---|---|---|---|---|---|---|\n"
+  printf "| %.0f MiB | %.2f | %.0f | %.2f | %.0f | %.2f | %.2f | %.0f | %.2f | %s | %s |\n", mib, p, mib / p, t, mib / t, t / p, l, mib / l, l / p, ra, rb }'
 echo "machine: $(nproc) cores"

@@ -148,17 +148,18 @@ impl Pull<'_> {
 
         // The writer owns the file and the hash for the duration; it hands them back at the end.
         let (blocks, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(STREAM_BLOCKS_IN_FLIGHT);
-        let mut file = out.try_clone().await?;
+        // One blocking thread writes and hashes, beside the task reading the network: no hop to
+        // tokio's blocking pool per write.
+        let mut file = out.try_clone().await?.into_std().await;
         let mut digest = std::mem::take(hasher);
-        let writer = tokio::spawn(async move {
+        let writer = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
             let mut written = 0u64;
-            while let Some(block) = received.recv().await {
-                file.write_all(&block).await?;
+            while let Some(block) = received.blocking_recv() {
+                file.write_all(&block)?;
                 digest.update(&block);
                 written += block.len() as u64;
             }
-            // tokio writes behind: without this, the last block could still be in flight.
-            file.flush().await?;
             Ok::<_, std::io::Error>((digest, written))
         });
         let block_bytes = stream_block_bytes(self.settings.max_bytes_per_sec);
