@@ -15,6 +15,7 @@ use fedimpute_node::p2p::{JobNetworkEvent, Network, NetworkConfig, NetworkEvent}
 use fedimpute_protocol::federation::FederationConfig;
 use fedimpute_protocol::jobs::{FileManifest, JobReply, JobRequest, JobRequestParams, SignedJobMessage};
 use fedimpute_protocol::messages::{FederationRequest, FederationResponse};
+use fedimpute_protocol::transfer::{StreamAnswer, StreamRequest, decode_frame, encode_frame, frame_length};
 use fedimpute_tests::federation::*;
 use fedimpute_tests::jobs::*;
 use fedimpute_tests::wes_double::HostileWes;
@@ -78,6 +79,20 @@ impl RoguePeer {
             }
         });
         Self { identity, network, chunks_asked }
+    }
+
+    /// Opens a file stream to `host`, asks for `sha256` of `job_id` and reads the answer frame.
+    async fn stream_request(&self, host: &str, job_id: &str, sha256: &str) -> StreamAnswer {
+        use libp2p::futures::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = self.network.open_file_stream(host.parse().unwrap()).await.unwrap();
+        let request = StreamRequest { job_id: job_id.into(), sha256: sha256.into(), offset: 0 };
+        stream.write_all(&encode_frame(&request).unwrap()).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut prefix = [0u8; 4];
+        stream.read_exact(&mut prefix).await.unwrap();
+        let mut body = vec![0u8; frame_length(prefix).unwrap()];
+        stream.read_exact(&mut body).await.unwrap();
+        decode_frame(&body).unwrap()
     }
 
     /// Sends a signed request to `host` and opens its signed answer.
@@ -171,6 +186,12 @@ async fn a_member_naming_another_users_input_by_its_hash_gets_nothing_of_it() {
     // A delivery receipt or a chunk request for the earlier job gets the rogue nothing either.
     let receipt = JobRequest::DeliveryReceipt { job_id: earlier.clone(), files: vec![] };
     assert!(matches!(rogue.ask(host.peer_id(), &receipt).await.unwrap(), JobReply::Refused { .. }));
+    // Nor does a file stream: the earlier job's input, or its own job's, by hash, from offset 0.
+    for job in [&earlier, &job_id] {
+        let answer = rogue.stream_request(host.peer_id(), job, &sha).await;
+        assert!(matches!(answer, StreamAnswer::Refused(_)), "{job}: {answer:?}");
+    }
+    assert_eq!(metric(host, SENT_INPUT).await + metric(host, SENT_RESULT).await, 0, "bytes left the host");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
