@@ -5,6 +5,7 @@ use fedimpute_node::cli::{self, Cli};
 
 fn main() -> ExitCode {
     limit_allocator_retention();
+    forget_tls_key_log();
     // Before anything is written: files and folders this process (or an engine it starts)
     // creates are the node user's alone.
     fedimpute_node::at_rest::restrict_umask();
@@ -36,5 +37,17 @@ fn limit_allocator_retention() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// libp2p's TLS writes every session's secrets to the file `SSLKEYLOGFILE` names, if it is
+/// set: anyone who can read that file and a capture could read the genotypes sent between
+/// nodes. A node never wants that, so the variable is dropped (with a warning) before anything
+/// reads it, and engines started later do not inherit it either.
+fn forget_tls_key_log() {
+    if std::env::var_os("SSLKEYLOGFILE").is_some() {
+        // SAFETY: called first thing in main, before any thread is started.
+        unsafe { std::env::remove_var("SSLKEYLOGFILE") };
+        eprintln!("warning: SSLKEYLOGFILE is set; ignored (fedimpute never logs TLS secrets)");
     }
 }

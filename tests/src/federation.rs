@@ -39,6 +39,8 @@ pub struct FederationSpec<'a> {
     pub extra: &'a [ExtraMember],
     /// How many hosts' panels node 0 must see reachable before the test goes on.
     pub hosts_in_catalog: usize,
+    /// Environment variables every node runs with.
+    pub env: &'a [(&'a str, &'a std::ffi::OsStr)],
 }
 
 /// Nodes A (no panel) and `hosts` hosts of the test panel as `sim`, with `edit` applied.
@@ -63,6 +65,7 @@ pub async fn federation_with(
         edit: &edit,
         extra: &[],
         hosts_in_catalog: hosts,
+        env: &[],
     })
     .await
 }
@@ -96,7 +99,7 @@ pub async fn start(spec: &FederationSpec<'_>) -> Federation {
     for (i, node) in nodes.iter_mut().enumerate() {
         assert!(node.apply(&[&config]).status.success());
         edit_config(node, |c| (spec.edit)(i, c));
-        node.start().await.unwrap();
+        node.start_with_env(spec.env).await.unwrap();
     }
     let a = &nodes[0];
     let token = a.admin_token().await.unwrap();

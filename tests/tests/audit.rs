@@ -205,6 +205,7 @@ async fn a_node_whose_newest_audit_rows_are_deleted_is_told_so_by_the_peer_that_
         edit: &|_, c| c,
         extra: &[],
         hosts_in_catalog: 0,
+        env: &[],
     })
     .await;
     let mut nodes = fed.nodes;

@@ -1,6 +1,7 @@
 //! Nodes of different protocol majors: a member that identifies itself as speaking the next
 //! major is refused, with both versions named in the federation view, the audit log and
-//! `/metrics`, is not redialled in a loop, and the node goes on working with the others.
+//! `/metrics`, is not redialled in a loop, and the node goes on working with the others. The
+//! nodes also ignore SSLKEYLOGFILE: no TLS session secret is written anywhere.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,6 +79,11 @@ async fn a_member_of_another_protocol_major_is_refused_with_its_reason_and_the_o
         address: format!("/ip4/127.0.0.1/tcp/{port}"),
     }];
     let opened = start_future_peer(&future, port);
+    // The nodes run with SSLKEYLOGFILE set, which would make libp2p's TLS write its session
+    // secrets there; they must ignore it.
+    let key_log_dir = tempfile::tempdir().unwrap();
+    let key_log = key_log_dir.path().join("tls-secrets.log");
+    let env = [("SSLKEYLOGFILE", key_log.as_os_str())];
     let fed = start(&FederationSpec {
         names: &["Origin A", "Host B"],
         panels: &|i, node| {
@@ -88,6 +94,7 @@ async fn a_member_of_another_protocol_major_is_refused_with_its_reason_and_the_o
         edit: &|_, c| c,
         extra: &extra,
         hosts_in_catalog: 1,
+        env: &env,
     })
     .await;
     let (a, b) = (&fed.nodes[0], &fed.nodes[1]);
@@ -121,6 +128,8 @@ async fn a_member_of_another_protocol_major_is_refused_with_its_reason_and_the_o
     let done = wait_state(a, &token, &job, &["completed", "failed"], Duration::from_secs(120)).await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(member(&a.federation_view().await.unwrap(), "Future F")["connection"], "incompatible");
+    assert!(!key_log.exists(), "TLS session secrets were written to SSLKEYLOGFILE");
+    assert!(a.log().contains("SSLKEYLOGFILE is set; ignored"), "{}", a.log());
     let connections = opened.load(Ordering::SeqCst);
     assert!((2..=4).contains(&connections), "the refused member was connected {connections} times");
 }

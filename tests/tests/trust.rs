@@ -121,6 +121,7 @@ async fn a_member_naming_another_users_input_by_its_hash_gets_nothing_of_it() {
         edit: &|_, c| set(c, "delete_inputs_when_done = true", "delete_inputs_when_done = false"),
         extra: &extra,
         hosts_in_catalog: 0,
+        env: &[],
     })
     .await;
     let host = &fed.nodes[0];
