@@ -8,6 +8,7 @@
 //! start again from what is stored. Messages are signed ([`SignedJobMessage`]) and files are
 //! pulled by their receiver ([`transfer`]), so an interrupted transfer resumes where it stopped.
 
+mod frames;
 mod host;
 mod origin;
 pub mod selection;

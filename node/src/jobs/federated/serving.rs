@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse, StreamAnswer, StreamRequest, encode_frame};
+use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse, StreamAnswer, StreamRequest};
 use libp2p::PeerId;
 
 use super::Federated;
-use super::transfer::{pace, read_chunk, read_frame, stream_block_bytes};
+use super::frames::{read_frame, write_frame};
+use super::transfer::{pace, stream_block_bytes};
 use crate::store::jobs::{JobRole, JobState};
 
 /// File streams served to one peer at once; more are answered "busy" (ask again later).
@@ -139,6 +140,16 @@ fn not_for_you(job_id: &str, sha256: &str) -> String {
     format!("no file {sha256} of job {job_id} for you")
 }
 
+/// Reads up to `length` bytes (at most a chunk) of `path` at `offset` for a peer.
+async fn read_chunk(path: &Path, offset: u64, length: u32) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let Some((file, left)) = open_at(path, offset).await? else { return Ok(Vec::new()) };
+    let length = u64::from(length.min(fedimpute_protocol::transfer::MAX_CHUNK_BYTES)).min(left);
+    let mut buf = Vec::with_capacity(length as usize);
+    file.take(length).read_to_end(&mut buf).await?;
+    Ok(buf)
+}
+
 /// A file opened at `offset`, with the length from there to its end; `None` past the end.
 async fn open_at(path: &Path, offset: u64) -> std::io::Result<Option<(tokio::fs::File, u64)>> {
     use tokio::io::AsyncSeekExt;
@@ -149,13 +160,6 @@ async fn open_at(path: &Path, offset: u64) -> std::io::Result<Option<(tokio::fs:
     }
     file.seek(std::io::SeekFrom::Start(offset)).await?;
     Ok(Some((file, size - offset)))
-}
-
-async fn write_frame<T: serde::Serialize>(stream: &mut libp2p::Stream, value: &T) -> std::io::Result<()> {
-    use futures_util::AsyncWriteExt;
-    let frame = encode_frame(value).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    stream.write_all(&frame).await?;
-    stream.flush().await
 }
 
 /// How long a peer has to send its request on a file stream it opened.

@@ -6,16 +6,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fedimpute_protocol::jobs::FileManifest;
-use fedimpute_protocol::transfer::{
-    ChunkRequest, ChunkResponse, StreamAnswer, StreamRequest, decode_frame, encode_frame, frame_length,
-};
-use futures_util::AsyncWriteExt as _;
+use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse, StreamAnswer, StreamRequest};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use libp2p::PeerId;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::frames::{read_frame, write_frame};
 use crate::config::TransferSection;
 use crate::metrics::Metrics;
 use crate::p2p::{Network, NetworkError, OpenStreamError};
@@ -123,8 +121,7 @@ impl Pull<'_> {
         };
         let request = StreamRequest { job_id: self.job_id.to_string(), sha256: self.file.sha256.clone(), offset };
         let answer = tokio::time::timeout(STREAM_ANSWER_TIMEOUT, async {
-            stream.write_all(&encode_frame(&request).map_err(|e| std::io::Error::other(e.to_string()))?).await?;
-            stream.flush().await?;
+            write_frame(&mut stream, &request).await?;
             read_frame::<StreamAnswer>(&mut stream).await
         })
         .await
@@ -284,34 +281,4 @@ const STREAM_BLOCKS_IN_FLIGHT: usize = 4;
 /// Reads what is there (at least a byte, or 0 at the end) into `buf`.
 async fn read_some(stream: &mut libp2p::Stream, buf: &mut [u8]) -> std::io::Result<usize> {
     futures_util::AsyncReadExt::read(stream, buf).await
-}
-
-/// Reads one length-prefixed frame (see [`fedimpute_protocol::transfer::FILE_STREAM_PROTOCOL`]).
-pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(stream: &mut libp2p::Stream) -> std::io::Result<T> {
-    use futures_util::AsyncReadExt;
-    let mut prefix = [0u8; 4];
-    stream.read_exact(&mut prefix).await?;
-    let length = frame_length(prefix).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    decode_frame(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
-/// Reads up to `length` bytes of `path` at `offset` for a peer.
-pub async fn read_chunk(path: &Path, offset: u64, length: u32) -> std::io::Result<Vec<u8>> {
-    use tokio::io::AsyncSeekExt;
-    let mut file = tokio::fs::File::open(path).await?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    let length = length.min(fedimpute_protocol::transfer::MAX_CHUNK_BYTES) as usize;
-    let mut buf = vec![0u8; length];
-    let mut filled = 0;
-    while filled < length {
-        let n = file.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    buf.truncate(filled);
-    Ok(buf)
 }
