@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::auth::service::Actor;
-use crate::config::{CONFIG_FILE, NodeConfig};
+use crate::config::{CONFIG_FILE, DATABASE_FILE, NodeConfig};
 use crate::node_handle::NodeHandle;
 use crate::store::Store;
 use crate::store::audit::{AuditEvent, Outcome};
@@ -35,8 +35,6 @@ pub const CHECKSUMS: &str = "fedimpute-backup.sha256";
 const CONFIG_ENTRY: &str = "node.toml";
 /// Everything from the data directory sits below this.
 const DATA_PREFIX: &str = "data";
-/// The database's name inside the data directory (see [`NodeConfig::database_path`]).
-const DATABASE: &str = "fedimpute.db";
 /// The archive layout this build writes and reads.
 const FORMAT: u32 = 1;
 /// Staging folders in the data directory start with this (and are never backed up).
@@ -87,7 +85,7 @@ pub async fn backup(
     let node = NodeHandle::open(config_path).await?;
     let config = &node.config;
     let data_dir = config.node.data_dir.clone();
-    let out = absolute(out)?;
+    let out = std::path::absolute(out)?;
     if out.starts_with(&data_dir) {
         bail!(
             "write the backup outside the data directory {} (a backup inside it is lost with it)",
@@ -99,10 +97,10 @@ pub async fn backup(
     }
     let staging = Staging::create(&data_dir)?;
     // The config is its own entry; a copy of it in data/ would keep the old data_dir.
-    let config_file = absolute(config_path)?.strip_prefix(&data_dir).ok().map(Path::to_path_buf);
+    let config_file = std::path::absolute(config_path)?.strip_prefix(&data_dir).ok().map(Path::to_path_buf);
     let skip = Skip { data_dir: data_dir.clone(), skip_panels: !with_panels, config_file };
     staging.link_tree(&skip)?;
-    let snapshot = staging.path.join(DATABASE);
+    let snapshot = staging.path.join(DATABASE_FILE);
     node.store.snapshot_into(&snapshot).await.context("snapshotting the database")?;
     // Files made between the first pass and the snapshot (a job's upload, its results).
     staging.link_tree(&skip)?;
@@ -166,7 +164,7 @@ pub async fn restore(from: &Path, data_dir: &Path, config_out: Option<&Path>) ->
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
     let data_dir = data_dir.canonicalize()?;
     let config_path = match config_out {
-        Some(p) => absolute(p)?,
+        Some(p) => std::path::absolute(p)?,
         None => data_dir.join(CONFIG_FILE),
     };
     let result = restore_into(from, &data_dir, &config_path).await;
@@ -241,7 +239,7 @@ impl Skip {
             [] => false,
             // The live database is taken as a snapshot instead; the address files are a running
             // node's; a backup's staging folder is no part of the node.
-            [name] if name.starts_with(DATABASE) || name.ends_with(".addr") => true,
+            [name] if name.starts_with(DATABASE_FILE) || name.ends_with(".addr") => true,
             [first, ..] if first.starts_with(STAGING_PREFIX) => true,
             // In-flight transfers resume from the start, and panel files waiting to be registered
             // are the admin's, not the node's.
@@ -461,7 +459,7 @@ fn header(size: u64) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_size(size);
     header.set_mode(0o600);
-    header.set_mtime(u64::try_from(crate::time::now_ms() / 1000).unwrap_or(0));
+    header.set_mtime(u64::try_from(crate::time::now_secs()).unwrap_or(0));
     header.set_entry_type(tar::EntryType::Regular);
     header
 }
@@ -632,10 +630,6 @@ fn empty_folder(dir: &Path, made_it: bool) {
             let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         }
     }
-}
-
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) })
 }
 
 #[cfg(test)]

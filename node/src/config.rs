@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// File name of the node configuration inside the data directory.
 pub const CONFIG_FILE: &str = "node.toml";
+/// The SQLite database's file name inside the data directory.
+pub const DATABASE_FILE: &str = "fedimpute.db";
 
 /// Everything a node reads from `node.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -450,7 +452,7 @@ impl NodeConfig {
 
     /// The SQLite database file.
     pub fn database_path(&self) -> PathBuf {
-        self.node.data_dir.join("fedimpute.db")
+        self.node.data_dir.join(DATABASE_FILE)
     }
 
     /// Where an admin puts panel files to register them through the API (which reads nothing
