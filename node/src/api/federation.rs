@@ -120,7 +120,7 @@ async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<Federati
                         } else {
                             "disconnected"
                         },
-                        refused_because: if peer.connected { None } else { peer.incompatible.clone() },
+                        refused_because: peer.incompatible.clone(),
                         last_seen: if is_self {
                             Some(crate::time::rfc3339(now))
                         } else {

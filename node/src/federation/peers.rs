@@ -15,6 +15,7 @@ pub struct PeerStatus {
     /// Remote address of the current connection.
     pub address: Option<String>,
     /// Why the member was refused on its last connection: it speaks another protocol major.
+    /// Set only while it is not connected (a connection that gets through clears it).
     pub incompatible: Option<String>,
 }
 

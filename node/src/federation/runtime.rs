@@ -78,7 +78,7 @@ impl FederationHandle {
                 .iter()
                 .filter(|m| self.catalog.get(&m.peer_id).is_some_and(|e| e.is_fresh(&config, now_ms)))
                 .count(),
-            incompatible: statuses.iter().filter(|s| !s.connected && s.incompatible.is_some()).count(),
+            incompatible: statuses.iter().filter(|s| s.incompatible.is_some()).count(),
         }
     }
 }
