@@ -67,6 +67,13 @@ pub struct TestNode {
     institution: String,
 }
 
+/// The PeerId of the node whose config is `config`, as `fedimpute federation whoami` tells it.
+fn peer_id_of(config: &Path) -> anyhow::Result<String> {
+    let whoami = fedimpute(&["federation", "whoami", "--config", &config.display().to_string()]);
+    let info: Value = serde_json::from_slice(&whoami.stdout).context("federation whoami output")?;
+    Ok(info["peer_id"].as_str().context("peer_id")?.to_string())
+}
+
 impl TestNode {
     /// Initialises a node for `institution` with [`ADMIN_PASSWORD`], not yet running, with its
     /// p2p side on a free loopback port.
@@ -97,10 +104,7 @@ impl TestNode {
             bail!("fedimpute init failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let log_path = dir.path().join("node.log");
-        let whoami =
-            fedimpute(&["federation", "whoami", "--config", &dir.path().join("data/node.toml").display().to_string()]);
-        let info: Value = serde_json::from_slice(&whoami.stdout).context("federation whoami output")?;
-        let peer_id = info["peer_id"].as_str().context("peer_id")?.to_string();
+        let peer_id = peer_id_of(&data.join("node.toml"))?;
         Ok(Self { dir, child: None, addr: None, log_path, peer_id, p2p_port, institution: institution.to_string() })
     }
 
@@ -120,9 +124,7 @@ impl TestNode {
         if !out.status.success() {
             bail!("fedimpute restore failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let whoami = fedimpute(&["federation", "whoami", "--config", &data.join("node.toml").display().to_string()]);
-        let info: Value = serde_json::from_slice(&whoami.stdout).context("federation whoami output")?;
-        let peer_id = info["peer_id"].as_str().context("peer_id")?.to_string();
+        let peer_id = peer_id_of(&data.join("node.toml"))?;
         Ok(Self {
             log_path: dir.path().join("node.log"),
             dir,

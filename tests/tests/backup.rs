@@ -15,26 +15,19 @@ const PARAMS: [(&str, &str); 3] = [("panel", "sim"), ("build", "hg19"), ("engine
 
 /// (id, state) of every job the admin sees, sorted by id.
 async fn jobs(node: &TestNode, token: &str) -> Vec<(String, String)> {
-    let (_, list) = node.get("/jobs?limit=1000", token).await.unwrap();
-    let mut out: Vec<(String, String)> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| (j["id"].as_str().unwrap().to_string(), j["state"].as_str().unwrap().to_string()))
-        .collect();
-    out.sort();
-    out
+    sorted_pairs(&node.get("/jobs?limit=1000", token).await.unwrap().1, "id", "state")
 }
 
 /// (username, role) of every user, sorted.
 async fn users(node: &TestNode, token: &str) -> Vec<(String, String)> {
-    let (_, list) = node.get("/users", token).await.unwrap();
-    let mut out: Vec<(String, String)> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| (u["username"].as_str().unwrap().to_string(), u["role"].as_str().unwrap().to_string()))
-        .collect();
+    sorted_pairs(&node.get("/users", token).await.unwrap().1, "username", "role")
+}
+
+/// The `first` and `second` fields of every object in `list`, sorted.
+fn sorted_pairs(list: &Value, first: &str, second: &str) -> Vec<(String, String)> {
+    let field = |item: &Value, key: &str| item[key].as_str().unwrap().to_string();
+    let mut out: Vec<(String, String)> =
+        list.as_array().unwrap().iter().map(|item| (field(item, first), field(item, second))).collect();
     out.sort();
     out
 }
