@@ -16,7 +16,10 @@ export async function federationPage(main) {
   const members = (fed.members || []).map((m) => h('tr', {},
     h('td', {}, m.institution, m.connection === 'self' ? ' (this node)' : '', selfDescribed(m.advertised)),
     h('td', {}, badge(m.connection === 'self' ? 'this node' : m.connection),
-      m.refused_because ? h('span.refused', {}, ` ${m.refused_because}`) : null),
+      m.refused_because ? h('span.refused', {}, ` ${m.refused_because}`) : null,
+      m.reached ? h('span.route', {}, m.relayed_via
+        ? ` relayed via ${m.relayed_via.institution || m.relayed_via.peer_id.slice(0, 16) + '…'}`
+        : ' direct') : null),
     h('td', {}, when(m.last_seen)),
     h('td', {}, m.rtt_ms == null ? '—' : `${Number(m.rtt_ms).toFixed(1)} ms`),
     h('td', {}, m.reachable ? 'yes' : 'no'),

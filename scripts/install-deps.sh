@@ -7,8 +7,9 @@
 # Debian packages: build tools, the imputation engines (Beagle 5.4, Minimac4) with bcftools and
 # tabix and a Java runtime, real genetic maps (shapeit4-example), Slurm and munge (for the Slurm
 # executor's tests, on scripts/slurm/local-cluster.sh), Python's venv (for scripts/simulate.sh),
-# Chromium for the browser tests, and Node.js with npm to drive it (playwright-core); then
-# rustfmt and clippy.
+# Chromium for the browser tests, and Node.js with npm to drive it (playwright-core), iproute2,
+# nftables and tcpdump (the network-namespace test of members behind firewalls); then rustfmt and
+# clippy.
 set -euo pipefail
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -23,7 +24,7 @@ fi
 # jobs run, and what the scripts and browser tests use.
 APT_PACKAGES=(ca-certificates curl procps python3 python3-venv gcc g++ make cmake pkg-config
   beagle minimac4 bcftools tabix default-jre-headless chromium shapeit4-example
-  slurm-wlm munge)
+  slurm-wlm munge iproute2 nftables tcpdump)
 # Node.js may come from elsewhere (e.g. NodeSource, whose nodejs bundles npm); only if there is
 # none, Debian's.
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

@@ -22,6 +22,8 @@ export FEDIMPUTE_BIN="$PWD/target/debug/fedimpute"
 cargo test --workspace --locked
 echo "== the Debian package: built, installed with dpkg -i, checked, removed (tests/package/deb.sh)"
 tests/package/deb.sh
+echo "== members behind firewalls: relayed jobs across network namespaces (tests/netns/relay.sh)"
+tests/netns/relay.sh
 echo "== the served OpenAPI document (openapi-spec-validator)"
 tests/openapi/validate.sh
 echo "== the API against its document (schemathesis, a researcher's token, about 2.5 minutes)"

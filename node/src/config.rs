@@ -288,11 +288,67 @@ impl From<ProxyNet> for String {
 pub struct P2pSection {
     /// libp2p multiaddrs to listen on.
     pub listen: Vec<String>,
+    /// `direct` (members can dial this node) or `outbound` (a firewall lets this node only dial
+    /// out: it takes a reservation at the federation's relays and is reached through them).
+    #[serde(default)]
+    pub reachability: Reachability,
+    /// PeerIds of the relays an `outbound` node may use; empty: every member that serves as one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<String>,
+    /// Serving as a relay for members that cannot accept connections.
+    #[serde(default)]
+    pub relay: RelaySection,
 }
 
 impl Default for P2pSection {
     fn default() -> Self {
-        Self { listen: vec!["/ip4/127.0.0.1/tcp/4001".to_string()] }
+        Self {
+            listen: vec!["/ip4/127.0.0.1/tcp/4001".to_string()],
+            reachability: Reachability::default(),
+            relays: Vec::new(),
+            relay: RelaySection::default(),
+        }
+    }
+}
+
+/// Whether other members can open connections to this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reachability {
+    #[default]
+    Direct,
+    Outbound,
+}
+
+/// A relay (libp2p circuit relay v2) for members behind firewalls. It serves only members of the
+/// current signed list; what crosses it is TLS between the two members, which it cannot read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    /// Offer the relay. The node must be listed with an address members can dial.
+    pub serve: bool,
+    /// Members that may hold a reservation (be reachable through this relay) at once.
+    pub max_reservations: usize,
+    /// Relayed connections open at once, over all members, and per member.
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    /// Bytes one relayed connection may carry (both ways) before the relay closes it.
+    pub max_circuit_bytes: u64,
+    /// How long one relayed connection may stay open, in seconds.
+    pub max_circuit_duration_secs: u64,
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        Self {
+            serve: false,
+            max_reservations: 64,
+            max_circuits: 32,
+            max_circuits_per_peer: 8,
+            // A whole-genome input or result set is a few GiB.
+            max_circuit_bytes: 16 << 30,
+            max_circuit_duration_secs: 24 * 3600,
+        }
     }
 }
 
@@ -394,6 +450,18 @@ impl NodeConfig {
         for (i, addr) in self.p2p.listen.iter().enumerate() {
             addr.parse::<multiaddr::Multiaddr>()
                 .map_err(|e| format!("key `p2p.listen[{i}]`: {addr:?} is not a multiaddr: {e}"))?;
+        }
+        for (i, relay) in self.p2p.relays.iter().enumerate() {
+            relay
+                .parse::<libp2p::PeerId>()
+                .map_err(|e| format!("key `p2p.relays[{i}]`: {relay:?} is not a PeerId: {e}"))?;
+        }
+        let relay = &self.p2p.relay;
+        if relay.serve && (relay.max_reservations == 0 || relay.max_circuits == 0 || relay.max_circuits_per_peer == 0) {
+            return Err("keys `p2p.relay.max_*` must be at least 1 when the relay is served".into());
+        }
+        if relay.max_circuit_duration_secs == 0 || relay.max_circuit_duration_secs > u64::from(u32::MAX) {
+            return Err("key `p2p.relay.max_circuit_duration_secs` must be between 1 and 2^32 - 1".into());
         }
         if self.auth.access_token_ttl_secs == 0 || self.auth.refresh_token_ttl_secs == 0 {
             return Err("keys `auth.*_ttl_secs` must be positive".into());
@@ -526,6 +594,32 @@ data_dir = "/var/lib/fedimpute"
         let text = format!("{MINIMAL}\n[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/1\", \"tcp:4001\"]\n");
         let err = NodeConfig::parse(&text, Path::new("node.toml")).unwrap_err().to_string();
         assert!(err.contains("p2p.listen[1]"), "{err}");
+    }
+
+    #[test]
+    fn an_outbound_node_and_a_relay_are_configured_under_p2p() {
+        let text = format!(
+            "{MINIMAL}\n[p2p]\nlisten = []\nreachability = \"outbound\"\nrelays = [\"{}\"]\n[p2p.relay]\nserve = true\nmax_circuits = 4\n",
+            libp2p::PeerId::random()
+        );
+        let config = NodeConfig::parse(&text, Path::new("node.toml")).unwrap();
+        assert_eq!(config.p2p.reachability, Reachability::Outbound);
+        assert_eq!(config.p2p.relays.len(), 1);
+        assert!(config.p2p.relay.serve);
+        assert_eq!(config.p2p.relay.max_circuits, 4);
+        // Unset: a directly reachable node that relays for nobody.
+        let plain = NodeConfig::parse(&format!("{MINIMAL}\n[p2p]\nlisten = []\n"), Path::new("node.toml")).unwrap();
+        assert_eq!(plain.p2p.reachability, Reachability::Direct);
+        assert!(!plain.p2p.relay.serve);
+    }
+
+    #[test]
+    fn a_relay_that_is_not_a_peer_id_is_named() {
+        let text = format!("{MINIMAL}\n[p2p]\nlisten = []\nrelays = [\"relay.example.org\"]\n");
+        let err = NodeConfig::parse(&text, Path::new("node.toml")).unwrap_err().to_string();
+        assert!(err.contains("p2p.relays[0]"), "{err}");
+        let text = format!("{MINIMAL}\n[p2p]\nlisten = []\nreachability = \"sometimes\"\n");
+        assert!(NodeConfig::parse(&text, Path::new("node.toml")).is_err());
     }
 
     #[test]

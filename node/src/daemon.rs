@@ -37,7 +37,13 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         .iter()
         .map(|a| a.parse().with_context(|| format!("p2p.listen address {a:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (network, events) = Network::spawn(&identity, NetworkConfig { listen }, federation.subscribe())?;
+    let network_config = NetworkConfig {
+        listen,
+        reachability: config.p2p.reachability,
+        relays: config.p2p.relays.iter().map(|r| r.parse()).collect::<Result<_, _>>().context("p2p.relays")?,
+        relay: config.p2p.relay.serve.then(|| config.p2p.relay.clone()),
+    };
+    let (network, events) = Network::spawn(&identity, network_config, federation.subscribe())?;
     let handle = FederationHandle {
         federation,
         catalog: Catalog::new(store.clone()),

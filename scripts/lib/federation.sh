@@ -11,12 +11,21 @@
 #   fed_set NAME KEY VALUE               sets KEY = VALUE in the node's node.toml (KEY must be there)
 #   fed_origin_and_host LABEL ID PANEL   nodes a ("LABEL Origin A", no panel) and b ("LABEL Host B",
 #                                        the committed test panel as PANEL) in federation ID
+#   fed_in NAME CMD...                   runs CMD where node NAME runs (inside its network namespace)
+#
+# Nodes in network namespaces (tests/netns/): before fed_init, set FED_NETNS[NAME] (the namespace)
+# and FED_IP[NAME] (its address there; the node listens on port 4001). FED_UNLISTED[NAME]=1 lists
+# the node in the federation config with no address (it dials out only).
 
 : "${BIN:?set BIN to the fedimpute binary}" "${FED_DIR:?set FED_DIR to a working folder}"
 FED_PIDS=()
-declare -A FED_P2P FED_INSTITUTION FED_PID
+declare -A FED_P2P FED_INSTITUTION FED_PID FED_NETNS FED_IP FED_UNLISTED
 
 fed_json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
+fed_in() {
+  local name=$1; shift
+  if [ -n "${FED_NETNS[$name]:-}" ]; then ip netns exec "${FED_NETNS[$name]}" "$@"; else "$@"; fi
+}
 fed_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 fed_init() {
@@ -24,11 +33,13 @@ fed_init() {
   mkdir -p "$FED_DIR"
   [ -f "$FED_DIR/admin-password" ] ||
     (umask 077; python3 -c 'import secrets; print("fed-" + secrets.token_urlsafe(18))' > "$FED_DIR/admin-password")
-  FED_P2P[$name]=$(fed_free_port)
+  if [ -n "${FED_IP[$name]:-}" ]; then FED_P2P[$name]=4001; else FED_P2P[$name]=$(fed_free_port); fi
   FED_INSTITUTION[$name]=$institution
   "$BIN" init --data-dir "$FED_DIR/$name" --institution "$institution" --name "$name" --api-listen 127.0.0.1:0 \
-    --p2p-listen "/ip4/127.0.0.1/tcp/${FED_P2P[$name]}" --admin-password-file "$FED_DIR/admin-password" >/dev/null
+    --p2p-listen "$(fed_p2p_addr "$name")" --admin-password-file "$FED_DIR/admin-password" >/dev/null
 }
+
+fed_p2p_addr() { echo "/ip4/${FED_IP[$1]:-127.0.0.1}/tcp/${FED_P2P[$1]}"; }
 
 fed_sign_config() {
   local id=$1; shift
@@ -36,10 +47,13 @@ fed_sign_config() {
   # A throw-away local federation: its admin key need not be sealed.
   admin=$("$BIN" federation keygen --unencrypted --out "$FED_DIR/federation-admin.key")
   "$BIN" federation new --id "$id" --threshold 1 --admin "$admin" --advert-interval-secs 10 --out "$config" >/dev/null
+  local address
   for name in "$@"; do
+    address=(--address "$(fed_p2p_addr "$name")")
+    [ -n "${FED_UNLISTED[$name]:-}" ] && address=()
     "$BIN" federation add-member "$config" --institution "${FED_INSTITUTION[$name]}" \
       --peer-id "$("$BIN" federation whoami --config "$FED_DIR/$name/node.toml" | fed_json "['peer_id']")" \
-      --address "/ip4/127.0.0.1/tcp/${FED_P2P[$name]}" >/dev/null
+      "${address[@]}" >/dev/null
   done
   "$BIN" federation sign "$config" --key "$FED_DIR/federation-admin.key" >/dev/null
   for name in "$@"; do "$BIN" federation apply --config "$FED_DIR/$name/node.toml" "$config" >/dev/null; done
@@ -54,7 +68,10 @@ fed_set() {
 fed_start() {
   local name=$1
   rm -f "$FED_DIR/$name/api.addr"
-  RUST_LOG=${RUST_LOG:-info} "$BIN" run --config "$FED_DIR/$name/node.toml" >"$FED_DIR/$name.log" 2>&1 &
+  # Not through fed_in: a function in the background is a subshell, whose pid is not the node's.
+  local netns=()
+  [ -n "${FED_NETNS[$name]:-}" ] && netns=(ip netns exec "${FED_NETNS[$name]}")
+  RUST_LOG=${RUST_LOG:-info} "${netns[@]}" "$BIN" run --config "$FED_DIR/$name/node.toml" >"$FED_DIR/$name.log" 2>&1 &
   FED_PIDS+=($!)
   FED_PID[$name]=$!
   for _ in $(seq 1 300); do [ -s "$FED_DIR/$name/api.addr" ] && return 0; sleep 0.1; done
@@ -69,7 +86,7 @@ fed_stop_all() {
 }
 
 fed_api() { echo "https://$(cat "$FED_DIR/$1/api.addr")"; }
-fed_curl() { local name=$1; shift; curl -sS --fail-with-body --cacert "$FED_DIR/$name/tls/api.crt" "$@"; }
+fed_curl() { local name=$1; shift; fed_in "$name" curl -sS --fail-with-body --cacert "$FED_DIR/$name/tls/api.crt" "$@"; }
 fed_login() {
   fed_curl "$1" -H 'content-type: application/json' -d "{\"username\":\"$2\",\"password\":\"$3\"}" \
     "$(fed_api "$1")/api/v1/auth/login" | fed_json "['access_token']"

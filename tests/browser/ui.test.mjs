@@ -88,6 +88,8 @@ test('a researcher flow: log in, find the peer panel, submit, watch it finish li
   await page.getByRole('heading', { name: 'Federation' }).waitFor();
   // Both members, and B's panel in the catalog.
   await page.getByRole('cell', { name: 'Browser Host B', exact: true }).first().waitFor();
+  // How B is reached: on one machine, directly (a relayed member would say "relayed via ...").
+  await page.getByRole('row').filter({ hasText: 'Browser Host B' }).first().getByText('direct').waitFor();
   const catalog = page.getByRole('table', { name: 'Reference panels in the federation' });
   await catalog.getByText('sim-afr').waitFor();
   assert.ok(await catalog.getByText('reachable', { exact: true }).first().isVisible());

@@ -95,7 +95,7 @@ async fn forged_adverts_never_reach_a_catalog() {
     let config = Arc::new(FederationConfig::from_json(&std::fs::read_to_string(&fed).unwrap()).unwrap());
     let (_tx, watch) = tokio::sync::watch::channel(Some(config.clone()));
     let listen = vec![format!("/ip4/127.0.0.1/tcp/{forger_port}").parse().unwrap()];
-    let (network, events) = Network::spawn(&forger, NetworkConfig { listen }, watch).unwrap();
+    let (network, events) = Network::spawn(&forger, NetworkConfig::listening_on(listen), watch).unwrap();
     let mut events = events.federation;
 
     // Serve forged catalog snapshots to whoever asks.

@@ -42,7 +42,7 @@ impl RoguePeer {
         let (tx, watch) = tokio::sync::watch::channel(Some(config));
         std::mem::forget(tx);
         let listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()];
-        let (network, events) = Network::spawn(&identity, NetworkConfig { listen }, watch).unwrap();
+        let (network, events) = Network::spawn(&identity, NetworkConfig::listening_on(listen), watch).unwrap();
         let (mut federation, mut jobs) = (events.federation, events.jobs);
         // It offers no file streams: peers pull from it by chunk requests, which it refuses.
         drop(events.file_streams);
@@ -620,7 +620,7 @@ async fn a_non_member_dialing_with_a_new_key_each_time_writes_a_bounded_number_o
         .unwrap();
         let (tx, watch) = tokio::sync::watch::channel(Some(Arc::new(own)));
         let listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        let (network, events) = Network::spawn(&identity, NetworkConfig { listen }, watch).unwrap();
+        let (network, events) = Network::spawn(&identity, NetworkConfig::listening_on(listen), watch).unwrap();
         dialers.push((tx, network, events));
     }
     wait_for("thirty refused connections", Duration::from_secs(60), || async {

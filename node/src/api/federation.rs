@@ -41,6 +41,10 @@ pub struct MemberView {
     connection: &'static str,
     /// Why an `incompatible` member was refused, naming both sides' versions.
     refused_because: Option<String>,
+    /// How a connected member is reached: `direct`, or `relayed` through `relayed_via`.
+    reached: Option<&'static str>,
+    /// The relay (a member) a relayed connection runs through.
+    relayed_via: Option<RelayView>,
     last_seen: Option<String>,
     rtt_ms: Option<f64>,
     /// Seconds since the member's newest advert was issued.
@@ -55,6 +59,13 @@ pub struct MemberView {
     advertised: Option<SelfDescription>,
     /// The most audit-log rows this node has seen the member sign for (its audit head).
     witnessed_audit_rows: Option<i64>,
+}
+
+/// The member a relayed connection runs through.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RelayView {
+    peer_id: String,
+    institution: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -121,6 +132,15 @@ async fn overview(State(state): State<AppState>, _: Auth) -> axum::Json<Federati
                             "disconnected"
                         },
                         refused_because: peer.incompatible.clone(),
+                        reached: (!is_self && peer.connected).then_some(if peer.relayed_via.is_some() {
+                            "relayed"
+                        } else {
+                            "direct"
+                        }),
+                        relayed_via: peer.relayed_via.as_ref().filter(|_| peer.connected).map(|r| RelayView {
+                            peer_id: r.clone(),
+                            institution: c.doc().member(r).map(|m| m.institution.clone()),
+                        }),
                         last_seen: if is_self {
                             Some(crate::time::rfc3339(now))
                         } else {

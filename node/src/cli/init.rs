@@ -88,7 +88,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
             data_dir: data_dir.clone(),
         },
         api: ApiSection { listen: args.api_listen, ..ApiSection::default() },
-        p2p: P2pSection { listen: args.p2p_listen.clone() },
+        p2p: P2pSection { listen: args.p2p_listen.clone(), ..P2pSection::default() },
         auth: AuthSection::default(),
         logging: LoggingSection::default(),
         engines: Default::default(),

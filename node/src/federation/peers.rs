@@ -17,6 +17,8 @@ pub struct PeerStatus {
     /// Why the member was refused on its last connection: it speaks another protocol major.
     /// Set only while it is not connected (a connection that gets through clears it).
     pub incompatible: Option<String>,
+    /// The relay the connection runs through (PeerId text); None: direct.
+    pub relayed_via: Option<String>,
 }
 
 /// Shared table of peer statuses, keyed by PeerId text.
@@ -51,7 +53,12 @@ impl PeerTable {
         self.update(peer, |s| {
             s.connected = false;
             s.last_seen_ms = Some(now_ms());
+            s.relayed_via = None;
         });
+    }
+
+    pub fn route(&self, peer: &str, relay: Option<String>) {
+        self.update(peer, |s| s.relayed_via = relay);
     }
 
     pub fn rtt(&self, peer: &str, rtt_ms: f64) {

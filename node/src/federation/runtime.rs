@@ -210,6 +210,9 @@ impl Runtime {
                 NetworkEvent::Refused { peer, address, inbound } => self.on_refused(peer, address, inbound).await,
                 NetworkEvent::Incompatible { peer, reason } => self.on_incompatible(peer, reason).await,
                 NetworkEvent::Listening { address } => self.on_listening(address),
+                NetworkEvent::Route { peer, relay } => {
+                    self.handle.peers.route(&peer.to_string(), relay.map(|r| r.to_string()));
+                }
             }
         }
     }

@@ -1,15 +1,24 @@
 //! The composed network behaviour: one field per protocol.
 
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use fedimpute_protocol::jobs::{JOB_PROTOCOL, SignedJobMessage};
 use fedimpute_protocol::messages::{FEDERATION_PROTOCOL, FederationRequest, FederationResponse};
 use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse, FILE_PROTOCOL, MAX_CHUNK_BYTES};
 use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, ping, request_response,
+    PeerId, StreamProtocol, allow_block_list, connection_limits, dcutr, gossipsub, identify, identity, ping, relay,
+    request_response,
 };
 use sha2::{Digest, Sha256};
+
+use crate::config::RelaySection;
+
+/// The current members, shared with the relay's admission checks.
+pub(super) type MemberSet = Arc<RwLock<HashSet<PeerId>>>;
 
 /// Largest gossip message (an advert with many panels is a few kB).
 const MAX_GOSSIP_BYTES: usize = 256 * 1024;
@@ -31,10 +40,21 @@ pub(super) struct NodeBehaviour {
     pub files: request_response::cbor::Behaviour<ChunkRequest, ChunkResponse>,
     /// Raw streams: whole files, one stream each (the file-stream protocol).
     pub streams: libp2p_stream::Behaviour,
+    /// Reaching members through a relay, and being reached through one (circuit relay v2).
+    pub relay_client: relay::client::Behaviour,
+    /// Serving as a relay, when the node opts in.
+    pub relay: Toggle<relay::Behaviour>,
+    /// Upgrading relayed connections to direct ones by hole punching.
+    pub dcutr: dcutr::Behaviour,
 }
 
 impl NodeBehaviour {
-    pub fn new(key: &identity::Keypair) -> anyhow::Result<Self> {
+    pub fn new(
+        key: &identity::Keypair,
+        relay_client: relay::client::Behaviour,
+        relay_config: Option<&RelaySection>,
+        members: MemberSet,
+    ) -> anyhow::Result<Self> {
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)
             // The node judges every message (membership, signature, freshness) before gossipsub
@@ -55,7 +75,9 @@ impl NodeBehaviour {
 
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_pending_incoming(Some(128))
-            .with_max_established_per_peer(Some(2))
+            // Two relayed connections (both ends dialled through a relay at once) and the direct
+            // one a hole punch then opens.
+            .with_max_established_per_peer(Some(3))
             .with_max_established(Some(1024));
 
         Ok(Self {
@@ -85,8 +107,36 @@ impl NodeBehaviour {
                     .with_max_concurrent_streams(256),
             ),
             streams: libp2p_stream::Behaviour::new(),
+            relay_client,
+            relay: relay_config.map(|c| relay_server(key.public().to_peer_id(), c, members)).into(),
+            dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
         })
     }
+}
+
+/// A relay that admits only current members, both to hold a reservation and to open a circuit.
+/// The allow list already refuses a non-member's connection; this is the second wall, in case a
+/// connection outlives a member's removal by a moment.
+fn relay_server(local: PeerId, config: &RelaySection, members: MemberSet) -> relay::Behaviour {
+    let is_member = move |peer: PeerId, _: &libp2p::Multiaddr, _: std::time::Instant| {
+        members.read().unwrap_or_else(|e| e.into_inner()).contains(&peer)
+    };
+    let mut relay_config = relay::Config {
+        max_reservations: config.max_reservations,
+        max_reservations_per_peer: 2,
+        max_circuits: config.max_circuits,
+        max_circuits_per_peer: config.max_circuits_per_peer,
+        max_circuit_duration: Duration::from_secs(config.max_circuit_duration_secs),
+        max_circuit_bytes: config.max_circuit_bytes,
+        ..Default::default()
+    };
+    relay_config.reservation_rate_limiters.push(Box::new(is_member.clone()));
+    relay_config.circuit_src_rate_limiters.push(Box::new(is_member));
+    let mut relay = relay::Behaviour::new(local, relay_config);
+    // Members are told to use this relay by their own config; it need not wait for an
+    // external-address confirmation to offer itself.
+    relay.set_status(Some(relay::Status::Enable));
+    relay
 }
 
 /// Peer scoring for a federation. Membership is already gated by the signed member list, so

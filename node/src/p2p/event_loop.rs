@@ -7,16 +7,20 @@ use std::time::Duration;
 use fedimpute_protocol::federation::FederationConfig;
 use fedimpute_protocol::messages::FederationResponse;
 use futures_util::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{DialError, ListenError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, ping, tcp, tls, yamux};
+use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, dcutr, gossipsub, identify, ping, relay, tcp, tls, yamux};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::behaviour::{NodeBehaviour, NodeBehaviourEvent, advert_topic_score};
+use super::behaviour::{MemberSet, NodeBehaviour, NodeBehaviourEvent, advert_topic_score};
 use super::{Command, JobNetworkEvent, NetworkConfig, NetworkError, NetworkEvent};
+use crate::config::Reachability;
 use crate::identity::NodeIdentity;
 use fedimpute_protocol::jobs::SignedJobMessage;
 use fedimpute_protocol::transfer::{ChunkRequest, ChunkResponse};
@@ -57,6 +61,19 @@ pub(super) struct EventLoop {
     /// connection is not enough: a node that does not list us completes the TLS handshake and
     /// only then closes the connection, so "established" would flicker for a non-member.
     announced: HashSet<PeerId>,
+    /// The members, as the relay server's admission check reads them.
+    member_set: MemberSet,
+    reachability: Reachability,
+    /// Relays an `outbound` node may use (empty: any member that serves as one).
+    allowed_relays: HashSet<PeerId>,
+    /// Connected members that serve as relays, with the listed address to reach them by.
+    relays: HashMap<PeerId, Multiaddr>,
+    /// This node's reservations at relays (an `outbound` node listens through each).
+    reservations: HashMap<PeerId, ListenerId>,
+    /// Each open connection, per peer, with the relay it runs through (None: direct).
+    connections: HashMap<PeerId, HashMap<ConnectionId, Option<PeerId>>>,
+    /// The route last announced for each peer, so a change is announced once.
+    routes: HashMap<PeerId, Option<PeerId>>,
 }
 
 impl EventLoop {
@@ -68,10 +85,17 @@ impl EventLoop {
         events: mpsc::Sender<NetworkEvent>,
         job_events: mpsc::Sender<JobNetworkEvent>,
     ) -> anyhow::Result<Self> {
+        let member_set = MemberSet::default();
+        let relay_config = config.relay.as_ref();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair().clone())
             .with_tokio()
             .with_tcp(tcp::Config::default().nodelay(true), tls::Config::new, yamux::Config::default)?
-            .with_behaviour(|key| NodeBehaviour::new(key).map_err(|e| e.into()))?
+            // Relayed connections get the same TLS 1.3 + yamux, end to end between the two
+            // members: the relay forwards ciphertext it cannot read.
+            .with_relay_client(tls::Config::new, yamux::Config::default)?
+            .with_behaviour(|key, relay_client| {
+                NodeBehaviour::new(key, relay_client, relay_config, member_set.clone()).map_err(|e| e.into())
+            })?
             // Members keep their connections open; the dial loop reopens any that drop.
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
             .build();
@@ -95,6 +119,13 @@ impl EventLoop {
             listen_addrs: Vec::new(),
             remote_addrs: HashMap::new(),
             announced: HashSet::new(),
+            member_set,
+            reachability: config.reachability,
+            allowed_relays: config.relays.iter().copied().collect(),
+            relays: HashMap::new(),
+            reservations: HashMap::new(),
+            connections: HashMap::new(),
+            routes: HashMap::new(),
         })
     }
 
@@ -161,6 +192,19 @@ impl EventLoop {
             self.swarm.behaviour_mut().allow.allow_peer(*added);
         }
         self.members = members;
+        *self.member_set.write().unwrap_or_else(|e| e.into_inner()) = self.members.keys().copied().collect();
+        self.relays.retain(|peer, _| new.contains(peer));
+        if self.swarm.behaviour().relay.is_enabled() {
+            // A relay hands its reservation holders the addresses it is listed with; without
+            // one it cannot accept a reservation.
+            let own = config
+                .as_deref()
+                .and_then(|c| c.doc().member(&self.local.to_string()).map(|m| m.addresses.clone()))
+                .unwrap_or_default();
+            for addr in own.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+                self.swarm.add_external_address(addr);
+            }
+        }
 
         let topic = config
             .as_deref()
@@ -197,9 +241,10 @@ impl EventLoop {
         let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
             .members
             .iter()
-            .filter(|(peer, addrs)| !addrs.is_empty() && !self.swarm.is_connected(peer))
+            .filter(|(peer, _)| !self.swarm.is_connected(peer))
             .filter(|(peer, _)| self.backoff.get(peer).is_none_or(|b| b.next_attempt <= now))
-            .map(|(p, a)| (*p, a.clone()))
+            .map(|(p, a)| (*p, self.dial_addresses(*p, a)))
+            .filter(|(_, addrs)| !addrs.is_empty())
             .collect();
         for (peer, addrs) in targets {
             let entry = self.backoff.entry(peer).or_insert(Backoff { next_attempt: now, delay: FIRST_BACKOFF });
@@ -213,6 +258,60 @@ impl EventLoop {
         }
     }
 
+    /// Where to dial a member: its listed addresses, and, through every connected relay, a
+    /// circuit to it when it is listed with no address (it dials out only), when this node can
+    /// only dial out, or when a direct dial has failed before. The swarm tries them side by
+    /// side and keeps the first that connects.
+    fn dial_addresses(&self, peer: PeerId, listed: &[Multiaddr]) -> Vec<Multiaddr> {
+        let direct_failed = self.backoff.get(&peer).is_some_and(|b| b.delay > FIRST_BACKOFF);
+        let mut addrs = listed.to_vec();
+        if listed.is_empty() || self.reachability == Reachability::Outbound || direct_failed {
+            addrs.extend(self.relays.iter().filter(|(relay, _)| **relay != peer).map(|(relay, addr)| {
+                addr.clone().with(Protocol::P2p(*relay)).with(Protocol::P2pCircuit).with(Protocol::P2p(peer))
+            }));
+        }
+        addrs
+    }
+
+    /// A connected member offers the relay protocol: remember it for circuits, and if this node
+    /// can only dial out, take a reservation there so members can reach it.
+    fn on_relay_seen(&mut self, relay: PeerId) {
+        let Some(addr) = self.members.get(&relay).and_then(|a| a.first()).cloned() else {
+            return; // a relay must be listed with an address; one that is not cannot be used
+        };
+        self.relays.insert(relay, addr.clone());
+        let wanted = self.reachability == Reachability::Outbound
+            && (self.allowed_relays.is_empty() || self.allowed_relays.contains(&relay));
+        if wanted && !self.reservations.contains_key(&relay) {
+            let circuit = addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    tracing::info!(%relay, "asking for a reservation at a relay");
+                    self.reservations.insert(relay, listener);
+                }
+                Err(e) => tracing::warn!(%relay, error = %e, "cannot listen through the relay"),
+            }
+        }
+    }
+
+    /// Records a connection's route and announces the peer's route when it changes: direct as
+    /// soon as one direct connection is open (a hole punch succeeded), else the relay's.
+    /// Once a direct connection is open, the relayed ones are closed: they hold one of the
+    /// relay's circuits and its bandwidth for nothing.
+    async fn note_route(&mut self, peer: PeerId) {
+        let Some(conns) = self.connections.get(&peer) else { return };
+        let direct = conns.values().any(Option::is_none);
+        if direct {
+            for (id, _) in conns.iter().filter(|(_, relay)| relay.is_some()) {
+                self.swarm.close_connection(*id);
+            }
+        }
+        let route = if direct { None } else { conns.values().flatten().next().copied() };
+        if self.announced.contains(&peer) && self.routes.insert(peer, route) != Some(route) {
+            emit(&self.events, NetworkEvent::Route { peer, relay: route }).await;
+        }
+    }
+
     async fn on_swarm_event(&mut self, event: SwarmEvent<NodeBehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -220,17 +319,36 @@ impl EventLoop {
                 self.listen_addrs.push(address.clone());
                 emit(&self.events, NetworkEvent::Listening { address }).await;
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
-                self.backoff.remove(&peer_id);
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
                 if num_established.get() == 1 {
                     self.remote_addrs.insert(peer_id, endpoint.get_remote_address().clone());
                 }
+                self.connections.entry(peer_id).or_default().insert(connection_id, relay_of(&endpoint));
+                self.note_route(peer_id).await;
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+                if let Some(conns) = self.connections.get_mut(&peer_id) {
+                    conns.remove(&connection_id);
+                }
+                if num_established > 0 {
+                    self.note_route(peer_id).await;
+                    return;
+                }
+                self.connections.remove(&peer_id);
+                self.routes.remove(&peer_id);
+                self.relays.remove(&peer_id);
                 self.remote_addrs.remove(&peer_id);
                 if self.announced.remove(&peer_id) {
                     tracing::info!(peer = %peer_id, "disconnected");
                     emit(&self.events, NetworkEvent::Disconnected { peer: peer_id }).await;
+                }
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                // A reservation ends with its relay's connection; it is asked for again when
+                // the relay is back.
+                if let Some(relay) = self.reservations.iter().find(|(_, id)| **id == listener_id).map(|(r, _)| *r) {
+                    tracing::info!(%relay, ?reason, "reservation at the relay closed");
+                    self.reservations.remove(&relay);
                 }
             }
             SwarmEvent::IncomingConnectionError { peer_id, send_back_addr, error, .. } => match (error, peer_id) {
@@ -272,13 +390,32 @@ impl EventLoop {
                     self.refuse_incompatible(peer_id, reason).await;
                     return;
                 }
+                if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) && self.members.contains_key(&peer_id) {
+                    self.on_relay_seen(peer_id);
+                }
                 if self.swarm.is_connected(&peer_id) && self.announced.insert(peer_id) {
+                    // Only a connection that gets this far resets the dial backoff: a node that
+                    // does not list us completes the TLS handshake before it closes the
+                    // connection, and must not be redialled at every tick.
+                    self.backoff.remove(&peer_id);
                     let address = self.remote_addrs.get(&peer_id).cloned().unwrap_or_else(Multiaddr::empty);
                     tracing::info!(peer = %peer_id, %address, "connected");
                     emit(&self.events, NetworkEvent::Connected { peer: peer_id, address }).await;
                     emit(&self.job_events, JobNetworkEvent::Connected { peer: peer_id }).await;
+                    self.note_route(peer_id).await;
                 }
             }
+            NodeBehaviourEvent::RelayClient(event) => match event {
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal: false, .. } => {
+                    tracing::info!(relay = %relay_peer_id, "reachable through the relay");
+                }
+                event => tracing::debug!(?event, "relay client"),
+            },
+            NodeBehaviourEvent::Relay(event) => on_relay_server_event(event),
+            NodeBehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => match result {
+                Ok(_) => tracing::info!(peer = %remote_peer_id, "hole punch succeeded: now connected directly"),
+                Err(e) => tracing::debug!(peer = %remote_peer_id, error = %e, "hole punch failed: staying relayed"),
+            },
             NodeBehaviourEvent::Federation(event) => self.on_federation_event(event).await,
             NodeBehaviourEvent::Jobs(event) => self.on_job_event(event).await,
             NodeBehaviourEvent::Files(event) => self.on_file_event(event).await,
@@ -434,5 +571,80 @@ async fn emit<E>(events: &mpsc::Sender<E>, event: E) {
     }
 }
 
+/// The relay a connection runs through, if it is relayed: the PeerId just before `/p2p-circuit`
+/// in its address (the dialled address, or for an inbound circuit the local listen address).
+fn relay_of(endpoint: &ConnectedPoint) -> Option<PeerId> {
+    let addr = match endpoint {
+        ConnectedPoint::Dialer { address, .. } => address,
+        ConnectedPoint::Listener { local_addr, .. } => local_addr,
+    };
+    let mut last_peer = None;
+    for protocol in addr.iter() {
+        match protocol {
+            Protocol::P2p(peer) => last_peer = Some(peer),
+            Protocol::P2pCircuit => return last_peer,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn on_relay_server_event(event: relay::Event) {
+    match event {
+        relay::Event::ReservationReqAccepted { src_peer_id, renewed: false } => {
+            tracing::info!(peer = %src_peer_id, "relay: reservation accepted");
+        }
+        relay::Event::ReservationReqDenied { src_peer_id, status } => {
+            tracing::warn!(peer = %src_peer_id, ?status, "relay: reservation denied");
+        }
+        relay::Event::CircuitReqAccepted { src_peer_id, dst_peer_id } => {
+            tracing::info!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened");
+        }
+        relay::Event::CircuitReqDenied { src_peer_id, dst_peer_id, status } => {
+            tracing::warn!(src = %src_peer_id, dst = %dst_peer_id, ?status, "relay: circuit denied");
+        }
+        relay::Event::CircuitClosed { src_peer_id, dst_peer_id, error } => {
+            tracing::info!(src = %src_peer_id, dst = %dst_peer_id, ?error, "relay: circuit closed");
+        }
+        event => tracing::debug!(?event, "relay"),
+    }
+}
+
 /// The error allow_block_list gives when it denies a connection.
 type NotAllowed = libp2p::allow_block_list::NotAllowed;
+
+#[cfg(test)]
+mod tests {
+    use libp2p::core::Endpoint;
+    use libp2p::core::transport::PortUse;
+
+    use super::*;
+
+    #[test]
+    fn a_connection_names_its_relay_whichever_side_dialled() {
+        let relay = PeerId::random();
+        let target = PeerId::random();
+        let relay_addr: Multiaddr = "/ip4/10.0.0.2/tcp/4001".parse().unwrap();
+        let dialled = ConnectedPoint::Dialer {
+            address: relay_addr
+                .clone()
+                .with(Protocol::P2p(relay))
+                .with(Protocol::P2pCircuit)
+                .with(Protocol::P2p(target)),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        assert_eq!(relay_of(&dialled), Some(relay));
+        let accepted = ConnectedPoint::Listener {
+            local_addr: relay_addr.clone().with(Protocol::P2p(relay)).with(Protocol::P2pCircuit),
+            send_back_addr: Protocol::P2p(target).into(),
+        };
+        assert_eq!(relay_of(&accepted), Some(relay));
+        let direct = ConnectedPoint::Dialer {
+            address: relay_addr.with(Protocol::P2p(target)),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        assert_eq!(relay_of(&direct), None);
+    }
+}

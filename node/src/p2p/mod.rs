@@ -9,6 +9,11 @@
 //! Transport: TCP + TLS 1.3 (libp2p-tls: both ends prove their PeerId) + yamux. Only members of
 //! the current federation config may connect, in either direction (an allow list rebuilt on
 //! every config change; removing a member closes its connections at once).
+//!
+//! Members behind firewalls (`reachability = "outbound"`) take reservations at members that
+//! serve as relays (circuit relay v2) and are reached through them; the relayed connection is
+//! TLS end to end between the two members, and DCUtR upgrades it to a direct one where a hole
+//! punch succeeds.
 
 mod behaviour;
 mod event_loop;
@@ -24,6 +29,7 @@ use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::config::{Reachability, RelaySection};
 use crate::identity::NodeIdentity;
 
 /// Something the network could not do.
@@ -56,6 +62,8 @@ pub enum NetworkEvent {
     Incompatible { peer: PeerId, reason: String },
     /// The node listens on a new address.
     Listening { address: Multiaddr },
+    /// How a connected peer is reached changed: through this relay, or (None) directly.
+    Route { peer: PeerId, relay: Option<PeerId> },
 }
 
 /// Inbound job traffic, for the jobs core to act on (kept apart from federation events so
@@ -144,6 +152,18 @@ pub enum OpenStreamError {
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
     pub listen: Vec<Multiaddr>,
+    pub reachability: Reachability,
+    /// Relays an `outbound` node may use; empty: any member that serves as one.
+    pub relays: Vec<PeerId>,
+    /// Serve as a relay with these limits.
+    pub relay: Option<RelaySection>,
+}
+
+impl NetworkConfig {
+    /// A directly reachable node that serves no relay.
+    pub fn listening_on(listen: Vec<Multiaddr>) -> Self {
+        Self { listen, reachability: Reachability::Direct, relays: Vec::new(), relay: None }
+    }
 }
 
 impl Network {
