@@ -295,9 +295,25 @@ pub struct P2pSection {
     /// PeerIds of the relays an `outbound` node may use; empty: every member that serves as one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<String>,
+    /// Members this node stays connected to for gossip, however big the federation: it dials
+    /// half of them (its ring neighbours) and the others dial it. Connections for jobs and
+    /// transfers open on demand besides. 0: every member (a full mesh).
+    #[serde(default = "default_gossip_peers")]
+    pub gossip_peers: usize,
+    /// An on-demand connection (not a gossip neighbour) closes once idle this long, in seconds.
+    #[serde(default = "default_idle_connection_secs")]
+    pub idle_connection_secs: u64,
     /// Serving as a relay for members that cannot accept connections.
     #[serde(default)]
     pub relay: RelaySection,
+}
+
+fn default_gossip_peers() -> usize {
+    12
+}
+
+fn default_idle_connection_secs() -> u64 {
+    60
 }
 
 impl Default for P2pSection {
@@ -306,6 +322,8 @@ impl Default for P2pSection {
             listen: vec!["/ip4/127.0.0.1/tcp/4001".to_string()],
             reachability: Reachability::default(),
             relays: Vec::new(),
+            gossip_peers: default_gossip_peers(),
+            idle_connection_secs: default_idle_connection_secs(),
             relay: RelaySection::default(),
         }
     }
@@ -455,6 +473,9 @@ impl NodeConfig {
             relay
                 .parse::<libp2p::PeerId>()
                 .map_err(|e| format!("key `p2p.relays[{i}]`: {relay:?} is not a PeerId: {e}"))?;
+        }
+        if self.p2p.idle_connection_secs == 0 {
+            return Err("key `p2p.idle_connection_secs` must be at least 1".into());
         }
         let relay = &self.p2p.relay;
         if relay.serve && (relay.max_reservations == 0 || relay.max_circuits == 0 || relay.max_circuits_per_peer == 0) {

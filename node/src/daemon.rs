@@ -42,6 +42,8 @@ pub async fn run(config: NodeConfig, config_path: &std::path::Path) -> anyhow::R
         reachability: config.p2p.reachability,
         relays: config.p2p.relays.iter().map(|r| r.parse()).collect::<Result<_, _>>().context("p2p.relays")?,
         relay: config.p2p.relay.serve.then(|| config.p2p.relay.clone()),
+        gossip_peers: config.p2p.gossip_peers,
+        idle_connection: std::time::Duration::from_secs(config.p2p.idle_connection_secs),
     };
     let (network, events) = Network::spawn(&identity, network_config, federation.subscribe())?;
     let handle = FederationHandle {

@@ -46,6 +46,9 @@ pub(super) struct NodeBehaviour {
     pub relay: Toggle<relay::Behaviour>,
     /// Upgrading relayed connections to direct ones by hole punching.
     pub dcutr: dcutr::Behaviour,
+    /// Gossip neighbours' connections stay open while idle; the others close after the idle
+    /// timeout.
+    pub keep_alive: super::keep_alive::Behaviour,
 }
 
 impl NodeBehaviour {
@@ -110,6 +113,7 @@ impl NodeBehaviour {
             relay_client,
             relay: relay_config.map(|c| relay_server(key.public().to_peer_id(), c, members)).into(),
             dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
+            keep_alive: Default::default(),
         })
     }
 }

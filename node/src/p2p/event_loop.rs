@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::behaviour::{MemberSet, NodeBehaviour, NodeBehaviourEvent, advert_topic_score};
-use super::{Command, JobNetworkEvent, NetworkConfig, NetworkError, NetworkEvent};
+use super::topology::{Neighbours, gossip_neighbours};
+use super::{Command, JobNetworkEvent, NetworkConfig, NetworkError, NetworkEvent, StreamsInUse};
 use crate::config::Reachability;
 use crate::identity::NodeIdentity;
 use fedimpute_protocol::jobs::SignedJobMessage;
@@ -52,8 +53,8 @@ pub(super) struct EventLoop {
     topic: Option<gossipsub::IdentTopic>,
     backoff: HashMap<PeerId, Backoff>,
     pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<FederationResponse, NetworkError>>)>,
-    pending_jobs: HashMap<OutboundRequestId, oneshot::Sender<Result<SignedJobMessage, NetworkError>>>,
-    pending_chunks: HashMap<OutboundRequestId, oneshot::Sender<Result<ChunkResponse, NetworkError>>>,
+    pending_jobs: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<SignedJobMessage, NetworkError>>)>,
+    pending_chunks: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<ChunkResponse, NetworkError>>)>,
     listen_addrs: Vec<Multiaddr>,
     /// Remote address of each peer's first open connection.
     remote_addrs: HashMap<PeerId, Multiaddr>,
@@ -74,6 +75,15 @@ pub(super) struct EventLoop {
     connections: HashMap<PeerId, HashMap<ConnectionId, Option<PeerId>>>,
     /// The route last announced for each peer, so a change is announced once.
     routes: HashMap<PeerId, Option<PeerId>>,
+    /// How many gossip neighbours to keep (0: every member).
+    gossip_peers: usize,
+    /// The members this node dials and keeps connected for gossip; others are dialled on demand.
+    neighbours: Neighbours,
+    /// When each peer's connection last carried a request or answer.
+    last_used: HashMap<PeerId, Instant>,
+    /// An on-demand connection unused this long is closed.
+    idle_connection: Duration,
+    streams_in_use: StreamsInUse,
 }
 
 impl EventLoop {
@@ -84,6 +94,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetworkEvent>,
         job_events: mpsc::Sender<JobNetworkEvent>,
+        streams_in_use: StreamsInUse,
     ) -> anyhow::Result<Self> {
         let member_set = MemberSet::default();
         let relay_config = config.relay.as_ref();
@@ -96,8 +107,10 @@ impl EventLoop {
             .with_behaviour(|key, relay_client| {
                 NodeBehaviour::new(key, relay_client, relay_config, member_set.clone()).map_err(|e| e.into())
             })?
-            // Members keep their connections open; the dial loop reopens any that drop.
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
+            // A connection no protocol needs closes after this. Gossipsub's own long-lived
+            // streams keep every connection it runs on open, so on-demand connections are also
+            // closed by the event loop once unused (close_idle_connections).
+            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection))
             .build();
         for addr in &config.listen {
             swarm.listen_on(addr.clone()).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -126,6 +139,11 @@ impl EventLoop {
             reservations: HashMap::new(),
             connections: HashMap::new(),
             routes: HashMap::new(),
+            gossip_peers: config.gossip_peers,
+            neighbours: Neighbours::default(),
+            last_used: HashMap::new(),
+            idle_connection: config.idle_connection,
+            streams_in_use,
         })
     }
 
@@ -154,6 +172,7 @@ impl EventLoop {
                 _ = dial_tick.tick() => {
                     self.check_freeze();
                     self.dial_members();
+                    self.close_idle_connections();
                 }
             }
         }
@@ -193,6 +212,16 @@ impl EventLoop {
         }
         self.members = members;
         *self.member_set.write().unwrap_or_else(|e| e.into_inner()) = self.members.keys().copied().collect();
+        let everyone: Vec<PeerId> = self.members.keys().copied().chain([self.local]).collect();
+        self.neighbours = gossip_neighbours(&everyone, self.local, self.gossip_peers);
+        self.refresh_kept();
+        // Listed addresses in the swarm's address book: a job message, chunk request or file
+        // stream to a member that is not a neighbour dials it there.
+        let listed: Vec<(PeerId, Multiaddr)> =
+            self.members.iter().flat_map(|(p, addrs)| addrs.iter().map(|a| (*p, a.clone()))).collect();
+        for (peer, addr) in listed {
+            self.swarm.add_peer_address(peer, addr);
+        }
         self.relays.retain(|peer, _| new.contains(peer));
         if self.swarm.behaviour().relay.is_enabled() {
             // A relay hands its reservation holders the addresses it is listed with; without
@@ -236,12 +265,85 @@ impl EventLoop {
         }
     }
 
+    /// The peers whose connections stay open while idle: gossip neighbours and the relays this
+    /// node is reachable through.
+    fn refresh_kept(&mut self) {
+        let kept = self.neighbours.keep.iter().chain(self.reservations.keys()).copied().collect();
+        self.swarm.behaviour_mut().keep_alive.set_kept(kept);
+    }
+
+    /// Whether the dial loop keeps this member connected: a gossip neighbour it dials, or, for
+    /// a node that can only dial out, a relay to be reached through (any listed member while
+    /// it has no reservation and was not told its relays: one of them may serve as one).
+    fn stays_connected(&self, peer: &PeerId) -> bool {
+        if self.neighbours.dial.contains(peer) {
+            return true;
+        }
+        if self.reachability != Reachability::Outbound {
+            return false;
+        }
+        self.reservations.contains_key(peer)
+            || self.allowed_relays.contains(peer)
+            || (self.allowed_relays.is_empty() && self.reservations.is_empty())
+    }
+
+    /// Starts a connection to a member that is not connected, for a request about to be sent
+    /// (request-response waits for it; without this it would dial only the address book).
+    fn dial_on_demand(&mut self, peer: PeerId) {
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        let Some(listed) = self.members.get(&peer) else { return };
+        if self.backoff.get(&peer).is_some_and(|b| b.delay == INCOMPATIBLE_RETRY && b.next_attempt > Instant::now()) {
+            return; // it speaks another protocol major: left alone until the retry
+        }
+        let addrs = self.dial_addresses(peer, listed);
+        if addrs.is_empty() {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "on-demand dial not started");
+        }
+    }
+
+    /// Closes connections that are neither gossip nor a relay this node needs once no request,
+    /// answer or file stream has used them for the idle time.
+    fn close_idle_connections(&mut self) {
+        let now = Instant::now();
+        let busy: HashSet<PeerId> = self
+            .pending
+            .values()
+            .map(|(p, _)| *p)
+            .chain(self.pending_jobs.values().map(|(p, _)| *p))
+            .chain(self.pending_chunks.values().map(|(p, _)| *p))
+            .collect();
+        let idle: Vec<PeerId> = self
+            .connections
+            .keys()
+            .filter(|p| !self.neighbours.keep.contains(p) && !self.reservations.contains_key(p))
+            .filter(|p| !(self.reachability == Reachability::Outbound && self.relays.contains_key(p)))
+            .filter(|p| !busy.contains(p) && !self.streams_in_use.any(p))
+            .filter(|p| self.last_used.get(p).is_none_or(|t| now.duration_since(*t) >= self.idle_connection))
+            .copied()
+            .collect();
+        for peer in idle {
+            tracing::debug!(%peer, "closing an idle on-demand connection");
+            self.last_used.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn used(&mut self, peer: PeerId) {
+        self.last_used.insert(peer, Instant::now());
+    }
+
     fn dial_members(&mut self) {
         let now = Instant::now();
         let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
             .members
             .iter()
-            .filter(|(peer, _)| !self.swarm.is_connected(peer))
+            .filter(|(peer, _)| self.stays_connected(peer) && !self.swarm.is_connected(peer))
             .filter(|(peer, _)| self.backoff.get(peer).is_none_or(|b| b.next_attempt <= now))
             .map(|(p, a)| (*p, self.dial_addresses(*p, a)))
             .filter(|(_, addrs)| !addrs.is_empty())
@@ -280,6 +382,14 @@ impl EventLoop {
             return; // a relay must be listed with an address; one that is not cannot be used
         };
         self.relays.insert(relay, addr.clone());
+        // Members that dial out only are reached through this relay, also by file streams,
+        // which dial from the address book.
+        let unlisted: Vec<PeerId> =
+            self.members.iter().filter(|(p, a)| a.is_empty() && **p != relay).map(|(p, _)| *p).collect();
+        for peer in unlisted {
+            let circuit = addr.clone().with(Protocol::P2p(relay)).with(Protocol::P2pCircuit).with(Protocol::P2p(peer));
+            self.swarm.add_peer_address(peer, circuit);
+        }
         let wanted = self.reachability == Reachability::Outbound
             && (self.allowed_relays.is_empty() || self.allowed_relays.contains(&relay));
         if wanted && !self.reservations.contains_key(&relay) {
@@ -288,6 +398,7 @@ impl EventLoop {
                 Ok(listener) => {
                     tracing::info!(%relay, "asking for a reservation at a relay");
                     self.reservations.insert(relay, listener);
+                    self.refresh_kept();
                 }
                 Err(e) => tracing::warn!(%relay, error = %e, "cannot listen through the relay"),
             }
@@ -320,6 +431,8 @@ impl EventLoop {
                 emit(&self.events, NetworkEvent::Listening { address }).await;
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+                // A fresh connection gets the idle time to be used before it counts as idle.
+                self.used(peer_id);
                 if num_established.get() == 1 {
                     self.remote_addrs.insert(peer_id, endpoint.get_remote_address().clone());
                 }
@@ -335,6 +448,7 @@ impl EventLoop {
                     return;
                 }
                 self.connections.remove(&peer_id);
+                self.last_used.remove(&peer_id);
                 self.routes.remove(&peer_id);
                 self.relays.remove(&peer_id);
                 self.remote_addrs.remove(&peer_id);
@@ -349,6 +463,7 @@ impl EventLoop {
                 if let Some(relay) = self.reservations.iter().find(|(_, id)| **id == listener_id).map(|(r, _)| *r) {
                     tracing::info!(%relay, ?reason, "reservation at the relay closed");
                     self.reservations.remove(&relay);
+                    self.refresh_kept();
                 }
             }
             SwarmEvent::IncomingConnectionError { peer_id, send_back_addr, error, .. } => match (error, peer_id) {
@@ -437,6 +552,9 @@ impl EventLoop {
         &mut self,
         event: request_response::Event<fedimpute_protocol::messages::FederationRequest, FederationResponse>,
     ) {
+        if let request_response::Event::Message { peer, .. } = &event {
+            self.used(*peer);
+        }
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
@@ -462,19 +580,22 @@ impl EventLoop {
     }
 
     async fn on_job_event(&mut self, event: request_response::Event<SignedJobMessage, SignedJobMessage>) {
+        if let request_response::Event::Message { peer, .. } = &event {
+            self.used(*peer);
+        }
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     emit(&self.job_events, JobNetworkEvent::Message { peer, message: request, channel }).await;
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(reply) = self.pending_jobs.remove(&request_id) {
+                    if let Some((_, reply)) = self.pending_jobs.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
-                if let Some(reply) = self.pending_jobs.remove(&request_id) {
+                if let Some((_, reply)) = self.pending_jobs.remove(&request_id) {
                     let _ =
                         reply.send(Err(NetworkError::Request { peer: peer.to_string(), reason: error.to_string() }));
                 }
@@ -487,19 +608,22 @@ impl EventLoop {
     }
 
     async fn on_file_event(&mut self, event: request_response::Event<ChunkRequest, ChunkResponse>) {
+        if let request_response::Event::Message { peer, .. } = &event {
+            self.used(*peer);
+        }
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     emit(&self.job_events, JobNetworkEvent::Chunk { peer, request, channel }).await;
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(reply) = self.pending_chunks.remove(&request_id) {
+                    if let Some((_, reply)) = self.pending_chunks.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
-                if let Some(reply) = self.pending_chunks.remove(&request_id) {
+                if let Some((_, reply)) = self.pending_chunks.remove(&request_id) {
                     let _ =
                         reply.send(Err(NetworkError::Request { peer: peer.to_string(), reason: error.to_string() }));
                 }
@@ -530,6 +654,8 @@ impl EventLoop {
                 self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&message_id, &source, acceptance);
             }
             Command::Request { peer, request, reply } => {
+                self.used(peer);
+                self.dial_on_demand(peer);
                 let id = self.swarm.behaviour_mut().federation.send_request(&peer, request);
                 self.pending.insert(id, (peer, reply));
             }
@@ -539,8 +665,10 @@ impl EventLoop {
                 }
             }
             Command::JobRequest { peer, message, reply } => {
+                self.used(peer);
+                self.dial_on_demand(peer);
                 let id = self.swarm.behaviour_mut().jobs.send_request(&peer, message);
-                self.pending_jobs.insert(id, reply);
+                self.pending_jobs.insert(id, (peer, reply));
             }
             Command::JobRespond { channel, message } => {
                 if self.swarm.behaviour_mut().jobs.send_response(channel, message).is_err() {
@@ -548,8 +676,10 @@ impl EventLoop {
                 }
             }
             Command::ChunkRequest { peer, request, reply } => {
+                self.used(peer);
+                self.dial_on_demand(peer);
                 let id = self.swarm.behaviour_mut().files.send_request(&peer, request);
-                self.pending_chunks.insert(id, reply);
+                self.pending_chunks.insert(id, (peer, reply));
             }
             Command::ChunkRespond { channel, response } => {
                 if self.swarm.behaviour_mut().files.send_response(channel, response).is_err() {

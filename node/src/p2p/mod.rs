@@ -17,8 +17,12 @@
 
 mod behaviour;
 mod event_loop;
+mod keep_alive;
+pub mod topology;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fedimpute_protocol::federation::FederationConfig;
 use fedimpute_protocol::jobs::SignedJobMessage;
@@ -136,6 +140,40 @@ pub struct Network {
     local_peer_id: PeerId,
     /// Opens raw streams without a round trip through the event loop.
     streams: libp2p_stream::Control,
+    streams_in_use: StreamsInUse,
+}
+
+/// File streams open per peer, so the event loop does not close an on-demand connection that
+/// is carrying one (it sees requests, but streams bypass it).
+#[derive(Clone, Default)]
+pub(crate) struct StreamsInUse(Arc<std::sync::Mutex<HashMap<PeerId, usize>>>);
+
+impl StreamsInUse {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn any(&self, peer: &PeerId) -> bool {
+        self.map().get(peer).is_some_and(|n| *n > 0)
+    }
+}
+
+/// A file stream in use with a peer, until dropped.
+pub struct StreamInUse {
+    peer: PeerId,
+    registry: StreamsInUse,
+}
+
+impl Drop for StreamInUse {
+    fn drop(&mut self) {
+        let mut map = self.registry.map();
+        if let Some(n) = map.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// Why a file stream could not be opened.
@@ -157,12 +195,23 @@ pub struct NetworkConfig {
     pub relays: Vec<PeerId>,
     /// Serve as a relay with these limits.
     pub relay: Option<RelaySection>,
+    /// Gossip neighbours to stay connected to (0: every member).
+    pub gossip_peers: usize,
+    /// How long an idle on-demand connection stays open.
+    pub idle_connection: Duration,
 }
 
 impl NetworkConfig {
     /// A directly reachable node that serves no relay.
     pub fn listening_on(listen: Vec<Multiaddr>) -> Self {
-        Self { listen, reachability: Reachability::Direct, relays: Vec::new(), relay: None }
+        Self {
+            listen,
+            reachability: Reachability::Direct,
+            relays: Vec::new(),
+            relay: None,
+            gossip_peers: 12,
+            idle_connection: Duration::from_secs(60),
+        }
     }
 }
 
@@ -176,14 +225,30 @@ impl Network {
         let (command_tx, command_rx) = mpsc::channel(256);
         let (event_tx, event_rx) = mpsc::channel(1024);
         let (job_tx, job_rx) = mpsc::channel(1024);
-        let event_loop = event_loop::EventLoop::new(identity, &config, federation, command_rx, event_tx, job_tx)?;
+        let streams_in_use = StreamsInUse::default();
+        let event_loop = event_loop::EventLoop::new(
+            identity,
+            &config,
+            federation,
+            command_rx,
+            event_tx,
+            job_tx,
+            streams_in_use.clone(),
+        )?;
         let mut streams = event_loop.stream_control();
         let file_streams = streams
             .accept(StreamProtocol::new(FILE_STREAM_PROTOCOL))
             .map_err(|e| anyhow::anyhow!("cannot accept file streams: {e}"))?;
         tokio::spawn(event_loop.run());
         let events = NetworkEvents { federation: event_rx, jobs: job_rx, file_streams };
-        Ok((Self { commands: command_tx, local_peer_id: identity.peer_id(), streams }, events))
+        Ok((Self { commands: command_tx, local_peer_id: identity.peer_id(), streams, streams_in_use }, events))
+    }
+
+    /// Marks a file stream with `peer` as in use while the guard lives: the connection it runs
+    /// on is not closed as idle meanwhile.
+    pub fn stream_in_use(&self, peer: PeerId) -> StreamInUse {
+        *self.streams_in_use.map().entry(peer).or_default() += 1;
+        StreamInUse { peer, registry: self.streams_in_use.clone() }
     }
 
     /// Opens a file stream to a connected member (dialling it if it is not connected).

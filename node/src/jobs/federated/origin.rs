@@ -523,13 +523,7 @@ pub fn select_host(
         .filter_map(|e| {
             let member = doc.member(&e.advert.peer_id)?;
             let status = local.get(&member.peer_id);
-            Some(Candidate {
-                member,
-                advert: &e.advert,
-                fresh: e.is_fresh(&fed_config, now),
-                connected: status.connected,
-                rtt_ms: status.rtt_ms,
-            })
+            Some(Candidate { member, advert: &e.advert, fresh: e.is_fresh(&fed_config, now), rtt_ms: status.rtt_ms })
         })
         .collect();
     let needs = Needs { panel, build, engine, input_bytes, origin, excluded };

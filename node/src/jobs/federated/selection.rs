@@ -42,10 +42,11 @@ impl PanelRef {
 pub struct Candidate<'a> {
     pub member: &'a Member,
     pub advert: &'a Advert,
-    /// Its advert is within its time to live.
+    /// Its advert is within its time to live: it is up and gossiping. Whether this node holds a
+    /// connection to it does not matter: only gossip neighbours stay connected, and a job opens
+    /// its own connection to the host.
     pub fresh: bool,
-    /// Connected to this node now.
-    pub connected: bool,
+    /// Last measured round trip, if this node has been connected to it.
     pub rtt_ms: Option<f64>,
 }
 
@@ -114,7 +115,7 @@ pub fn choose_host<'a>(
             Some(format!("{who}: panel {panel_id} cannot be used with {}", needs.engine))
         } else if service.is_none_or(|s| s.status == ServiceStatus::Unavailable) {
             Some(format!("{who}: {} is not available there", needs.engine))
-        } else if !c.fresh || !c.connected {
+        } else if !c.fresh {
             Some(format!("{who} is not reachable now"))
         } else {
             None
@@ -189,7 +190,7 @@ mod tests {
     }
 
     fn candidate<'a>(m: &'a Member, a: &'a Advert, rtt: f64) -> Candidate<'a> {
-        Candidate { member: m, advert: a, fresh: true, connected: true, rtt_ms: Some(rtt) }
+        Candidate { member: m, advert: a, fresh: true, rtt_ms: Some(rtt) }
     }
 
     #[test]
@@ -231,7 +232,7 @@ mod tests {
         let all = [candidate(&b, &ab, 9.0), candidate(&c, &impostor, 1.0)];
         assert_eq!(choose_host(&all, &needs, &policy).unwrap().member.peer_id, "peer-B");
         // With B unreachable, the job waits or fails; it never goes to the impostor.
-        let gone = Candidate { connected: false, ..candidate(&b, &ab, 9.0) };
+        let gone = Candidate { fresh: false, ..candidate(&b, &ab, 9.0) };
         assert!(choose_host(&[gone, candidate(&c, &impostor, 1.0)], &needs, &policy).is_err());
     }
 

@@ -64,6 +64,7 @@ impl Federated {
     /// [`STREAMS_PER_PEER`] streams served at once, and must ask within [`STREAM_REQUEST_TIMEOUT`].
     pub(super) async fn serve_stream(&self, peer: PeerId, mut stream: libp2p::Stream) {
         use futures_util::AsyncWriteExt;
+        let _in_use = self.network.stream_in_use(peer);
         let Some(_slot) = self.stream_slots.take(peer) else {
             let _ = write_frame(&mut stream, &StreamAnswer::Busy).await;
             let _ = stream.close().await;

@@ -114,6 +114,8 @@ impl Pull<'_> {
     ) -> Result<Option<u64>, PullError> {
         let unreachable =
             |reason: String| PullError::Unreachable(NetworkError::Request { peer: self.peer.to_string(), reason });
+        // The connection stays open while the stream is in use, however long the file takes.
+        let _in_use = self.network.stream_in_use(self.peer);
         let mut stream = match self.network.open_file_stream(self.peer).await {
             Ok(stream) => stream,
             Err(OpenStreamError::Unsupported) => return Ok(None),
