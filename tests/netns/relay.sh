@@ -99,14 +99,16 @@ for n in "${NODES[@]}"; do
 done
 IP_A=${FED_IP[a]} IP_B=${FED_IP[b]} IP_C=${FED_IP[c]}
 
-say "C's firewall: inbound only replies; outbound only to the relay B"
-ip netns exec "$NS_PREFIX-c" nft -f - <<EOF
-table inet hospital {
-  chain input {
+# Every firewall here lets in only replies to connections the namespace opened itself.
+INBOUND_REPLIES_ONLY='chain input {
     type filter hook input priority 0; policy drop;
     iif "lo" accept
     ct state established,related accept
-  }
+  }'
+say "C's firewall: inbound only replies; outbound only to the relay B"
+ip netns exec "$NS_PREFIX-c" nft -f - <<EOF
+table inet hospital {
+  $INBOUND_REPLIES_ONLY
   chain output {
     type filter hook output priority 0; policy drop;
     oif "lo" accept
@@ -119,11 +121,7 @@ say "D's and E's firewalls: inbound only replies (connection tracking); outbound
 for n in d e; do
   ip netns exec "$NS_PREFIX-$n" nft -f - <<EOF
 table inet office {
-  chain input {
-    type filter hook input priority 0; policy drop;
-    iif "lo" accept
-    ct state established,related accept
-  }
+  $INBOUND_REPLIES_ONLY
 }
 EOF
 done
