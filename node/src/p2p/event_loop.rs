@@ -268,8 +268,12 @@ impl EventLoop {
     /// The peers whose connections stay open while idle: gossip neighbours and the relays this
     /// node is reachable through.
     fn refresh_kept(&mut self) {
-        let kept = self.neighbours.keep.iter().chain(self.reservations.keys()).copied().collect();
+        let kept = self.members.keys().filter(|p| self.is_kept(p)).copied().collect();
         self.swarm.behaviour_mut().keep_alive.set_kept(kept);
+    }
+
+    fn is_kept(&self, peer: &PeerId) -> bool {
+        self.neighbours.keep.contains(peer) || self.reservations.contains_key(peer)
     }
 
     /// Whether the dial loop keeps this member connected: a gossip neighbour it dials, or, for
@@ -321,7 +325,7 @@ impl EventLoop {
         let idle: Vec<PeerId> = self
             .connections
             .keys()
-            .filter(|p| !self.neighbours.keep.contains(p) && !self.reservations.contains_key(p))
+            .filter(|p| !self.is_kept(p))
             .filter(|p| !(self.reachability == Reachability::Outbound && self.relays.contains_key(p)))
             .filter(|p| !busy.contains(p) && !self.streams_in_use.any(p))
             .filter(|p| self.last_used.get(p).is_none_or(|t| now.duration_since(*t) >= self.idle_connection))
@@ -368,9 +372,12 @@ impl EventLoop {
         let direct_failed = self.backoff.get(&peer).is_some_and(|b| b.delay > FIRST_BACKOFF);
         let mut addrs = listed.to_vec();
         if listed.is_empty() || self.reachability == Reachability::Outbound || direct_failed {
-            addrs.extend(self.relays.iter().filter(|(relay, _)| **relay != peer).map(|(relay, addr)| {
-                addr.clone().with(Protocol::P2p(*relay)).with(Protocol::P2pCircuit).with(Protocol::P2p(peer))
-            }));
+            addrs.extend(
+                self.relays
+                    .iter()
+                    .filter(|(relay, _)| **relay != peer)
+                    .map(|(relay, addr)| circuit_through(addr, *relay).with(Protocol::P2p(peer))),
+            );
         }
         addrs
     }
@@ -387,14 +394,12 @@ impl EventLoop {
         let unlisted: Vec<PeerId> =
             self.members.iter().filter(|(p, a)| a.is_empty() && **p != relay).map(|(p, _)| *p).collect();
         for peer in unlisted {
-            let circuit = addr.clone().with(Protocol::P2p(relay)).with(Protocol::P2pCircuit).with(Protocol::P2p(peer));
-            self.swarm.add_peer_address(peer, circuit);
+            self.swarm.add_peer_address(peer, circuit_through(&addr, relay).with(Protocol::P2p(peer)));
         }
         let wanted = self.reachability == Reachability::Outbound
             && (self.allowed_relays.is_empty() || self.allowed_relays.contains(&relay));
         if wanted && !self.reservations.contains_key(&relay) {
-            let circuit = addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
-            match self.swarm.listen_on(circuit.clone()) {
+            match self.swarm.listen_on(circuit_through(&addr, relay)) {
                 Ok(listener) => {
                     tracing::info!(%relay, "asking for a reservation at a relay");
                     self.reservations.insert(relay, listener);
@@ -699,6 +704,12 @@ async fn emit<E>(events: &mpsc::Sender<E>, event: E) {
     if events.send(event).await.is_err() {
         tracing::debug!("no consumer for network events");
     }
+}
+
+/// `/<relay address>/p2p/<relay>/p2p-circuit`: listened on, it asks the relay for a
+/// reservation; with `/p2p/<member>` added, it dials that member through the relay.
+fn circuit_through(relay_addr: &Multiaddr, relay: PeerId) -> Multiaddr {
+    relay_addr.clone().with(Protocol::P2p(relay)).with(Protocol::P2pCircuit)
 }
 
 /// The relay a connection runs through, if it is relayed: the PeerId just before `/p2p-circuit`
